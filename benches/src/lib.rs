@@ -1,0 +1,1 @@
+//! Shared fixtures for lvs's criterion benchmarks.

@@ -1,0 +1,2 @@
+//! The connection table: lock-free lookups from both sides, the IPVS TCP state machine and
+//! timeouts, persistence templates and expiry.

@@ -1,0 +1,1 @@
+//! Zero-copy header views over byte buffers and Internet checksums.
