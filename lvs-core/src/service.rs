@@ -487,6 +487,54 @@ mod tests {
     }
 
     #[test]
+    fn readers_see_each_publish_all_or_nothing() {
+        // Two rule sets that differ in every service and weight; a reader that ever saw a mix
+        // (some services or weights from one set, some from the other) would fail.
+        let make = |generation: u32| -> Vec<ServiceConfig> {
+            (0..4u8)
+                .map(|i| {
+                    let mut c = ServiceConfig::new(tcp([10, 0, 0, i], 80));
+                    for j in 0..3u8 {
+                        let mut d = DestConfig::new([10, 0, 1, j].into(), 80);
+                        d.weight = generation;
+                        c.dests.insert(0, d);
+                    }
+                    c
+                })
+                .collect()
+        };
+        let table = Arc::new(ServiceTable::new());
+        table.publish(&make(1));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (table, stop) = (table.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let set = table.load();
+                    let weights: Vec<u32> = set
+                        .services()
+                        .iter()
+                        .flat_map(|s| s.dests.iter().map(|d| d.config.weight))
+                        .collect();
+                    assert_eq!(weights.len(), 12, "a snapshot always holds all services");
+                    assert!(
+                        weights.iter().all(|&w| w == weights[0]),
+                        "mixed snapshot: {weights:?}"
+                    );
+                    seen += 1;
+                }
+                seen
+            })
+        };
+        for round in 0..2000u32 {
+            table.publish(&make(1 + round % 2));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    }
+
+    #[test]
     fn lookup_falls_back_to_port_zero_service() {
         let table = ServiceTable::new();
         let set = table.publish(&[ServiceConfig::new(tcp([10, 0, 0, 1], 0))]);
