@@ -2,3 +2,4 @@
 //! I/O backends. The pipeline is a pure function of (frame, tables, now) → (frame, verdict).
 
 pub mod wire;
+pub mod xlate;
