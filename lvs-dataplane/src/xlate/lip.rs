@@ -202,10 +202,10 @@ mod tests {
                         if let Some(p) = pool.allocate(v4(9)) {
                             mine.push(p);
                         }
-                        if i % 3 == 0 {
-                            if let Some(p) = mine.pop() {
-                                assert!(pool.release(p.0, p.1));
-                            }
+                        if i % 3 == 0
+                            && let Some(p) = mine.pop()
+                        {
+                            assert!(pool.release(p.0, p.1));
                         }
                     }
                     mine
