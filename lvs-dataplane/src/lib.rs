@@ -2,5 +2,6 @@
 //! I/O backends. The pipeline is a pure function of (frame, tables, now) → (frame, verdict).
 
 pub mod neigh;
+pub mod verdict;
 pub mod wire;
 pub mod xlate;
