@@ -1,13 +1,45 @@
 //! The `lvs` binary: daemon, ipvsadm-compatible administration, demo lab.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 /// Userspace Linux Virtual Server.
 #[derive(Debug, Parser)]
 #[command(name = "lvs", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Runs a lab real server: HTTP and UDP echo answering "NAME CLIENT_IP:PORT".
+    #[command(hide = true)]
+    Testsrv {
+        /// Name to answer with.
+        #[arg(long)]
+        name: String,
+        /// HTTP listen address.
+        #[arg(long)]
+        http: Option<SocketAddr>,
+        /// UDP echo listen address.
+        #[arg(long)]
+        udp: Option<SocketAddr>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Testsrv { name, http, udp } => match lvs_bin::testsrv::serve(&name, http, udp) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lvs testsrv: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
 }

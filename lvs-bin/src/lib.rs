@@ -1,0 +1,6 @@
+//! Library side of the `lvs` binary: the namespace lab used by `lvs demo` and the end-to-end
+//! tests, and the small test servers that run in it.
+#![forbid(unsafe_code)]
+
+pub mod lab;
+pub mod testsrv;
