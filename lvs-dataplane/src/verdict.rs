@@ -7,20 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Outcome of processing one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Send the (rewritten) frame out of interface `egress` (the caller's interface number);
-    /// the frame is now `len` bytes long.
+    /// Send the (rewritten) frame out of interface `egress` (the worker's interface number).
     Forward {
-        /// Caller's interface number to send on.
+        /// Interface number to send on.
         egress: u16,
-        /// Frame length after rewriting.
-        len: usize,
     },
     /// Send the frame (rewritten in place into an answer: ARP reply, ICMP error) back out of the
-    /// interface it came in on; it is now `len` bytes long.
-    Reply {
-        /// Frame length after rewriting.
-        len: usize,
-    },
+    /// interface it came in on.
+    Reply,
     /// Not the balancer's traffic: leave it to the kernel (XDP_PASS / ignore on AF_PACKET).
     Pass,
     /// Dropped, and counted under `reason`.
