@@ -2,5 +2,6 @@
 //! tests, and the small test servers that run in it.
 #![forbid(unsafe_code)]
 
+pub mod health;
 pub mod lab;
 pub mod testsrv;
