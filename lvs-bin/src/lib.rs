@@ -2,6 +2,7 @@
 //! tests, and the small test servers that run in it.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod health;
 pub mod lab;
 pub mod testsrv;
