@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod decap;
 pub mod health;
 pub mod lab;
 pub mod testsrv;

@@ -16,6 +16,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Decapsulates IPIP / IPv6-in-IPv6 for a TUN-mode real server without the ipip module.
+    Decap {
+        /// Interface the tunnelled packets arrive on.
+        #[arg(long)]
+        iface: String,
+        /// Name of the TUN device to create.
+        #[arg(long, default_value = "lvsdecap0")]
+        tun: String,
+    },
     /// Runs a lab real server: HTTP and UDP echo answering "NAME CLIENT_IP:PORT".
     #[command(hide = true)]
     Testsrv {
@@ -34,6 +43,13 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Decap { iface, tun } => match lvs_bin::decap::run(&iface, &tun) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lvs decap: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Testsrv { name, http, udp } => match lvs_bin::testsrv::serve(&name, http, udp) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

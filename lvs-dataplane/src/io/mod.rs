@@ -8,6 +8,8 @@ use std::time::Duration;
 use crate::verdict::Verdict;
 
 pub mod mem;
+#[allow(unsafe_code)]
+pub mod tun;
 
 /// Bytes kept free in front of every received frame so a transform can prepend headers
 /// (IPIP's 20/40 bytes, a VLAN tag) without copying the frame.
