@@ -7,6 +7,7 @@
 
 pub mod io;
 pub mod neigh;
+pub mod route;
 pub mod verdict;
 pub mod wire;
 pub mod xlate;
