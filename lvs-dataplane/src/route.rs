@@ -81,7 +81,7 @@ impl RouteTable {
 
     /// Replaces every route atomically.
     pub fn replace(&self, mut routes: Vec<Route>) {
-        routes.sort_by(|a, b| b.len.cmp(&a.len));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.len));
         self.routes.store(Arc::new(routes));
     }
 
