@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::verdict::Verdict;
 
 pub mod mem;
+pub mod netlink;
 #[allow(unsafe_code)]
 pub mod tun;
 
