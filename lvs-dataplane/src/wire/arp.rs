@@ -63,7 +63,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b.len() < field::LEN {
             return Err(Error::Truncated);
         }
-        if be16(b, field::HTYPE) != 1 || be16(b, field::PTYPE) != ethertype::IPV4 || b[field::HLEN] != 6 || b[field::PLEN] != 4
+        if be16(b, field::HTYPE) != 1
+            || be16(b, field::PTYPE) != ethertype::IPV4
+            || b[field::HLEN] != 6
+            || b[field::PLEN] != 4
         {
             return Err(Error::Malformed);
         }
@@ -104,6 +107,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
     #[inline]
     pub fn target_ip(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::TPA))
+    }
+}
+
+impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
+    /// The whole wrapped buffer.
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_ref()
     }
 }
 

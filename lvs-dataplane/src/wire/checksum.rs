@@ -185,7 +185,11 @@ mod tests {
     fn naive(data: &[u8]) -> u16 {
         let mut acc: u32 = 0;
         for c in data.chunks(2) {
-            let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+            let w = if c.len() == 2 {
+                u16::from_be_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], 0])
+            };
             acc += w as u32;
             acc = (acc & 0xffff) + (acc >> 16);
         }
@@ -196,7 +200,10 @@ mod tests {
     fn rfc1071_example() {
         // RFC 1071 §3: bytes 00 01 f2 03 f4 f5 f6 f7 sum to 0xddf2.
         assert_eq!(sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), 0xddf2);
-        assert_eq!(checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), !0xddf2);
+        assert_eq!(
+            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            !0xddf2
+        );
     }
 
     #[test]
@@ -219,6 +226,10 @@ mod tests {
     #[test]
     fn udp_zero_rules() {
         assert_eq!(update_udp(0, 1, 2), 0, "no checksum stays absent");
-        assert_eq!(update_udp(0xdd2f, 0x5555, 0x3285), 0xffff, "computed zero is sent as 0xFFFF");
+        assert_eq!(
+            update_udp(0xdd2f, 0x5555, 0x3285),
+            0xffff,
+            "computed zero is sent as 0xFFFF"
+        );
     }
 }

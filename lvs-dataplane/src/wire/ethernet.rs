@@ -60,7 +60,11 @@ impl<T: AsRef<[u8]>> Frame<T> {
     /// Ensure that no accessor method will panic if called.
     #[inline]
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < field::HEADER_LEN { Err(Error::Truncated) } else { Ok(()) }
+        if self.buffer.as_ref().len() < field::HEADER_LEN {
+            Err(Error::Truncated)
+        } else {
+            Ok(())
+        }
     }
 
     /// The wrapped buffer.
@@ -115,7 +119,12 @@ impl<T: AsRef<[u8]>> Frame<T> {
             offset += field::VLAN_TAG_LEN;
             tags += 1;
         }
-        Ok(L3 { ethertype: et, offset, vlan_id, tags })
+        Ok(L3 {
+            ethertype: et,
+            offset,
+            vlan_id,
+            tags,
+        })
     }
 }
 
@@ -123,6 +132,14 @@ impl<T: AsRef<[u8]>> Frame<T> {
 #[inline]
 pub fn is_vlan_tpid(et: u16) -> bool {
     et == ethertype::VLAN || et == ethertype::QINQ || et == ethertype::QINQ_OLD
+}
+
+impl<T: AsRef<[u8]>> AsRef<[u8]> for Frame<T> {
+    /// The whole wrapped buffer.
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {

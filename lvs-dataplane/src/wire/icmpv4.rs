@@ -46,7 +46,11 @@ pub const CODE_FRAG_NEEDED: u8 = 4;
 pub fn is_error(t: u8) -> bool {
     matches!(
         t,
-        msg_type::DEST_UNREACHABLE | msg_type::SOURCE_QUENCH | msg_type::REDIRECT | msg_type::TIME_EXCEEDED | msg_type::PARAM_PROBLEM
+        msg_type::DEST_UNREACHABLE
+            | msg_type::SOURCE_QUENCH
+            | msg_type::REDIRECT
+            | msg_type::TIME_EXCEEDED
+            | msg_type::PARAM_PROBLEM
     )
 }
 
@@ -74,7 +78,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Ensure that no accessor method will panic if called (8 bytes present).
     #[inline]
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < field::HEADER_LEN { Err(Error::Truncated) } else { Ok(()) }
+        if self.buffer.as_ref().len() < field::HEADER_LEN {
+            Err(Error::Truncated)
+        } else {
+            Ok(())
+        }
     }
 
     /// The wrapped buffer.
@@ -140,6 +148,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
     #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::sum(self.buffer.as_ref()) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
+    /// The whole wrapped buffer.
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_ref()
     }
 }
 

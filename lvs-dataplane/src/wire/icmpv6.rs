@@ -107,7 +107,10 @@ pub struct NdpOptions<'a> {
 impl<'a> NdpOptions<'a> {
     /// Iterate over raw NDP option bytes.
     pub fn new(data: &'a [u8]) -> Self {
-        NdpOptions { data, malformed: false }
+        NdpOptions {
+            data,
+            malformed: false,
+        }
     }
 
     /// True if the walk stopped on a malformed option.
@@ -256,7 +259,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     #[inline]
     pub fn ndp_options(&self) -> NdpOptions<'_> {
         let b = self.buffer.as_ref();
-        let data = if is_ns_or_na(self.msg_type()) { b.get(field::NDP_OPTIONS..).unwrap_or(&[]) } else { &[] };
+        let data = if is_ns_or_na(self.msg_type()) {
+            b.get(field::NDP_OPTIONS..).unwrap_or(&[])
+        } else {
+            &[]
+        };
         NdpOptions::new(data)
     }
 
@@ -275,6 +282,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let b = self.buffer.as_ref();
         let ph = checksum::pseudo_header_v6(src, dst, ip_proto::ICMPV6, b.len() as u32);
         checksum::add(ph, checksum::sum(b)) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
+    /// The whole wrapped buffer.
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_ref()
     }
 }
 

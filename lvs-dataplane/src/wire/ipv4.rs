@@ -236,6 +236,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 }
 
+impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
+    /// The whole wrapped buffer.
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Set version 4 and the header length in bytes (a multiple of 4, 20..=60).
     #[inline]
@@ -264,7 +272,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Set DF, MF and the fragment offset in bytes (must be a multiple of 8).
     #[inline]
     pub fn set_frag(&mut self, dont_frag: bool, more_frags: bool, offset: u16) {
-        let v = (if dont_frag { FLAG_DF } else { 0 }) | (if more_frags { FLAG_MF } else { 0 }) | ((offset >> 3) & OFFSET_MASK);
+        let v = (if dont_frag { FLAG_DF } else { 0 })
+            | (if more_frags { FLAG_MF } else { 0 })
+            | ((offset >> 3) & OFFSET_MASK);
         put16(self.buffer.as_mut(), field::FLG_OFF, v);
     }
 

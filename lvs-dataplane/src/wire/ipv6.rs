@@ -74,14 +74,28 @@ pub fn walk_ext_headers(mut next_header: u8, payload: &[u8]) -> Result<UpperLaye
                     return Err(Error::Truncated);
                 }
                 let off_flags = be16(payload, offset + 2);
-                let frag = Fragment { offset: off_flags & 0xfff8, more: off_flags & 1 != 0, ident: be32(payload, offset + 4) };
+                let frag = Fragment {
+                    offset: off_flags & 0xfff8,
+                    more: off_flags & 1 != 0,
+                    ident: be32(payload, offset + 4),
+                };
                 fragment = Some(frag);
                 if frag.is_later() {
-                    return Ok(UpperLayer { protocol: payload[offset], offset: offset + 8, fragment });
+                    return Ok(UpperLayer {
+                        protocol: payload[offset],
+                        offset: offset + 8,
+                        fragment,
+                    });
                 }
                 8
             }
-            protocol => return Ok(UpperLayer { protocol, offset, fragment }),
+            protocol => {
+                return Ok(UpperLayer {
+                    protocol,
+                    offset,
+                    fragment,
+                });
+            }
         };
         if i == MAX_EXT_HEADERS {
             break;
@@ -242,6 +256,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
     #[inline]
     pub fn pseudo_header_sum(&self, next_header: u8, len: u32) -> u16 {
         checksum::pseudo_header_v6(&self.src_addr(), &self.dst_addr(), next_header, len)
+    }
+}
+
+impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
+    /// The whole wrapped buffer.
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_ref()
     }
 }
 

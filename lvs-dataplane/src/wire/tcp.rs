@@ -107,7 +107,10 @@ pub struct Options<'a> {
 impl<'a> Options<'a> {
     /// Iterate over raw option bytes.
     pub fn new(data: &'a [u8]) -> Self {
-        Options { data, malformed: false }
+        Options {
+            data,
+            malformed: false,
+        }
     }
 
     /// True if the walk stopped on a malformed option.
@@ -317,6 +320,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let b = self.buffer.as_ref();
         let ph = checksum::pseudo_header_v6(src, dst, ip_proto::TCP, b.len() as u32);
         checksum::add(ph, checksum::sum(b)) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
+    /// The whole wrapped buffer.
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_ref()
     }
 }
 

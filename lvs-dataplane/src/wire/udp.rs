@@ -129,6 +129,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 }
 
+impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
+    /// The whole wrapped buffer.
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Set the source port.
     #[inline]
@@ -186,12 +194,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Compute and store the checksum over IPv4 (a computed 0 is stored as 0xFFFF).
     #[inline]
     pub fn fill_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
-        self.fill_with(checksum::pseudo_header_v4(src, dst, ip_proto::UDP, self.len() as u32));
+        self.fill_with(checksum::pseudo_header_v4(
+            src,
+            dst,
+            ip_proto::UDP,
+            self.len() as u32,
+        ));
     }
 
     /// Compute and store the checksum over IPv6 (a computed 0 is stored as 0xFFFF).
     #[inline]
     pub fn fill_checksum_v6(&mut self, src: &Ipv6Addr, dst: &Ipv6Addr) {
-        self.fill_with(checksum::pseudo_header_v6(src, dst, ip_proto::UDP, self.len() as u32));
+        self.fill_with(checksum::pseudo_header_v6(
+            src,
+            dst,
+            ip_proto::UDP,
+            self.len() as u32,
+        ));
     }
 }
