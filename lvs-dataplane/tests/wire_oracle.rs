@@ -54,6 +54,7 @@ fn etherparse_checksums_ok(frame: &[u8]) -> (bool, bool) {
     (ip_ok, l4_ok)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_tcp4(
     vlan: u8,
     ttl: u8,

@@ -8,7 +8,11 @@
 //!
 //! Incremental updates use RFC 1624 eqn. 3, `HC' = ~(~HC + ~m + m')`. Unlike eqn. 2 it never
 //! turns a valid non-zero-data checksum into the 0xFFFF "negative zero", so an updated checksum
-//! is bit-for-bit equal to a full recomputation (the property tests check this). UDP's special
+//! is bit-for-bit equal to a full recomputation (the property tests check this) — with one
+//! exception no update formula can avoid: when the covered data becomes all zeros, the full
+//! checksum is 0xFFFF and the update gives 0x0000. TCP, UDP and the IPv4 header can never be all
+//! zeros (protocol or version are non-zero), but an ICMPv4 echo reply with id 0, seq 0 and no
+//! data can; the fuzz target found it. UDP's special
 //! case (0 means "no checksum" over IPv4, and a computed 0 is sent as 0xFFFF) is handled by
 //! [`update_udp`] and the UDP view.
 

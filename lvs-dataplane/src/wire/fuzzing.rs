@@ -503,7 +503,18 @@ fn check_icmpv4(seg: &[u8], cov: &mut Coverage) {
     q.set_checksum(checksum::update_u16(c, old, old ^ 0xffff));
     let inc = q.checksum();
     q.fill_checksum();
-    assert_eq!(inc, q.checksum(), "ICMP id rewrite: incremental == full");
+    let all_zero = {
+        let b = q.as_ref();
+        b[..2].iter().chain(&b[4..]).all(|&b| b == 0)
+    };
+    if all_zero {
+        // The one case RFC 1624 eqn. 3 cannot get right: covered data that is all zeros (an
+        // ICMP echo reply with id 0, seq 0, no data) has checksum 0xFFFF, and the update yields
+        // the other zero, 0x0000.
+        assert_eq!((inc, q.checksum()), (0x0000, 0xffff));
+    } else {
+        assert_eq!(inc, q.checksum(), "ICMP id rewrite: incremental == full");
+    }
 }
 
 fn check_icmpv6(seg: &[u8], src: &Ipv6Addr, dst: &Ipv6Addr, cov: &mut Coverage) {
