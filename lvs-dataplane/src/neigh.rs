@@ -10,8 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 
-/// An Ethernet MAC address.
-pub type MacAddr = [u8; 6];
+pub use crate::wire::ethernet::MacAddr;
 
 /// Capacity of the queue of unresolved next hops waiting for an ARP/NDP request.
 pub const PENDING_CAPACITY: usize = 256;
