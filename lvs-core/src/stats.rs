@@ -208,7 +208,9 @@ impl RateEstimator {
             step(&mut self.outbps, share(deltas[4]), 4);
         }
         self.last = snap;
-        self.last_tick = Some(Time::from_millis(last_tick.as_millis() + periods * ESTIMATOR_PERIOD_MS));
+        self.last_tick = Some(Time::from_millis(
+            last_tick.as_millis() + periods * ESTIMATOR_PERIOD_MS,
+        ));
         true
     }
 
@@ -276,13 +278,19 @@ mod tests {
     fn estimator_converges_to_a_constant_rate() {
         // 100 conns/s, 1000 pkts/s in (500 out), 64000 B/s in (192000 out), sampled every 2 s.
         let mut e = RateEstimator::new();
-        assert!(!e.sample(snap(0, 0, 0), Time::ZERO), "first sample is the baseline");
+        assert!(
+            !e.sample(snap(0, 0, 0), Time::ZERO),
+            "first sample is the baseline"
+        );
         let mut prev = Rates::default();
         for k in 1..=60u64 {
             let t = Time::from_secs(2 * k);
             assert!(e.sample(snap(200 * k, 2000 * k, 128_000 * k), t));
             let r = e.rates();
-            assert!(r.cps >= prev.cps && r.inbps >= prev.inbps, "monotone approach from below");
+            assert!(
+                r.cps >= prev.cps && r.inbps >= prev.inbps,
+                "monotone approach from below"
+            );
             prev = r;
         }
         let r = e.rates();

@@ -48,7 +48,9 @@ fn add_service_from_save_line() {
 
 #[test]
 fn service_defaults_wlc_no_persistence() {
-    let Command::AddService(cfg) = p("-A -t 10.0.0.1:80") else { panic!() };
+    let Command::AddService(cfg) = p("-A -t 10.0.0.1:80") else {
+        panic!()
+    };
     assert_eq!(cfg.scheduler, SchedulerKind::Wlc);
     assert_eq!(cfg.persistence, None);
     assert_eq!(cfg.sched_flags, SchedFlags::NONE);
@@ -57,48 +59,80 @@ fn service_defaults_wlc_no_persistence() {
 
 #[test]
 fn persistent_timeout_is_optional_and_defaults_to_300() {
-    for line in ["-A -t 10.0.0.1:80 -p", "-A -t 10.0.0.1:80 -p -s rr", "-A -t 10.0.0.1:80 --persistent"] {
-        let Command::AddService(cfg) = p(line) else { panic!() };
+    for line in [
+        "-A -t 10.0.0.1:80 -p",
+        "-A -t 10.0.0.1:80 -p -s rr",
+        "-A -t 10.0.0.1:80 --persistent",
+    ] {
+        let Command::AddService(cfg) = p(line) else {
+            panic!()
+        };
         let per = cfg.persistence.expect(line);
         assert_eq!(per.timeout_secs, 300, "{line}");
         assert_eq!(per.netmask, PersistNetmask::V4(Ipv4Addr::BROADCAST));
     }
-    for line in ["-A -t 10.0.0.1:80 -p 60", "-A -t 10.0.0.1:80 -p60", "-A -t 10.0.0.1:80 --persistent=60"] {
-        let Command::AddService(cfg) = p(line) else { panic!() };
+    for line in [
+        "-A -t 10.0.0.1:80 -p 60",
+        "-A -t 10.0.0.1:80 -p60",
+        "-A -t 10.0.0.1:80 --persistent=60",
+    ] {
+        let Command::AddService(cfg) = p(line) else {
+            panic!()
+        };
         assert_eq!(cfg.persistence.unwrap().timeout_secs, 60, "{line}");
     }
     assert_eq!(e("-A -t 10.0.0.1:80 -p 0"), "invalid timeout value `0' specified");
-    assert_eq!(e("-A -t 10.0.0.1:80 -p 2678401"), "invalid timeout value `2678401' specified");
+    assert_eq!(
+        e("-A -t 10.0.0.1:80 -p 2678401"),
+        "invalid timeout value `2678401' specified"
+    );
 }
 
 #[test]
 fn add_dest_from_save_line_with_thresholds() {
-    let Command::AddDest { service, dest } = p("-a -t 10.0.0.1:80 -r 192.168.1.2:8080 -m -w 3 -x 10 -y 5") else {
+    let Command::AddDest { service, dest } = p("-a -t 10.0.0.1:80 -r 192.168.1.2:8080 -m -w 3 -x 10 -y 5")
+    else {
         panic!()
     };
     assert_eq!(service, tcp([10, 0, 0, 1], 80));
     assert_eq!(dest.addr, IpAddr::from([192, 168, 1, 2]));
     assert_eq!(dest.port, 8080, "NAT keeps the given port");
     assert_eq!(dest.method, ForwardMethod::Masq);
-    assert_eq!((dest.weight, dest.upper_threshold, dest.lower_threshold), (3, 10, 5));
+    assert_eq!(
+        (dest.weight, dest.upper_threshold, dest.lower_threshold),
+        (3, 10, 5)
+    );
 }
 
 #[test]
 fn dest_defaults_route_weight_1_service_port() {
-    let Command::AddDest { dest, .. } = p("-a -t 10.0.0.1:80 -r 192.168.1.2") else { panic!() };
-    assert_eq!((dest.port, dest.weight, dest.method), (80, 1, ForwardMethod::DirectRoute));
+    let Command::AddDest { dest, .. } = p("-a -t 10.0.0.1:80 -r 192.168.1.2") else {
+        panic!()
+    };
+    assert_eq!(
+        (dest.port, dest.weight, dest.method),
+        (80, 1, ForwardMethod::DirectRoute)
+    );
     // DR and TUN cannot map ports: ipvsadm forces the service port.
-    let Command::AddDest { dest, .. } = p("-a -t 10.0.0.1:80 -r 192.168.1.2:8080 -g") else { panic!() };
+    let Command::AddDest { dest, .. } = p("-a -t 10.0.0.1:80 -r 192.168.1.2:8080 -g") else {
+        panic!()
+    };
     assert_eq!(dest.port, 80);
-    let Command::AddDest { dest, .. } = p("-a -t 10.0.0.1:80 -r 192.168.1.2:8080 -i") else { panic!() };
+    let Command::AddDest { dest, .. } = p("-a -t 10.0.0.1:80 -r 192.168.1.2:8080 -i") else {
+        panic!()
+    };
     assert_eq!((dest.port, dest.method), (80, ForwardMethod::Tunnel));
-    let Command::AddDest { dest, .. } = p("-a -t 10.0.0.1:80 -r 192.168.1.2:8080 --fullnat") else { panic!() };
+    let Command::AddDest { dest, .. } = p("-a -t 10.0.0.1:80 -r 192.168.1.2:8080 --fullnat") else {
+        panic!()
+    };
     assert_eq!((dest.port, dest.method), (8080, ForwardMethod::FullNat));
 }
 
 #[test]
 fn fwmark_dest_without_port_gets_port_zero() {
-    let Command::AddDest { service, dest } = p("-a -f 5 -r 192.168.1.2 -m") else { panic!() };
+    let Command::AddDest { service, dest } = p("-a -f 5 -r 192.168.1.2 -m") else {
+        panic!()
+    };
     assert_eq!(
         service,
         ServiceKey::Fwmark {
@@ -108,7 +142,9 @@ fn fwmark_dest_without_port_gets_port_zero() {
     );
     assert_eq!(dest.port, 0);
     // A fwmark service keeps the given port even for DR.
-    let Command::AddDest { dest, .. } = p("-a -f 5 -r 192.168.1.2:8080 -g") else { panic!() };
+    let Command::AddDest { dest, .. } = p("-a -f 5 -r 192.168.1.2:8080 -g") else {
+        panic!()
+    };
     assert_eq!(dest.port, 8080);
 }
 
@@ -133,7 +169,9 @@ fn fwmark_ipv6_and_prefix_netmask() {
 
 #[test]
 fn ipv6_service_in_brackets() {
-    let Command::AddService(cfg) = p("-A -t [2001:db8::1]:443 -s rr") else { panic!() };
+    let Command::AddService(cfg) = p("-A -t [2001:db8::1]:443 -s rr") else {
+        panic!()
+    };
     assert_eq!(
         cfg.key,
         ServiceKey::Addr {
@@ -159,10 +197,15 @@ fn long_options_and_grouped_short_options() {
         p("-A -t 10.0.0.1:80 -s rr")
     );
     assert_eq!(
-        p("--add-server --udp-service 10.0.0.1:53 --real-server 10.1.1.1:53 --masquerading --weight 4 --u-threshold 9 --l-threshold 2"),
+        p(
+            "--add-server --udp-service 10.0.0.1:53 --real-server 10.1.1.1:53 --masquerading --weight 4 --u-threshold 9 --l-threshold 2"
+        ),
         p("-a -u 10.0.0.1:53 -r 10.1.1.1:53 -m -w 4 -x 9 -y 2")
     );
-    assert_eq!(p("-a -t 10.0.0.1:80 -r10.1.1.1 -w7"), p("-a -t 10.0.0.1:80 -r 10.1.1.1 -w 7"));
+    assert_eq!(
+        p("-a -t 10.0.0.1:80 -r10.1.1.1 -w7"),
+        p("-a -t 10.0.0.1:80 -r 10.1.1.1 -w 7")
+    );
     assert_eq!(
         p("-Ln"),
         Command::List(ListOptions {
@@ -170,12 +213,18 @@ fn long_options_and_grouped_short_options() {
             ..Default::default()
         })
     );
-    let Command::List(o) = p("--list --numeric --stats --exact -t 10.0.0.1:80") else { panic!() };
+    let Command::List(o) = p("--list --numeric --stats --exact -t 10.0.0.1:80") else {
+        panic!()
+    };
     assert!(o.numeric && o.stats && o.exact);
     assert_eq!(o.service, Some(tcp([10, 0, 0, 1], 80)));
     assert!(matches!(
         p("--delete-service --sctp-service 1.2.3.4:9"),
-        Command::DeleteService(ServiceKey::Addr { proto: Protocol::Sctp, port: 9, .. })
+        Command::DeleteService(ServiceKey::Addr {
+            proto: Protocol::Sctp,
+            port: 9,
+            ..
+        })
     ));
 }
 
@@ -183,7 +232,10 @@ fn long_options_and_grouped_short_options() {
 fn every_command() {
     assert_eq!(p("-C"), Command::Clear);
     assert_eq!(p("--clear"), Command::Clear);
-    assert_eq!(p("-D -t 10.0.0.1:80"), Command::DeleteService(tcp([10, 0, 0, 1], 80)));
+    assert_eq!(
+        p("-D -t 10.0.0.1:80"),
+        Command::DeleteService(tcp([10, 0, 0, 1], 80))
+    );
     assert_eq!(
         p("-d -t 10.0.0.1:80 -r 10.1.1.1"),
         Command::DeleteDest {
@@ -192,13 +244,20 @@ fn every_command() {
             port: 80
         }
     );
-    assert!(matches!(p("-e -t 10.0.0.1:80 -r 10.1.1.1 -w 0"), Command::EditDest { dest, .. } if dest.weight == 0));
-    assert!(matches!(p("-E -t 10.0.0.1:80 -s lc"), Command::EditService(c) if c.scheduler == SchedulerKind::Lc));
+    assert!(
+        matches!(p("-e -t 10.0.0.1:80 -r 10.1.1.1 -w 0"), Command::EditDest { dest, .. } if dest.weight == 0)
+    );
+    assert!(
+        matches!(p("-E -t 10.0.0.1:80 -s lc"), Command::EditService(c) if c.scheduler == SchedulerKind::Lc)
+    );
     assert_eq!(p("-S -n"), Command::Save { numeric: true });
     assert_eq!(p("--save"), Command::Save { numeric: false });
     assert_eq!(p("-R"), Command::Restore);
     assert_eq!(p("-Z"), Command::Zero(None));
-    assert_eq!(p("--zero -t 10.0.0.1:80"), Command::Zero(Some(tcp([10, 0, 0, 1], 80))));
+    assert_eq!(
+        p("--zero -t 10.0.0.1:80"),
+        Command::Zero(Some(tcp([10, 0, 0, 1], 80)))
+    );
     assert_eq!(
         p("--set 900 120 300"),
         Command::SetTimeouts(Timeouts {
@@ -207,59 +266,143 @@ fn every_command() {
             udp: 300
         })
     );
-    let Command::List(o) = p("-L --timeout") else { panic!() };
+    let Command::List(o) = p("-L --timeout") else {
+        panic!()
+    };
     assert!(o.timeout);
-    let Command::List(o) = p("-l -n --rate --nosort") else { panic!() };
+    let Command::List(o) = p("-l -n --rate --nosort") else {
+        panic!()
+    };
     assert!(o.rate && o.nosort);
-    let Command::List(o) = p("-L -n --thresholds") else { panic!() };
+    let Command::List(o) = p("-L -n --thresholds") else {
+        panic!()
+    };
     assert!(o.thresholds);
-    let Command::List(o) = p("-L -n --persistent-conn") else { panic!() };
+    let Command::List(o) = p("-L -n --persistent-conn") else {
+        panic!()
+    };
     assert!(o.persistent_conn);
     assert_eq!(p("-L -n --sort"), p("-L -n"));
-    assert_eq!(p("ipvsadm -C"), Command::Clear, "a leading program name is skipped");
+    assert_eq!(
+        p("ipvsadm -C"),
+        Command::Clear,
+        "a leading program name is skipped"
+    );
     assert_eq!(parse_line("   # comment").unwrap(), None);
     assert_eq!(parse_line("").unwrap(), None);
-    assert_eq!(parse_args(&["-A", "-u", "10.0.0.1:53", "-o"]).unwrap(), p("-A -u 10.0.0.1:53 --ops"));
+    assert_eq!(
+        parse_args(&["-A", "-u", "10.0.0.1:53", "-o"]).unwrap(),
+        p("-A -u 10.0.0.1:53 --ops")
+    );
 }
 
 #[test]
 fn option_table_errors_match_ipvsadm() {
     // commands_v_options: '+', 'x' and '1' entries, with cmdnames/optnames wording.
-    assert_eq!(e("-A -t 10.0.0.1:80 -w 3"), "Illegal 'weight' option with the 'add-service' command");
-    assert_eq!(e("-A -s rr"), "You need to supply the 'service-address' option for the 'add-service' command");
-    assert_eq!(e("-a -t 10.0.0.1:80"), "You need to supply the 'real-server' option for the 'add-server' command");
-    assert_eq!(e("-d -t 10.0.0.1:80 -r 10.1.1.1 -w 2"), "Illegal 'weight' option with the 'delete-server' command");
-    assert_eq!(e("-E -t 10.0.0.1:80 -r 10.1.1.1"), "Illegal 'real-server' option with the 'edit-service' command");
-    assert_eq!(e("-C -t 10.0.0.1:80"), "Illegal 'service-address' option with the 'flush' command");
+    assert_eq!(
+        e("-A -t 10.0.0.1:80 -w 3"),
+        "Illegal 'weight' option with the 'add-service' command"
+    );
+    assert_eq!(
+        e("-A -s rr"),
+        "You need to supply the 'service-address' option for the 'add-service' command"
+    );
+    assert_eq!(
+        e("-a -t 10.0.0.1:80"),
+        "You need to supply the 'real-server' option for the 'add-server' command"
+    );
+    assert_eq!(
+        e("-d -t 10.0.0.1:80 -r 10.1.1.1 -w 2"),
+        "Illegal 'weight' option with the 'delete-server' command"
+    );
+    assert_eq!(
+        e("-E -t 10.0.0.1:80 -r 10.1.1.1"),
+        "Illegal 'real-server' option with the 'edit-service' command"
+    );
+    assert_eq!(
+        e("-C -t 10.0.0.1:80"),
+        "Illegal 'service-address' option with the 'flush' command"
+    );
     assert_eq!(e("-S -c"), "Illegal 'connection' option with the 'save' command");
-    assert_eq!(e("--set 1 2 3 -n"), "Illegal 'numeric' option with the 'set' command");
-    assert_eq!(e("-a -t 10.0.0.1:80 -r 10.1.1.1 -b sh-port"), "incompatible scheduler flag `sh-port'");
+    assert_eq!(
+        e("--set 1 2 3 -n"),
+        "Illegal 'numeric' option with the 'set' command"
+    );
+    assert_eq!(
+        e("-a -t 10.0.0.1:80 -r 10.1.1.1 -b sh-port"),
+        "incompatible scheduler flag `sh-port'"
+    );
     assert_eq!(
         e("-L -c --timeout"),
         "The option 'timeout' conflicts with the 'connection' option in the 'list' command"
     );
     assert_eq!(e("-L -c --stats"), "options conflicts in the list command");
-    assert_eq!(e("-A -t 10.0.0.1:80 -s rr -s wlc"), "multiple 'scheduler' options specified");
-    assert_eq!(e("-A -t 10.0.0.1:80 -m"), "Illegal 'forwarding-method' option with the 'add-service' command");
-    assert_eq!(e("-a -t 10.0.0.1:80 -r 10.1.1.1 -m -g"), "multiple 'forwarding-method' options specified");
+    assert_eq!(
+        e("-A -t 10.0.0.1:80 -s rr -s wlc"),
+        "multiple 'scheduler' options specified"
+    );
+    assert_eq!(
+        e("-A -t 10.0.0.1:80 -m"),
+        "Illegal 'forwarding-method' option with the 'add-service' command"
+    );
+    assert_eq!(
+        e("-a -t 10.0.0.1:80 -r 10.1.1.1 -m -g"),
+        "multiple 'forwarding-method' options specified"
+    );
     assert_eq!(e("-A -C"), "multiple commands specified");
 }
 
 #[test]
 fn value_errors_match_ipvsadm() {
-    assert_eq!(e("-A -t 10.0.0.1:80 -s foo"), "Scheduler or persistence engine not found");
-    assert_eq!(e("-A -t 10.0.0:80x"), "illegal virtual server address[:port] specified");
+    assert_eq!(
+        e("-A -t 10.0.0.1:80 -s foo"),
+        "Scheduler or persistence engine not found"
+    );
+    assert_eq!(
+        e("-A -t 10.0.0:80x"),
+        "illegal virtual server address[:port] specified"
+    );
     assert_eq!(e("-A -t 80"), "illegal virtual server address[:port] specified");
-    assert_eq!(e("-a -t 10.0.0.1:80 -r bogus"), "illegal real server address[:port] specified");
-    assert_eq!(e("-a -t 10.0.0.1:80 -r 10.1.1.1 -w 65536"), "illegal weight specified");
-    assert_eq!(e("-a -t 10.0.0.1:80 -r 10.1.1.1 -w -1"), "illegal weight specified");
-    assert_eq!(e("-a -t 10.0.0.1:80 -r 10.1.1.1 -x z"), "illegal u_threshold specified");
-    assert_eq!(e("-a -t 10.0.0.1:80 -r 10.1.1.1 -y 1.5"), "illegal l_threshold specified");
-    assert_eq!(e("-A -t 10.0.0.1:80 -p -M 255.255.0"), "illegal virtual server persistent mask specified");
-    assert_eq!(e("-A -t 10.0.0.1:80 -b sh-port"), "incompatible scheduler flag `sh-port'");
-    assert_eq!(e("-A -t 10.0.0.1:80 -s mh -b nope"), "invalid scheduler flag `nope'");
-    assert_eq!(e("-A -t 10.0.0.1"), "Zero port specified for non-persistent service");
-    assert_eq!(e("-A -t 10.0.0.1:53 -o"), "One-Packet Scheduling is only for UDP virtual services");
+    assert_eq!(
+        e("-a -t 10.0.0.1:80 -r bogus"),
+        "illegal real server address[:port] specified"
+    );
+    assert_eq!(
+        e("-a -t 10.0.0.1:80 -r 10.1.1.1 -w 65536"),
+        "illegal weight specified"
+    );
+    assert_eq!(
+        e("-a -t 10.0.0.1:80 -r 10.1.1.1 -w -1"),
+        "illegal weight specified"
+    );
+    assert_eq!(
+        e("-a -t 10.0.0.1:80 -r 10.1.1.1 -x z"),
+        "illegal u_threshold specified"
+    );
+    assert_eq!(
+        e("-a -t 10.0.0.1:80 -r 10.1.1.1 -y 1.5"),
+        "illegal l_threshold specified"
+    );
+    assert_eq!(
+        e("-A -t 10.0.0.1:80 -p -M 255.255.0"),
+        "illegal virtual server persistent mask specified"
+    );
+    assert_eq!(
+        e("-A -t 10.0.0.1:80 -b sh-port"),
+        "incompatible scheduler flag `sh-port'"
+    );
+    assert_eq!(
+        e("-A -t 10.0.0.1:80 -s mh -b nope"),
+        "invalid scheduler flag `nope'"
+    );
+    assert_eq!(
+        e("-A -t 10.0.0.1"),
+        "Zero port specified for non-persistent service"
+    );
+    assert_eq!(
+        e("-A -t 10.0.0.1:53 -o"),
+        "One-Packet Scheduling is only for UDP virtual services"
+    );
     assert_eq!(e("--set 900 120"), "--set option requires 3 timeout values");
     assert_eq!(e("--set 900 120 x"), "invalid timeout value `x' specified");
     assert_eq!(e("-C extra"), "unexpected argument extra");
@@ -267,8 +410,14 @@ fn value_errors_match_ipvsadm() {
     assert_eq!(e("--bogus"), "--bogus: unknown option");
     assert_eq!(e("-A -t"), "-t: missing argument");
     // popt's first option must be the command.
-    assert_eq!(e("-t 10.0.0.1:80 -A"), "Try `ipvsadm -h' or 'ipvsadm --help' for more information.");
-    assert_eq!(e("-n"), "Try `ipvsadm -h' or 'ipvsadm --help' for more information.");
+    assert_eq!(
+        e("-t 10.0.0.1:80 -A"),
+        "Try `ipvsadm -h' or 'ipvsadm --help' for more information."
+    );
+    assert_eq!(
+        e("-n"),
+        "Try `ipvsadm -h' or 'ipvsadm --help' for more information."
+    );
     assert_eq!(
         e("-a -t 10.0.0.1:80 -r 10.1.1.1 -m --tun-type ipip"),
         "Tunnel options conflict with forward method"
@@ -277,12 +426,21 @@ fn value_errors_match_ipvsadm() {
 
 #[test]
 fn zero_port_allowed_when_persistent_and_sched_flags_per_scheduler() {
-    let Command::AddService(cfg) = p("-A -t 10.0.0.1:0 -p 120") else { panic!() };
+    let Command::AddService(cfg) = p("-A -t 10.0.0.1:0 -p 120") else {
+        panic!()
+    };
     assert_eq!(cfg.key, tcp([10, 0, 0, 1], 0));
-    let Command::AddService(cfg) = p("-A -t 10.0.0.1:80 -s mh -b mh-fallback") else { panic!() };
+    let Command::AddService(cfg) = p("-A -t 10.0.0.1:80 -s mh -b mh-fallback") else {
+        panic!()
+    };
     assert!(cfg.sched_flags.fallback() && !cfg.sched_flags.port());
-    let Command::AddService(cfg) = p("-A -t 10.0.0.1:80 -s rr -b flag-3") else { panic!() };
+    let Command::AddService(cfg) = p("-A -t 10.0.0.1:80 -s rr -b flag-3") else {
+        panic!()
+    };
     assert_eq!(cfg.sched_flags, SchedFlags::FLAG3);
     // --tun-type ipip (what ipvsadm 1.31 saves for -i) is accepted on tunnel destinations.
-    assert!(matches!(p("-a -t 10.0.0.1:80 -r 10.1.1.1:80 -i -w 1 --tun-type ipip"), Command::AddDest { .. }));
+    assert!(matches!(
+        p("-a -t 10.0.0.1:80 -r 10.1.1.1:80 -i -w 1 --tun-type ipip"),
+        Command::AddDest { .. }
+    ));
 }

@@ -89,7 +89,11 @@ fn save_output_restores_to_the_same_save_output() {
 #[test]
 fn list_numeric_default_format() {
     let (_t, set) = published();
-    let d = set.get(&web()).unwrap().dest([192, 168, 1, 2].into(), 80).unwrap();
+    let d = set
+        .get(&web())
+        .unwrap()
+        .dest([192, 168, 1, 2].into(), 80)
+        .unwrap();
     d.state.bind(ConnClass::Active);
     d.state.bind(ConnClass::Active);
     d.state.bind(ConnClass::Inactive);
@@ -122,9 +126,16 @@ fn list_numeric_default_format() {
 #[test]
 fn list_nosort_keeps_configuration_and_kernel_order() {
     let (_t, set) = published();
-    let o = ListOptions { nosort: true, ..opts() };
+    let o = ListOptions {
+        nosort: true,
+        ..opts()
+    };
     let text = format_list(&views(&set), &o, 4096).unwrap();
-    let firsts: Vec<&str> = text.lines().skip(3).map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+    let firsts: Vec<&str> = text
+        .lines()
+        .skip(3)
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
     assert_eq!(
         firsts,
         [
@@ -184,8 +195,14 @@ fn list_stats_of_one_service_with_k_m_t_abbreviations() {
     let exact = ListOptions { exact: true, ..o };
     let text = format_list(&views(&set), &exact, 4096).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[2], "TCP  10.0.0.1:80                         5 123456789     1000 5000000000 99999999");
-    assert_eq!(lines[3], "  -> 192.168.1.2:80                      3      100        0 100000000000000       42");
+    assert_eq!(
+        lines[2],
+        "TCP  10.0.0.1:80                         5 123456789     1000 5000000000 99999999"
+    );
+    assert_eq!(
+        lines[3],
+        "  -> 192.168.1.2:80                      3      100        0 100000000000000       42"
+    );
 }
 
 #[test]
@@ -224,7 +241,11 @@ fn list_rate_uses_the_estimator() {
 #[test]
 fn list_thresholds_and_persistent_conn() {
     let (_t, set) = published();
-    let d = set.get(&web()).unwrap().dest([192, 168, 1, 2].into(), 80).unwrap();
+    let d = set
+        .get(&web())
+        .unwrap()
+        .dest([192, 168, 1, 2].into(), 80)
+        .unwrap();
     d.state.bind(ConnClass::Active);
     d.state.bind(ConnClass::Active);
     d.state.bind(ConnClass::Inactive);
@@ -289,5 +310,8 @@ fn sched_flag_3_on_sh_prints_empty_parentheses_as_ipvsadm_does() {
     rs.apply_batch("-A -t 10.0.0.1:80 -s sh -b flag-3\n").unwrap();
     let text = format_list(&config_views(&rs.services), &opts(), 4096).unwrap();
     assert_eq!(text.lines().nth(3), Some("TCP  10.0.0.1:80 sh ()"));
-    assert_eq!(format_save(&config_views(&rs.services)), "-A -t 10.0.0.1:80 -s sh -b \n");
+    assert_eq!(
+        format_save(&config_views(&rs.services)),
+        "-A -t 10.0.0.1:80 -s sh -b \n"
+    );
 }

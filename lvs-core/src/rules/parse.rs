@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::dest::{DestConfig, ForwardMethod};
 use crate::sched::SchedulerKind;
 use crate::service::{
-    AddrFamily, DEFAULT_PERSISTENCE_TIMEOUT, PersistNetmask, Persistence, Protocol, SchedFlags, ServiceConfig,
-    ServiceKey,
+    AddrFamily, DEFAULT_PERSISTENCE_TIMEOUT, PersistNetmask, Persistence, Protocol, SchedFlags,
+    ServiceConfig, ServiceKey,
 };
 
 /// ipvsadm's `MAX_TIMEOUT`: 31 days, the largest `-p` and `--set` value.
@@ -489,7 +489,10 @@ impl Parser {
     fn set_option(&mut self, opt: Opt) -> Result<(), ParseError> {
         let bit = 1u32 << (opt as usize);
         if self.options & bit != 0 {
-            return err(format!("multiple '{}' options specified", OPT_NAMES[opt as usize]));
+            return err(format!(
+                "multiple '{}' options specified",
+                OPT_NAMES[opt as usize]
+            ));
         }
         self.options |= bit;
         Ok(())
@@ -689,12 +692,14 @@ impl Parser {
             Tag::Arg(ArgOpt::UThreshold) => {
                 self.set_option(Opt::UThreshold)?;
                 self.upper = number(&v, 0, i32::MAX as i64)
-                    .ok_or_else(|| ParseError("illegal u_threshold specified".into()))? as u32;
+                    .ok_or_else(|| ParseError("illegal u_threshold specified".into()))?
+                    as u32;
             }
             Tag::Arg(ArgOpt::LThreshold) => {
                 self.set_option(Opt::LThreshold)?;
                 self.lower = number(&v, 0, i32::MAX as i64)
-                    .ok_or_else(|| ParseError("illegal l_threshold specified".into()))? as u32;
+                    .ok_or_else(|| ParseError("illegal l_threshold specified".into()))?
+                    as u32;
             }
             Tag::Flag(FlagOpt::Numeric) => {
                 self.set_option(Opt::Numeric)?;
@@ -784,7 +789,11 @@ impl Parser {
                 }
             } else {
                 if rule == b'x' {
-                    return err(format!("Illegal '{}' option with the '{}' command", OPT_NAMES[j], cmd.name()));
+                    return err(format!(
+                        "Illegal '{}' option with the '{}' command",
+                        OPT_NAMES[j],
+                        cmd.name()
+                    ));
                 }
                 if rule == b'1' {
                     match last {
@@ -833,7 +842,8 @@ impl Parser {
         let mut timeouts = Timeouts::default();
         let mut positional = self.positional.iter();
         if cmd == Cmd::Timeout {
-            let (Some(a), Some(b), Some(c)) = (positional.next(), positional.next(), positional.next()) else {
+            let (Some(a), Some(b), Some(c)) = (positional.next(), positional.next(), positional.next())
+            else {
                 return err("--set option requires 3 timeout values");
             };
             let t = |s: &String| {
@@ -861,7 +871,16 @@ impl Parser {
                 if !is_fwmark && self.svc_port == 0 && self.persistent.is_none() {
                     return err("Zero port specified for non-persistent service");
                 }
-                if self.one_packet && !matches!(key, ServiceKey::Fwmark { .. } | ServiceKey::Addr { proto: Protocol::Udp, .. }) {
+                if self.one_packet
+                    && !matches!(
+                        key,
+                        ServiceKey::Fwmark { .. }
+                            | ServiceKey::Addr {
+                                proto: Protocol::Udp,
+                                ..
+                            }
+                    )
+                {
                     return err("One-Packet Scheduling is only for UDP virtual services");
                 }
                 let scheduler: SchedulerKind = sched_name
@@ -948,14 +967,6 @@ pub const TRY_HELP: &str = "Try `ipvsadm -h' or 'ipvsadm --help' for more inform
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(line: &str) -> Result<Command, ParseError> {
-        parse_line(line).map(|c| c.expect("a command"))
-    }
-
-    fn perr(line: &str) -> String {
-        p(line).expect_err(line).0
-    }
 
     #[test]
     fn addr_port_forms() {

@@ -120,7 +120,10 @@ impl ServiceView {
 
 /// Views of every service of a published set, in configuration order.
 pub fn views(set: &ServiceSet) -> Vec<ServiceView> {
-    set.services().iter().map(|s| ServiceView::from_service(s)).collect()
+    set.services()
+        .iter()
+        .map(|s| ServiceView::from_service(s))
+        .collect()
 }
 
 /// Views of bare configurations (e.g. a [`super::RuleSet`]'s services).
@@ -178,7 +181,9 @@ fn cmp_services(s1: &ServiceView, s2: &ServiceView) -> i32 {
     let parts = |s: &ServiceView| match s.key {
         // ipvsadm gives fwmark services protocol TCP and a zero address.
         ServiceKey::Fwmark { mark, family } => (mark, family, Protocol::Tcp.number(), [0u32; 4], 0u16),
-        ServiceKey::Addr { proto, addr, port } => (0, AddrFamily::of(&addr), proto.number(), words(&addr), port),
+        ServiceKey::Addr { proto, addr, port } => {
+            (0, AddrFamily::of(&addr), proto.number(), words(&addr), port)
+        }
     };
     let (m1, f1, p1, a1, port1) = parts(s1);
     let (m2, f2, p2, a2, port2) = parts(s2);
@@ -352,7 +357,9 @@ fn service_name(s: &ServiceView, rule: bool) -> String {
 /// for the default (/32 or /128), which ipvsadm omits.
 fn netmask_text(s: &ServiceView, p: &Persistence) -> Option<String> {
     match (s.key.family(), p.netmask) {
-        (AddrFamily::Inet, PersistNetmask::V4(m)) if m != std::net::Ipv4Addr::BROADCAST => Some(m.to_string()),
+        (AddrFamily::Inet, PersistNetmask::V4(m)) if m != std::net::Ipv4Addr::BROADCAST => {
+            Some(m.to_string())
+        }
         (AddrFamily::Inet6, PersistNetmask::V6(l)) if l != 128 => Some(l.to_string()),
         _ => None,
     }
@@ -443,12 +450,24 @@ fn list_entry(out: &mut String, s: &ServiceView, o: &ListOptions) {
     let svc = service_name(s, false);
     if o.stats {
         let _ = write!(out, "{svc:<33}");
-        for v in [s.stats.conns, s.stats.inpkts, s.stats.outpkts, s.stats.inbytes, s.stats.outbytes] {
+        for v in [
+            s.stats.conns,
+            s.stats.inpkts,
+            s.stats.outpkts,
+            s.stats.inbytes,
+            s.stats.outbytes,
+        ] {
             largenum(out, v, o.exact);
         }
     } else if o.rate {
         let _ = write!(out, "{svc:<33}");
-        for v in [s.rates.cps, s.rates.inpps, s.rates.outpps, s.rates.inbps, s.rates.outbps] {
+        for v in [
+            s.rates.cps,
+            s.rates.inpps,
+            s.rates.outpps,
+            s.rates.inbps,
+            s.rates.outbps,
+        ] {
             largenum(out, v, o.exact);
         }
     } else {
@@ -471,17 +490,31 @@ fn list_entry(out: &mut String, s: &ServiceView, o: &ListOptions) {
     out.push('\n');
     for d in &s.dests {
         let dname = addr_port(&d.addr, d.port);
-        let dname = if d.addr.is_ipv6() { dname } else { truncate(dname, 28) };
+        let dname = if d.addr.is_ipv6() {
+            dname
+        } else {
+            truncate(dname, 28)
+        };
         if o.stats {
             let _ = write!(out, "  -> {dname:<28}");
-            for v in [d.stats.conns, d.stats.inpkts, d.stats.outpkts, d.stats.inbytes, d.stats.outbytes] {
+            for v in [
+                d.stats.conns,
+                d.stats.inpkts,
+                d.stats.outpkts,
+                d.stats.inbytes,
+                d.stats.outbytes,
+            ] {
                 largenum(out, v, o.exact);
             }
             out.push('\n');
         } else if o.rate {
             // printf("  -> %-28s %8llu %8llu %8llu", ...) then print_largenum for the byte rates.
             let r = &d.rates;
-            let _ = write!(out, "  -> {dname:<28} {:>8} {:>8} {:>8}", r.cps, r.inpps, r.outpps);
+            let _ = write!(
+                out,
+                "  -> {dname:<28} {:>8} {:>8} {:>8}",
+                r.cps, r.inpps, r.outpps
+            );
             largenum(out, r.inbps, o.exact);
             largenum(out, r.outbps, o.exact);
             out.push('\n');
@@ -591,7 +624,13 @@ mod tests {
                 port: 80,
             }))
         };
-        assert_eq!(compare_services(&v([10, 0, 0, 1]), &v([192, 168, 0, 1])), Ordering::Greater);
-        assert_eq!(compare_services(&v([10, 0, 0, 1]), &v([10, 0, 0, 2])), Ordering::Less);
+        assert_eq!(
+            compare_services(&v([10, 0, 0, 1]), &v([192, 168, 0, 1])),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare_services(&v([10, 0, 0, 1]), &v([10, 0, 0, 2])),
+            Ordering::Less
+        );
     }
 }

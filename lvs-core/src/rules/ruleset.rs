@@ -120,7 +120,10 @@ impl RuleSet {
                 if self.index(&cfg.key).is_some() {
                     return Err(RuleError::ServiceExists);
                 }
-                self.services.push(ServiceConfig { dests: Vec::new(), ..cfg });
+                self.services.push(ServiceConfig {
+                    dests: Vec::new(),
+                    ..cfg
+                });
                 Ok(Outcome::Changed)
             }
             Command::EditService(cfg) => {
@@ -153,7 +156,9 @@ impl RuleSet {
                 let i = self.index(&service).ok_or(RuleError::ServiceNotDefined)?;
                 check_dest(&dest)?;
                 let svc = &mut self.services[i];
-                let d = svc.dest_index(dest.addr, dest.port).ok_or(RuleError::NoSuchDest)?;
+                let d = svc
+                    .dest_index(dest.addr, dest.port)
+                    .ok_or(RuleError::NoSuchDest)?;
                 // Editing keeps the destination's place in the list.
                 svc.dests[d] = dest;
                 Ok(Outcome::Changed)
