@@ -123,6 +123,17 @@ impl Counters {
     }
 }
 
+/// Runs [`Counters::estimate`] on the counters of every service and destination of `set`.
+/// The control plane calls it every 2 s (more often is harmless: early calls do nothing).
+pub fn estimate_all(set: &crate::service::ServiceSet, now: Time) {
+    for svc in set.services() {
+        svc.stats.estimate(now);
+        for d in &svc.dests {
+            d.state.stats.estimate(now);
+        }
+    }
+}
+
 /// Rates as the kernel reports them (`ip_vs_read_estimator`): connections and packets per
 /// second, bytes per second, each rounded to the nearest whole number.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -328,6 +339,27 @@ mod tests {
             g.sample(snap(400 * k, 0, 0), Time::from_secs(2 * k));
         }
         assert_eq!(f.rates(), g.rates());
+    }
+
+    #[test]
+    fn estimate_all_reaches_services_and_destinations() {
+        use crate::dest::DestConfig;
+        use crate::service::{Protocol, ServiceConfig, ServiceKey, ServiceTable};
+        let mut cfg = ServiceConfig::new(ServiceKey::Addr {
+            proto: Protocol::Tcp,
+            addr: [10, 0, 0, 1].into(),
+            port: 80,
+        });
+        cfg.dests.push(DestConfig::new([10, 0, 1, 1].into(), 80));
+        let table = ServiceTable::new();
+        let set = table.publish(&[cfg]);
+        estimate_all(&set, Time::ZERO);
+        let svc = &set.services()[0];
+        svc.stats.add_in(0, 4000, 0);
+        svc.dests[0].state.stats.add_out(0, 8000, 0);
+        estimate_all(&set, Time::from_secs(2));
+        assert_eq!(svc.stats.rates().inpps, 500);
+        assert_eq!(svc.dests[0].state.stats.rates().outpps, 1000);
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub mod simulate;
 
 pub use parse::{Command, ListOptions, MAX_TIMEOUT, ParseError, Timeouts, parse_args, parse_line};
 pub use print::{
-    DEFAULT_TABLE_SIZE, DestView, ServiceView, config_views, format_list, format_save, format_timeouts, views,
+    ConnView, DEFAULT_TABLE_SIZE, DestView, ServiceView, config_views, format_conns, format_list,
+    format_save, format_timeouts, views,
 };
 pub use ruleset::{BatchError, Outcome, RuleError, RuleSet};
 pub use simulate::{Pick, ServiceRun, SimOptions, Simulation, simulate};

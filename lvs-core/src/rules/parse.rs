@@ -745,6 +745,8 @@ impl Parser {
             Tag::Flag(FlagOpt::Ipv6) => match self.key {
                 Some(ServiceKey::Fwmark { mark, .. }) => {
                     self.family = AddrFamily::Inet6;
+                    // ipvsadm resets the persistence mask to /128 here.
+                    self.netmask = None;
                     self.key = Some(ServiceKey::Fwmark {
                         mark,
                         family: AddrFamily::Inet6,
