@@ -163,7 +163,9 @@ fn fwmark_ipv6_and_prefix_netmask() {
     assert_eq!(cfg.sched_flags, SchedFlags::FLAG1 | SchedFlags::FLAG2);
     assert_eq!(cfg.persistence.unwrap().netmask, PersistNetmask::V6(64));
     // -6 resets the mask to /128, as ipvsadm does, even after an IPv4 -M.
-    let Command::AddService(cfg) = p("-A -f 7 -p -M 255.255.255.0 -6") else { panic!() };
+    let Command::AddService(cfg) = p("-A -f 7 -p -M 255.255.255.0 -6") else {
+        panic!()
+    };
     assert_eq!(cfg.persistence.unwrap().netmask, PersistNetmask::V6(128));
     assert_eq!(e("-A -6 -f 7"), "-6 used before -f");
     assert_eq!(e("-A -f 7 -6 -p -M 129"), "illegal ipv6 netmask specified");
