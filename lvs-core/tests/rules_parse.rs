@@ -449,3 +449,77 @@ fn zero_port_allowed_when_persistent_and_sched_flags_per_scheduler() {
         Command::AddDest { .. }
     ));
 }
+
+mod no_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn token() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "-A",
+                "-E",
+                "-D",
+                "-C",
+                "-a",
+                "-e",
+                "-d",
+                "-L",
+                "-Ln",
+                "-S",
+                "-R",
+                "-Z",
+                "--set",
+                "-t",
+                "-u",
+                "-f",
+                "-6",
+                "-s",
+                "-p",
+                "-M",
+                "-r",
+                "-m",
+                "-g",
+                "-i",
+                "--fullnat",
+                "-w",
+                "-x",
+                "-y",
+                "-b",
+                "-o",
+                "-n",
+                "-c",
+                "--stats",
+                "--rate",
+                "--exact",
+                "--timeout",
+                "--tun-type",
+                "rr",
+                "sh",
+                "sh-port,flag-3",
+                "10.0.0.1:80",
+                "[::1]:80",
+                "[::1]",
+                "::1",
+                "0",
+                "300",
+                "255.255.255.0",
+                "64",
+                "-",
+            ])
+            .prop_map(String::from),
+            "[ -~]{0,12}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_token_lists_parse_or_fail_cleanly(tokens in prop::collection::vec(token(), 0..10)) {
+            // Either a command or an error message; never a panic.
+            match parse_args(&tokens) {
+                Ok(_) => {}
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
+}
