@@ -56,13 +56,15 @@ impl ForwardMethod {
         }
     }
 
-    /// The option ipvsadm prints for this method in `-S` save output.
+    /// The option ipvsadm prints for this method in `-S` save output. FULLNAT saves as
+    /// `--fullnat`: in stock ipvsadm `-b` means scheduler flags, so DPVS's `-b` would not
+    /// restore.
     pub fn save_flag(self) -> &'static str {
         match self {
             ForwardMethod::Masq => "-m",
             ForwardMethod::DirectRoute => "-g",
             ForwardMethod::Tunnel => "-i",
-            ForwardMethod::FullNat => "-b",
+            ForwardMethod::FullNat => "--fullnat",
         }
     }
 }

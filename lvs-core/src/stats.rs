@@ -1,10 +1,14 @@
 //! Traffic counters (connections, packets, bytes in each direction), kept per worker shard so
-//! that packet workers never share a cache line, and folded into one snapshot on read.
+//! that packet workers never share a cache line, and folded into one snapshot on read; and the
+//! kernel's rate estimator (`ip_vs_est.c`) that turns them into the `--rate` figures.
 
 use std::fmt;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
+
+use crate::time::Time;
 
 /// Number of counter shards; worker `i` writes shard `i % SHARDS`.
 pub const SHARDS: usize = 8;
@@ -23,6 +27,8 @@ struct Shard {
 #[derive(Default)]
 pub struct Counters {
     shards: [CachePadded<Shard>; SHARDS],
+    /// Rate estimator fed by [`Counters::estimate`]; touched only by the control plane.
+    estimator: Mutex<RateEstimator>,
 }
 
 impl fmt::Debug for Counters {
@@ -87,7 +93,8 @@ impl Counters {
         t
     }
 
-    /// Resets every counter to zero (`ipvsadm -Z`).
+    /// Resets every counter to zero (`ipvsadm -Z`), and the rate estimate with them (the
+    /// kernel's `ip_vs_zero_estimator`).
     pub fn zero(&self) {
         for s in &self.shards {
             s.conns.store(0, Ordering::Relaxed);
@@ -96,7 +103,156 @@ impl Counters {
             s.inbytes.store(0, Ordering::Relaxed);
             s.outbytes.store(0, Ordering::Relaxed);
         }
+        self.estimator().zero(StatsSnapshot::default());
     }
+
+    fn estimator(&self) -> std::sync::MutexGuard<'_, RateEstimator> {
+        self.estimator.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Feeds the current counters to this object's rate estimator (call it at least every
+    /// 2 s; see [`RateEstimator::sample`]). Returns true when an estimation step ran.
+    pub fn estimate(&self, now: Time) -> bool {
+        let snap = self.snapshot();
+        self.estimator().sample(snap, now)
+    }
+
+    /// The current rate estimate, as `ipvsadm -L --rate` shows it.
+    pub fn rates(&self) -> Rates {
+        self.estimator().rates()
+    }
+}
+
+/// Runs [`Counters::estimate`] on the counters of every service and destination of `set`.
+/// The control plane calls it every 2 s (more often is harmless: early calls do nothing).
+pub fn estimate_all(set: &crate::service::ServiceSet, now: Time) {
+    for svc in set.services() {
+        svc.stats.estimate(now);
+        for d in &svc.dests {
+            d.state.stats.estimate(now);
+        }
+    }
+}
+
+/// Rates as the kernel reports them (`ip_vs_read_estimator`): connections and packets per
+/// second, bytes per second, each rounded to the nearest whole number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rates {
+    /// New connections per second.
+    pub cps: u64,
+    /// Packets per second from clients.
+    pub inpps: u64,
+    /// Packets per second from real servers.
+    pub outpps: u64,
+    /// Bytes per second from clients.
+    pub inbps: u64,
+    /// Bytes per second from real servers.
+    pub outbps: u64,
+}
+
+/// Estimation period of the kernel's estimator: 2 seconds.
+pub const ESTIMATOR_PERIOD_MS: u64 = 2000;
+
+/// The kernel's rate estimator (`net/netfilter/ipvs/ip_vs_est.c`), sans-IO.
+///
+/// Every 2 s it takes the counter deltas and folds them into an exponentially weighted moving
+/// average with weight 1/4: `avg += (rate - avg) >> 2`. Connection and packet rates are kept
+/// scaled by 2^10 (the 2 s delta is shifted left by 9), byte rates by 2^5 (delta shifted left by
+/// 4); reading rounds to nearest: `(cps + 0x1FF) >> 10`, `(bps + 0xF) >> 5`.
+#[derive(Debug, Clone, Default)]
+pub struct RateEstimator {
+    last: StatsSnapshot,
+    last_tick: Option<Time>,
+    cps: i64,
+    inpps: i64,
+    outpps: i64,
+    inbps: i64,
+    outbps: i64,
+}
+
+impl RateEstimator {
+    /// A fresh estimator; the first [`sample`](Self::sample) only records its baseline.
+    pub fn new() -> RateEstimator {
+        RateEstimator::default()
+    }
+
+    /// Offers a counter snapshot taken at `now`. The first call sets the baseline. Later calls
+    /// run one estimation step per whole 2 s period elapsed since the last step (the deltas
+    /// spread evenly over missed periods) and return true; calls less than 2 s after the last
+    /// step do nothing and return false. Counters that went backwards (zeroed) re-baseline.
+    pub fn sample(&mut self, snap: StatsSnapshot, now: Time) -> bool {
+        let Some(last_tick) = self.last_tick else {
+            self.last = snap;
+            self.last_tick = Some(now);
+            return false;
+        };
+        let elapsed = now.as_millis().saturating_sub(last_tick.as_millis());
+        let periods = elapsed / ESTIMATOR_PERIOD_MS;
+        if periods == 0 {
+            return false;
+        }
+        let l = self.last;
+        if snap.conns < l.conns
+            || snap.inpkts < l.inpkts
+            || snap.outpkts < l.outpkts
+            || snap.inbytes < l.inbytes
+            || snap.outbytes < l.outbytes
+        {
+            self.zero(snap);
+            self.last_tick = Some(now);
+            return false;
+        }
+        let deltas = [
+            snap.conns - l.conns,
+            snap.inpkts - l.inpkts,
+            snap.outpkts - l.outpkts,
+            snap.inbytes - l.inbytes,
+            snap.outbytes - l.outbytes,
+        ];
+        for p in 0..periods {
+            // Spread the deltas over the missed periods; the remainder goes to the last one.
+            let share = |d: u64| d / periods + if p == periods - 1 { d % periods } else { 0 };
+            step(&mut self.cps, share(deltas[0]), 9);
+            step(&mut self.inpps, share(deltas[1]), 9);
+            step(&mut self.outpps, share(deltas[2]), 9);
+            step(&mut self.inbps, share(deltas[3]), 4);
+            step(&mut self.outbps, share(deltas[4]), 4);
+        }
+        self.last = snap;
+        self.last_tick = Some(Time::from_millis(
+            last_tick.as_millis() + periods * ESTIMATOR_PERIOD_MS,
+        ));
+        true
+    }
+
+    /// Forgets the averages and takes `snap` as the new baseline (`ip_vs_zero_estimator`).
+    pub fn zero(&mut self, snap: StatsSnapshot) {
+        let tick = self.last_tick;
+        *self = RateEstimator {
+            last: snap,
+            last_tick: tick,
+            ..RateEstimator::default()
+        };
+    }
+
+    /// The current estimate, decoded and rounded as `ip_vs_read_estimator` does.
+    pub fn rates(&self) -> Rates {
+        let pps = |v: i64| (v.max(0) as u64 + 0x1FF) >> 10;
+        let bps = |v: i64| (v.max(0) as u64 + 0xF) >> 5;
+        Rates {
+            cps: pps(self.cps),
+            inpps: pps(self.inpps),
+            outpps: pps(self.outpps),
+            inbps: bps(self.inbps),
+            outbps: bps(self.outbps),
+        }
+    }
+}
+
+/// One EWMA step: `avg += ((delta << shift) - avg) >> 2` with an arithmetic shift, as the kernel.
+fn step(avg: &mut i64, delta: u64, shift: u32) {
+    let rate = (delta << shift) as i64;
+    *avg += (rate - *avg) >> 2;
 }
 
 #[cfg(test)]
@@ -117,5 +273,107 @@ mod tests {
         );
         c.zero();
         assert_eq!(c.snapshot(), StatsSnapshot::default());
+    }
+
+    fn snap(conns: u64, pkts: u64, bytes: u64) -> StatsSnapshot {
+        StatsSnapshot {
+            conns,
+            inpkts: pkts,
+            outpkts: pkts / 2,
+            inbytes: bytes,
+            outbytes: bytes * 3,
+        }
+    }
+
+    #[test]
+    fn estimator_converges_to_a_constant_rate() {
+        // 100 conns/s, 1000 pkts/s in (500 out), 64000 B/s in (192000 out), sampled every 2 s.
+        let mut e = RateEstimator::new();
+        assert!(
+            !e.sample(snap(0, 0, 0), Time::ZERO),
+            "first sample is the baseline"
+        );
+        let mut prev = Rates::default();
+        for k in 1..=60u64 {
+            let t = Time::from_secs(2 * k);
+            assert!(e.sample(snap(200 * k, 2000 * k, 128_000 * k), t));
+            let r = e.rates();
+            assert!(
+                r.cps >= prev.cps && r.inbps >= prev.inbps,
+                "monotone approach from below"
+            );
+            prev = r;
+        }
+        let r = e.rates();
+        assert_eq!(
+            (r.cps, r.inpps, r.outpps, r.inbps, r.outbps),
+            (100, 1000, 500, 64_000, 192_000)
+        );
+    }
+
+    #[test]
+    fn estimator_first_step_is_a_quarter_of_the_rate() {
+        // avg = 0 + (rate - 0) >> 2: one step after a 2 s burst of 400 conns (200/s) reads 50.
+        let mut e = RateEstimator::new();
+        e.sample(snap(0, 0, 0), Time::ZERO);
+        e.sample(snap(400, 0, 0), Time::from_secs(2));
+        assert_eq!(e.rates().cps, 50);
+        // Then the rate drops to zero: 50 -> 37.5, and +0x1FF (just under half) reads 37.
+        e.sample(snap(400, 0, 0), Time::from_secs(4));
+        assert_eq!(e.rates().cps, 37);
+    }
+
+    #[test]
+    fn estimator_ignores_early_samples_and_spreads_missed_periods() {
+        let mut e = RateEstimator::new();
+        e.sample(snap(0, 0, 0), Time::ZERO);
+        assert!(!e.sample(snap(10, 0, 0), Time::from_millis(1999)));
+        assert_eq!(e.rates().cps, 0);
+        // 6 s later: three periods of 2 s; 1200 conns spread as 400 each (200/s).
+        let mut f = RateEstimator::new();
+        f.sample(snap(0, 0, 0), Time::ZERO);
+        assert!(f.sample(snap(1200, 0, 0), Time::from_secs(6)));
+        let mut g = RateEstimator::new();
+        g.sample(snap(0, 0, 0), Time::ZERO);
+        for k in 1..=3 {
+            g.sample(snap(400 * k, 0, 0), Time::from_secs(2 * k));
+        }
+        assert_eq!(f.rates(), g.rates());
+    }
+
+    #[test]
+    fn estimate_all_reaches_services_and_destinations() {
+        use crate::dest::DestConfig;
+        use crate::service::{Protocol, ServiceConfig, ServiceKey, ServiceTable};
+        let mut cfg = ServiceConfig::new(ServiceKey::Addr {
+            proto: Protocol::Tcp,
+            addr: [10, 0, 0, 1].into(),
+            port: 80,
+        });
+        cfg.dests.push(DestConfig::new([10, 0, 1, 1].into(), 80));
+        let table = ServiceTable::new();
+        let set = table.publish(&[cfg]);
+        estimate_all(&set, Time::ZERO);
+        let svc = &set.services()[0];
+        svc.stats.add_in(0, 4000, 0);
+        svc.dests[0].state.stats.add_out(0, 8000, 0);
+        estimate_all(&set, Time::from_secs(2));
+        assert_eq!(svc.stats.rates().inpps, 500);
+        assert_eq!(svc.dests[0].state.stats.rates().outpps, 1000);
+    }
+
+    #[test]
+    fn zeroing_counters_resets_the_estimate() {
+        let c = Counters::default();
+        c.estimate(Time::ZERO);
+        for _ in 0..1000 {
+            c.add_conn(0);
+        }
+        c.estimate(Time::from_secs(2));
+        assert!(c.rates().cps > 0);
+        c.zero();
+        assert_eq!(c.rates(), Rates::default());
+        c.estimate(Time::from_secs(4));
+        assert_eq!(c.rates(), Rates::default());
     }
 }
