@@ -295,4 +295,59 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s.schedule(&d, &flow(v4(1), 1, a), Time::ZERO), Some(0));
     }
+
+    #[test]
+    fn concurrent_workers_keep_one_entry_per_address() {
+        let d = dests(&[1, 1, 1, 1]);
+        let s = Lblc::new(&d);
+        std::thread::scope(|sc| {
+            for w in 0..4u32 {
+                let (s, d) = (&s, &d);
+                sc.spawn(move || {
+                    for k in 0..5000u32 {
+                        let a = (k * 7 + w) % 3000;
+                        let now = Time::from_millis(k as u64);
+                        assert!(to(s, d, a, now).is_some());
+                    }
+                });
+            }
+        });
+        assert_eq!(s.len(), 3000);
+        // Every address still maps to one destination.
+        for a in 0..3000u32 {
+            let first = to(&s, &d, a, Time::from_secs(10));
+            assert_eq!(to(&s, &d, a, Time::from_secs(10)), first);
+        }
+    }
+
+    #[test]
+    fn publish_carries_the_table_into_the_new_snapshot() {
+        use crate::dest::DestConfig;
+        use crate::service::{Protocol, ServiceConfig, ServiceKey, ServiceTable};
+        let table = ServiceTable::new();
+        let mut cfg = ServiceConfig::new(ServiceKey::Addr {
+            proto: Protocol::Tcp,
+            addr: v4(0xc0a8_0064),
+            port: 80,
+        });
+        cfg.scheduler = SchedulerKind::Lblc;
+        cfg.dests = vec![
+            DestConfig::new(v4(0x0a00_0102), 80),
+            DestConfig::new(v4(0x0a00_0101), 80),
+        ];
+        let set = table.publish(std::slice::from_ref(&cfg));
+        let svc = &set.services()[0];
+        let f = flow(v4(1), 1, v4(7));
+        let first = svc.schedule(&f, Time::ZERO).unwrap().config.addr;
+        svc.schedule(&f, Time::ZERO)
+            .unwrap()
+            .state
+            .bind(crate::dest::ConnClass::Inactive);
+        // `ipvsadm -a` of a third server: it goes to the front of the list.
+        cfg.dests.insert(0, DestConfig::new(v4(0x0a00_0103), 80));
+        let set = table.publish(std::slice::from_ref(&cfg));
+        let svc = &set.services()[0];
+        // Without the carried entry, the idle new server (first in the list) would win.
+        assert_eq!(svc.schedule(&f, Time::ZERO).unwrap().config.addr, first);
+    }
 }

@@ -348,7 +348,8 @@ mod tests {
         let frac = moved as f64 / KEYS as f64;
         assert!((0.09..0.14).contains(&frac), "moved fraction {frac}");
         let stray = untouched_moved as f64 / untouched as f64;
-        assert!(stray < 0.05, "keys of untouched destinations moved: {stray}");
+        // Measured: 10.75 % moved in all, 0.99 % of the untouched destinations' keys.
+        assert!(stray < 0.03, "keys of untouched destinations moved: {stray}");
     }
 
     #[test]
