@@ -11,31 +11,36 @@
 //! collected as described in the `locality` module (24 h `lblc_expiration`, 6 min when over
 //! 16384 entries).
 //!
-//! Cost: a hit locks one of 1024 chain mutexes and scans that short chain; a miss or an
-//! unusable entry runs the O(n) wlc scan, as the kernel does.
+//! Cost: a hit takes no lock (it scans one short chain and stores `lastuse`); a miss or an
+//! unusable entry runs the O(n) wlc scan, as the kernel does, and locks one of 1024 chains.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::locality::{DEFAULT_EXPIRATION, Entry, Table, lblc_overloaded, least_weighted};
+use super::locality::{DEFAULT_EXPIRATION, Entry, Table, lblc_overloaded, least_weighted, refresh};
 use super::{FlowKey, Scheduler, SchedulerKind};
 use crate::dest::Destination;
 use crate::service::SchedFlags;
 use crate::time::Time;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct LblcEntry {
     addr: IpAddr,
     /// Index of the destination in the scheduler's list.
     dest: u32,
-    lastuse: Time,
+    /// Milliseconds of the last use.
+    lastuse: AtomicU64,
 }
 
 impl Entry for LblcEntry {
+    fn addr(&self) -> &IpAddr {
+        &self.addr
+    }
     fn lastuse(&self) -> Time {
-        self.lastuse
+        Time::from_millis(self.lastuse.load(Ordering::Relaxed))
     }
 }
 
@@ -78,8 +83,11 @@ impl Lblc {
         let index = index_by_key(dests);
         let table = Table::carry_over(&prev.table, |e| {
             let key = prev.keys.get(e.dest as usize)?;
-            let dest = *index.get(key)?;
-            Some(LblcEntry { dest, ..e.clone() })
+            Some(LblcEntry {
+                addr: e.addr,
+                dest: *index.get(key)?,
+                lastuse: AtomicU64::new(e.lastuse.load(Ordering::Relaxed)),
+            })
         });
         Lblc {
             table,
@@ -123,13 +131,10 @@ impl Scheduler for Lblc {
     fn schedule(&self, dests: &[Destination], flow: &FlowKey, now: Time) -> Option<usize> {
         self.table.maintain(now);
         let addr = flow.dst;
-        let hit = {
-            let mut chain = self.table.chain(&addr);
-            chain.iter_mut().find(|e| e.addr == addr).map(|e| {
-                e.lastuse = now;
-                e.dest as usize
-            })
-        };
+        let hit = self.table.read(&addr, |e| {
+            refresh(&e.lastuse, now);
+            e.dest as usize
+        });
         if let Some(i) = hit
             && let Some(d) = dests.get(i)
             && d.config.weight > 0
@@ -138,22 +143,19 @@ impl Scheduler for Lblc {
             return Some(i);
         }
         let i = least_weighted(dests)?;
-        // ip_vs_lblc_new: keep an entry already naming `i`, else replace it.
-        let mut chain = self.table.chain(&addr);
-        if let Some(pos) = chain.iter().position(|e| e.addr == addr) {
-            if chain[pos].dest as usize == i {
-                return Some(i);
+        // ip_vs_lblc_new: keep an entry already naming `i`, else replace it by a new one at
+        // the head of the chain.
+        self.table.write(&addr, |chain| {
+            if chain.find(&addr).is_some_and(|e| e.dest as usize == i) {
+                return;
             }
-            self.table.remove(&mut chain, pos);
-        }
-        self.table.push(
-            &mut chain,
-            LblcEntry {
+            chain.remove(&addr);
+            chain.push_front(LblcEntry {
                 addr,
                 dest: i as u32,
-                lastuse: now,
-            },
-        );
+                lastuse: AtomicU64::new(now.as_millis()),
+            });
+        });
         Some(i)
     }
 

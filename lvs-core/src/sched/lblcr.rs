@@ -18,33 +18,59 @@
 //! - a new address gets a one-member set from the wlc pick; entries are collected as described
 //!   in the `locality` module.
 //!
-//! Cost: a hit locks one of 1024 chain mutexes and scans its short chain and the (small) set;
-//! the wlc fallback and the overload test scan the destination list, as the kernel does.
+//! Cost: a hit takes no lock (it scans one short chain and the small set); changing a set
+//! locks its chain; the wlc fallback and the overload test scan the destination list, as the
+//! kernel does.
 
 use std::any::Any;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use super::lblc::index_by_key;
-use super::locality::{DEFAULT_EXPIRATION, Entry, Table, lblc_overloaded, least_weighted};
+use super::locality::{DEFAULT_EXPIRATION, Entry, Table, lblc_overloaded, least_weighted, refresh};
 use super::{FlowKey, Scheduler, SchedulerKind};
 use crate::dest::Destination;
 use crate::service::SchedFlags;
 use crate::time::Time;
 
-#[derive(Debug, Clone)]
-struct LblcrEntry {
-    addr: IpAddr,
+/// A destination set (`struct ip_vs_dest_set`), replaced whole on every change.
+#[derive(Debug)]
+struct DestSet {
     /// Destination indices, newest first.
-    set: Vec<u32>,
-    lastuse: Time,
+    members: Vec<u32>,
     /// Last time the set gained or lost a member.
     lastmod: Time,
 }
 
+#[derive(Debug)]
+struct LblcrEntry {
+    addr: IpAddr,
+    /// Milliseconds of the last use.
+    lastuse: AtomicU64,
+    /// Read without a lock; written under the chain's lock.
+    set: ArcSwap<DestSet>,
+}
+
 impl Entry for LblcrEntry {
+    fn addr(&self) -> &IpAddr {
+        &self.addr
+    }
     fn lastuse(&self) -> Time {
-        self.lastuse
+        Time::from_millis(self.lastuse.load(Ordering::Relaxed))
+    }
+}
+
+impl LblcrEntry {
+    fn new(addr: IpAddr, members: Vec<u32>, lastuse: Time, lastmod: Time) -> LblcrEntry {
+        LblcrEntry {
+            addr,
+            lastuse: AtomicU64::new(lastuse.as_millis()),
+            set: ArcSwap::from_pointee(DestSet { members, lastmod }),
+        }
     }
 }
 
@@ -124,12 +150,13 @@ impl Lblcr {
     pub fn carry_over(dests: &[Destination], prev: &Lblcr) -> Lblcr {
         let index = index_by_key(dests);
         let table = Table::carry_over(&prev.table, |e| {
-            let set = e
-                .set
+            let set = e.set.load();
+            let members = set
+                .members
                 .iter()
                 .filter_map(|&i| index.get(prev.keys.get(i as usize)?).copied())
                 .collect();
-            Some(LblcrEntry { set, ..e.clone() })
+            Some(LblcrEntry::new(e.addr, members, e.lastuse(), set.lastmod))
         });
         Lblcr {
             table,
@@ -151,10 +178,9 @@ impl Lblcr {
     /// The destinations (indices, newest first) currently in `addr`'s set.
     pub fn set_of(&self, addr: &IpAddr) -> Vec<usize> {
         self.table
-            .chain(addr)
-            .iter()
-            .find(|e| e.addr == *addr)
-            .map(|e| e.set.iter().map(|&i| i as usize).collect())
+            .read(addr, |e| {
+                e.set.load().members.iter().map(|&i| i as usize).collect()
+            })
             .unwrap_or_default()
     }
 
@@ -184,45 +210,49 @@ impl Scheduler for Lblcr {
     fn schedule(&self, dests: &[Destination], flow: &FlowKey, now: Time) -> Option<usize> {
         self.table.maintain(now);
         let addr = flow.dst;
-        let hit = {
-            let mut chain = self.table.chain(&addr);
-            chain.iter_mut().find(|e| e.addr == addr).map(|e| {
-                e.lastuse = now;
-                let min = set_min(dests, &e.set);
-                if e.set.len() > 1
-                    && now > e.lastmod + self.expiration
-                    && let Some(m) = set_max(dests, &e.set)
+        let stale = |set: &DestSet| set.members.len() > 1 && now > set.lastmod + self.expiration;
+        let hit = self.table.read(&addr, |e| {
+            refresh(&e.lastuse, now);
+            let set = e.set.load();
+            (set_min(dests, &set.members), stale(&set))
+        });
+        if let Some((_, true)) = hit {
+            // More than one member and unchanged for lblcr_expiration: drop the busiest.
+            self.table.write(&addr, |chain| {
+                let Some(e) = chain.find(&addr) else { return };
+                let set = e.set.load();
+                if stale(&set)
+                    && let Some(m) = set_max(dests, &set.members)
                 {
-                    e.set.retain(|&i| i as usize != m);
-                    e.lastmod = now;
+                    let members = set.members.iter().copied().filter(|&i| i as usize != m).collect();
+                    e.set.store(Arc::new(DestSet {
+                        members,
+                        lastmod: now,
+                    }));
                 }
-                min
-            })
-        };
-        if let Some(Some(i)) = hit
+            });
+        }
+        if let Some((Some(i), _)) = hit
             && !lblc_overloaded(dests, i)
         {
             return Some(i);
         }
         let i = least_weighted(dests)?;
-        let mut chain = self.table.chain(&addr);
-        match chain.iter_mut().find(|e| e.addr == addr) {
+        self.table.write(&addr, |chain| match chain.find(&addr) {
             Some(e) => {
-                if !e.set.contains(&(i as u32)) {
-                    e.set.insert(0, i as u32);
-                    e.lastmod = now;
+                let set = e.set.load();
+                if !set.members.contains(&(i as u32)) {
+                    let mut members = Vec::with_capacity(set.members.len() + 1);
+                    members.push(i as u32);
+                    members.extend_from_slice(&set.members);
+                    e.set.store(Arc::new(DestSet {
+                        members,
+                        lastmod: now,
+                    }));
                 }
             }
-            None => self.table.push(
-                &mut chain,
-                LblcrEntry {
-                    addr,
-                    set: vec![i as u32],
-                    lastuse: now,
-                    lastmod: now,
-                },
-            ),
-        }
+            None => chain.push_front(LblcrEntry::new(addr, vec![i as u32], now, now)),
+        });
         Some(i)
     }
 

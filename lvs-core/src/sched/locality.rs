@@ -13,6 +13,10 @@
 //!   `ENTRY_TIMEOUT` = 6 min, chain by chain from a rover, until `goal = min((entries -
 //!   max_size) × 4/3, max_size/2)` entries are gone.
 //!
+//! Lookups take no lock: each chain is an `ArcSwap` of its entry list, rewritten copy-on-write
+//! under a per-chain mutex by the miss path and the sweeps; entries change their fields
+//! (`lastuse`, the destination) through atomics, as the kernel's RCU readers do.
+//!
 //! Sans-IO: `schedule(now)` drives that timer. A tick starts on the first call at or after its
 //! due time; its sweep then advances [`SWEEP_STEP`] chains per call (never a full sweep inside
 //! one packet's call) and whichever worker finds the sweep lock taken simply skips. Ticks missed
@@ -21,7 +25,9 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use super::hash::{addr_fold, hash_32};
@@ -46,8 +52,10 @@ pub const COUNT_FOR_FULL_EXPIRATION: u32 = 30;
 /// Chains a sweep visits per `schedule` call.
 pub const SWEEP_STEP: usize = 16;
 
-/// A table entry, as the expiry sweeps see it.
-pub(super) trait Entry: Clone {
+/// A table entry, as the table sees it: shared by readers, changed through atomics.
+pub(super) trait Entry {
+    /// The packet destination address the entry is for.
+    fn addr(&self) -> &IpAddr;
     /// When the entry was last used.
     fn lastuse(&self) -> Time;
 }
@@ -74,10 +82,54 @@ struct Gc {
     sweep: Option<Sweep>,
 }
 
+/// One hash chain: readers load the entry list without locking (the kernel's RCU walk);
+/// writers serialise on `write` and publish a new list (copy on write).
+#[derive(Debug)]
+struct Chain<E> {
+    list: ArcSwap<Vec<Arc<E>>>,
+    write: Mutex<()>,
+}
+
+/// A writer's view of one chain, handed to [`Table::write`].
+#[derive(Debug)]
+pub(super) struct ChainEdit<E> {
+    cur: Arc<Vec<Arc<E>>>,
+    new: Option<Vec<Arc<E>>>,
+}
+
+impl<E: Entry> ChainEdit<E> {
+    /// The chain's entries, head first.
+    pub(super) fn entries(&self) -> &[Arc<E>] {
+        self.new.as_deref().unwrap_or(&self.cur)
+    }
+
+    /// The entry for `addr`, if any.
+    pub(super) fn find(&self, addr: &IpAddr) -> Option<&Arc<E>> {
+        self.entries().iter().find(|e| e.addr() == addr)
+    }
+
+    fn edit(&mut self) -> &mut Vec<Arc<E>> {
+        let cur = &self.cur;
+        self.new.get_or_insert_with(|| cur.as_ref().clone())
+    }
+
+    /// Adds `e` at the head of the chain (`hlist_add_head_rcu`).
+    pub(super) fn push_front(&mut self, e: E) {
+        self.edit().insert(0, Arc::new(e));
+    }
+
+    /// Removes the entry for `addr`, if any.
+    pub(super) fn remove(&mut self, addr: &IpAddr) {
+        if let Some(pos) = self.entries().iter().position(|e| e.addr() == addr) {
+            self.edit().remove(pos);
+        }
+    }
+}
+
 /// The chain table of lblc or lblcr.
 #[derive(Debug)]
 pub(super) struct Table<E> {
-    chains: Box<[Mutex<Vec<E>>]>,
+    chains: Box<[Chain<E>]>,
     entries: AtomicUsize,
     gc: Mutex<Gc>,
     /// Milliseconds from which the next `maintain` call has work (0: a sweep is running).
@@ -89,11 +141,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The chain of `addr`: `hash_32(addr_fold, 10)`.
+#[inline]
+fn chain_of(addr: &IpAddr) -> usize {
+    hash_32(addr_fold(addr), TAB_BITS) as usize
+}
+
 impl<E: Entry> Table<E> {
     /// An empty table whose full sweeps use `expiration`.
     pub(super) fn new(expiration: Duration) -> Table<E> {
         Table {
-            chains: (0..TAB_SIZE).map(|_| Mutex::new(Vec::new())).collect(),
+            chains: (0..TAB_SIZE)
+                .map(|_| Chain {
+                    list: ArcSwap::from_pointee(Vec::new()),
+                    write: Mutex::new(()),
+                })
+                .collect(),
             entries: AtomicUsize::new(0),
             gc: Mutex::new(Gc {
                 next_tick: None,
@@ -106,15 +169,21 @@ impl<E: Entry> Table<E> {
         }
     }
 
-    /// A table holding `prev`'s entries, each passed through `remap` (which drops an entry by
-    /// returning `None`), and `prev`'s timer state.
+    /// A table holding copies of `prev`'s entries made by `remap` (which drops an entry by
+    /// returning `None`), chain order kept, and `prev`'s timer state.
     pub(super) fn carry_over(prev: &Table<E>, mut remap: impl FnMut(&E) -> Option<E>) -> Table<E> {
         let t = Table::new(prev.expiration);
         let mut n = 0;
         for (old, new) in prev.chains.iter().zip(t.chains.iter()) {
-            let kept: Vec<E> = lock(old).iter().filter_map(&mut remap).collect();
+            let kept: Vec<Arc<E>> = old
+                .list
+                .load()
+                .iter()
+                .filter_map(|e| remap(e))
+                .map(Arc::new)
+                .collect();
             n += kept.len();
-            *lock(new) = kept;
+            new.list.store(Arc::new(kept));
         }
         t.entries.store(n, Ordering::Relaxed);
         let mut gc = *lock(&prev.gc);
@@ -125,27 +194,37 @@ impl<E: Entry> Table<E> {
         t
     }
 
-    /// The chain of `addr`.
+    /// Runs `f` on the entry for `addr`, if there is one, without taking any lock.
     #[inline]
-    pub(super) fn chain(&self, addr: &IpAddr) -> MutexGuard<'_, Vec<E>> {
-        lock(&self.chains[hash_32(addr_fold(addr), TAB_BITS) as usize])
+    pub(super) fn read<R>(&self, addr: &IpAddr, f: impl FnOnce(&E) -> R) -> Option<R> {
+        let list = self.chains[chain_of(addr)].list.load();
+        list.iter().find(|e| e.addr() == addr).map(|e| f(e))
+    }
+
+    /// Runs `f` with the chain of `addr` locked for writing, then publishes its changes.
+    pub(super) fn write<R>(&self, addr: &IpAddr, f: impl FnOnce(&mut ChainEdit<E>) -> R) -> R {
+        let chain = &self.chains[chain_of(addr)];
+        let _w = lock(&chain.write);
+        let mut edit = ChainEdit {
+            cur: chain.list.load_full(),
+            new: None,
+        };
+        let r = f(&mut edit);
+        if let Some(new) = edit.new {
+            let (old_len, new_len) = (edit.cur.len(), new.len());
+            chain.list.store(Arc::new(new));
+            if new_len >= old_len {
+                self.entries.fetch_add(new_len - old_len, Ordering::Relaxed);
+            } else {
+                self.entries.fetch_sub(old_len - new_len, Ordering::Relaxed);
+            }
+        }
+        r
     }
 
     /// Number of entries.
     pub(super) fn len(&self) -> usize {
         self.entries.load(Ordering::Relaxed)
-    }
-
-    /// Inserts `e` at the head of `chain` (which must be `e`'s chain).
-    pub(super) fn push(&self, chain: &mut Vec<E>, e: E) {
-        chain.insert(0, e);
-        self.entries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Removes entry `pos` of `chain`.
-    pub(super) fn remove(&self, chain: &mut Vec<E>, pos: usize) {
-        chain.remove(pos);
-        self.entries.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Runs the periodic check as far as `now` allows, at most [`SWEEP_STEP`] chains; cheap
@@ -194,18 +273,23 @@ impl<E: Entry> Table<E> {
             self.due.store(0, Ordering::Relaxed);
         }
         let Some(mut sw) = gc.sweep else { return };
+        let idle = if sw.full { self.expiration } else { ENTRY_TIMEOUT };
         let mut visited = 0;
         while sw.left > 0 && visited < budget {
             gc.rover = (gc.rover + 1) % TAB_SIZE;
             sw.left -= 1;
             visited += 1;
-            let mut chain = lock(&self.chains[gc.rover]);
-            let before = chain.len();
-            let idle = if sw.full { self.expiration } else { ENTRY_TIMEOUT };
+            let chain = &self.chains[gc.rover];
             // Kept while `now` is before lastuse + idle (time_before).
-            chain.retain(|e| sw.now < e.lastuse() + idle);
-            let removed = before - chain.len();
-            drop(chain);
+            let keep = |e: &Arc<E>| sw.now < e.lastuse() + idle;
+            if chain.list.load().iter().all(keep) {
+                continue;
+            }
+            let _w = lock(&chain.write);
+            let cur = chain.list.load_full();
+            let kept: Vec<Arc<E>> = cur.iter().filter(|e| keep(e)).cloned().collect();
+            let removed = cur.len() - kept.len();
+            chain.list.store(Arc::new(kept));
             self.entries.fetch_sub(removed, Ordering::Relaxed);
             if !sw.full {
                 sw.goal -= removed as isize;
@@ -256,6 +340,16 @@ impl<E: Entry> Table<E> {
     }
 }
 
+/// Sets an entry's `lastuse` to `now`, at most once a second: a hot address's hits then only
+/// read its entry instead of writing one shared cache line from every worker. The kernel keeps
+/// lastuse in jiffies; expiry works in minutes and hours.
+#[inline]
+pub(super) fn refresh(lastuse: &AtomicU64, now: Time) {
+    if now.as_millis() >= lastuse.load(Ordering::Relaxed).saturating_add(1000) {
+        lastuse.store(now.as_millis(), Ordering::Relaxed);
+    }
+}
+
 /// The kernel's `__ip_vs_lblc_schedule` / `__ip_vs_lblcr_schedule`: weighted least connection
 /// over the whole list (skip OVERLOAD; the first destination with weight > 0 starts; a later
 /// one wins only when strictly less loaded, overhead × other weight compared). O(n).
@@ -301,6 +395,9 @@ mod tests {
     #[derive(Debug, Clone)]
     struct E(IpAddr, Time);
     impl Entry for E {
+        fn addr(&self) -> &IpAddr {
+            &self.0
+        }
         fn lastuse(&self) -> Time {
             self.1
         }
@@ -309,8 +406,7 @@ mod tests {
     fn fill(t: &Table<E>, n: u32, at: Time) {
         for k in 0..n {
             let a = v4(0x0a00_0000 + k);
-            let mut c = t.chain(&a);
-            t.push(&mut c, E(a, at));
+            t.write(&a, |c| c.push_front(E(a, at)));
         }
     }
 
@@ -409,7 +505,22 @@ mod tests {
         let t2 = Table::carry_over(&t, |e| (e.0 != v4(0x0a00_0007)).then(|| e.clone()));
         assert_eq!(t2.len(), 49);
         assert_eq!(t2.due.load(Ordering::Relaxed), 60_000);
-        assert!(t2.chain(&v4(0x0a00_0007)).iter().all(|e| e.0 != v4(0x0a00_0007)));
-        assert!(t2.chain(&v4(0x0a00_0008)).iter().any(|e| e.0 == v4(0x0a00_0008)));
+        assert!(t2.read(&v4(0x0a00_0007), |_| ()).is_none());
+        assert!(t2.read(&v4(0x0a00_0008), |_| ()).is_some());
+    }
+
+    #[test]
+    fn lastuse_is_refreshed_at_most_once_a_second() {
+        let l = AtomicU64::new(5_000);
+        refresh(&l, Time::from_millis(5_999));
+        assert_eq!(l.load(Ordering::Relaxed), 5_000);
+        refresh(&l, Time::from_millis(6_000));
+        assert_eq!(l.load(Ordering::Relaxed), 6_000);
+        refresh(&l, Time::from_millis(1_000));
+        assert_eq!(
+            l.load(Ordering::Relaxed),
+            6_000,
+            "an earlier clock never moves it back"
+        );
     }
 }
