@@ -26,7 +26,18 @@ mod twos;
 mod wlc;
 mod wrr;
 
+// Helpers of the hashing and locality schedulers (dh, sh, mh, lblc, lblcr).
+#[cfg(test)]
+mod fixtures;
+mod hash;
+mod locality;
+
+pub use dh::DestHashing;
+pub use lblc::Lblc;
+pub use lblcr::Lblcr;
+pub use mh::MaglevHashing;
 pub use rr::RoundRobin;
+pub use sh::SourceHashing;
 
 /// The addresses of the packet that opens a new connection, as schedulers see them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
