@@ -126,6 +126,17 @@ pub mod ip_proto {
     pub const DSTOPTS: u8 = 60;
 }
 
+/// Source and destination ports from the first 4 bytes of a TCP or UDP header, when a full
+/// view cannot be had: the 8 quoted bytes of an ICMP error, or a first fragment whose UDP
+/// length exceeds the fragment. `None` if fewer than 4 bytes.
+#[inline]
+pub fn l4_ports(l4: &[u8]) -> Option<(u16, u16)> {
+    match l4 {
+        [a, b, c, d, ..] => Some((u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))),
+        _ => None,
+    }
+}
+
 /// Read a big-endian u16 at `at` (the caller has checked the bounds).
 #[inline(always)]
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
