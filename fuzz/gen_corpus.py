@@ -2,6 +2,7 @@
 """Regenerate the hand-made seed corpus in corpus/wire/ (python3 gen_corpus.py).
 
 Each frame is built field by field with correct checksums, except the truncated ones.
+Files named regress_* are inputs the fuzzer failed on once; this script leaves them alone.
 """
 import os
 import struct

@@ -12,6 +12,46 @@
 //! Views never allocate and never copy; addresses are returned as `[u8; 6]`, `Ipv4Addr` and
 //! `Ipv6Addr` values. Checksums live in [`checksum`]: a fast full sum and the RFC 1624
 //! incremental updates the forwarding paths use.
+//!
+//! A NAT-style rewrite of a TCP/IPv4 frame (DNAT to a real server), with incremental checksums:
+//!
+//! ```
+//! use std::net::Ipv4Addr;
+//! use lvs_dataplane::wire::{checksum, ethernet, ethertype, ip_proto, ipv4, tcp};
+//!
+//! # let mut frame = vec![0u8; 14 + 20 + 20];
+//! # frame[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+//! # {
+//! #     let mut ip = ipv4::Packet::new_unchecked(&mut frame[14..]);
+//! #     ip.set_version_and_header_len(20);
+//! #     ip.set_total_len(40);
+//! #     ip.set_ttl(64);
+//! #     ip.set_protocol(ip_proto::TCP);
+//! #     ip.set_src_addr(Ipv4Addr::new(10, 0, 0, 1));
+//! #     ip.set_dst_addr(Ipv4Addr::new(192, 0, 2, 10));
+//! #     ip.fill_checksum();
+//! #     let mut t = tcp::Packet::new_unchecked(&mut frame[34..]);
+//! #     t.set_header_len(20);
+//! #     t.set_dst_port(80);
+//! #     t.fill_checksum_v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(192, 0, 2, 10));
+//! # }
+//! let l3 = ethernet::Frame::new_checked(&frame[..])?.l3()?;
+//! assert_eq!(l3.ethertype, ethertype::IPV4);
+//! let ip = ipv4::Packet::new_checked(&frame[l3.offset..])?;
+//! let (hl, vip) = (ip.header_len(), ip.dst_addr());
+//! assert_eq!(ip.protocol(), ip_proto::TCP);
+//!
+//! let rip = Ipv4Addr::new(10, 1, 0, 7);
+//! let mut ip = ipv4::Packet::new_checked(&mut frame[l3.offset..])?;
+//! ip.set_dst_addr_update(rip); // IPv4 header checksum, RFC 1624
+//! let (src, seg) = (ip.src_addr(), &mut frame[l3.offset + hl..]);
+//! let mut t = tcp::Packet::new_checked(seg)?;
+//! t.set_dst_port_update(8080); // the port word
+//! let c = checksum::update_ipv4(t.checksum(), vip, rip); // the pseudo-header
+//! t.set_checksum(c);
+//! assert!(t.verify_checksum_v4(src, rip));
+//! # Ok::<(), lvs_dataplane::wire::Error>(())
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod arp;
@@ -84,6 +124,17 @@ pub mod ip_proto {
     pub const NONE: u8 = 59;
     /// IPv6 destination options.
     pub const DSTOPTS: u8 = 60;
+}
+
+/// Source and destination ports from the first 4 bytes of a TCP or UDP header, when a full
+/// view cannot be had: the 8 quoted bytes of an ICMP error, or a first fragment whose UDP
+/// length exceeds the fragment. `None` if fewer than 4 bytes.
+#[inline]
+pub fn l4_ports(l4: &[u8]) -> Option<(u16, u16)> {
+    match l4 {
+        [a, b, c, d, ..] => Some((u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))),
+        _ => None,
+    }
 }
 
 /// Read a big-endian u16 at `at` (the caller has checked the bounds).
