@@ -274,6 +274,7 @@ pub struct ServiceSet {
     services: Vec<Arc<VirtualService>>,
     by_addr: HashMap<(Protocol, IpAddr, u16), usize, ahash::RandomState>,
     by_mark: HashMap<(u32, AddrFamily), usize, ahash::RandomState>,
+    vips: std::collections::HashSet<IpAddr, ahash::RandomState>,
 }
 
 impl fmt::Debug for ServiceSet {
@@ -296,6 +297,12 @@ impl ServiceSet {
             .get(&(proto, addr, port))
             .or_else(|| self.by_addr.get(&(proto, addr, 0)))
             .map(|&i| &self.services[i])
+    }
+
+    /// True when `addr` is the VIP of some protocol/address/port service.
+    #[inline]
+    pub fn is_vip(&self, addr: IpAddr) -> bool {
+        self.vips.contains(&addr)
     }
 
     /// The firewall-mark service for `mark` in `family`.
@@ -410,6 +417,7 @@ impl ServiceTable {
             match cfg.key {
                 ServiceKey::Addr { proto, addr, port } => {
                     set.by_addr.insert((proto, addr, port), idx);
+                    set.vips.insert(addr);
                 }
                 ServiceKey::Fwmark { mark, family } => {
                     set.by_mark.insert((mark, family), idx);
@@ -538,6 +546,8 @@ mod tests {
     fn lookup_falls_back_to_port_zero_service() {
         let table = ServiceTable::new();
         let set = table.publish(&[ServiceConfig::new(tcp([10, 0, 0, 1], 0))]);
+        assert!(set.is_vip([10, 0, 0, 1].into()));
+        assert!(!set.is_vip([10, 0, 0, 2].into()));
         assert!(set.lookup(Protocol::Tcp, [10, 0, 0, 1].into(), 443).is_some());
         assert!(set.lookup(Protocol::Udp, [10, 0, 0, 1].into(), 443).is_none());
     }
