@@ -513,3 +513,162 @@ pub(super) mod tests {
         assert_eq!(ll.index().root() as usize, scan::<Lc>(&ds).unwrap());
     }
 }
+
+#[cfg(test)]
+mod oracle_tests {
+    //! The indexed picks of lc, wlc, sed, nq, fo and ovf against the kernel's loops,
+    //! transcribed plainly (effective weight standing in for `dest->weight`).
+    use super::tests::{dests, flow};
+    use crate::dest::{ConnClass, Destination};
+    use crate::sched::{self, SchedulerKind};
+    use crate::service::SchedFlags;
+    use crate::time::Time;
+    use proptest::prelude::*;
+
+    fn overloaded(d: &Destination) -> bool {
+        d.state.is_overloaded()
+    }
+
+    fn w(d: &Destination) -> u64 {
+        d.weight() as u64
+    }
+
+    fn overhead(d: &Destination) -> u64 {
+        (d.state.active_conns() as u64) * 256 + d.state.inactive_conns() as u64
+    }
+
+    fn active(d: &Destination) -> u64 {
+        d.state.active_conns() as u64
+    }
+
+    fn kernel(kind: SchedulerKind, ds: &[Destination]) -> Option<usize> {
+        match kind {
+            SchedulerKind::Lc => {
+                let mut least: Option<(usize, u64)> = None;
+                for (i, d) in ds.iter().enumerate() {
+                    if overloaded(d) || w(d) == 0 {
+                        continue;
+                    }
+                    let doh = overhead(d);
+                    if least.is_none() || doh < least.unwrap().1 {
+                        least = Some((i, doh));
+                    }
+                }
+                least.map(|l| l.0)
+            }
+            SchedulerKind::Wlc | SchedulerKind::Sed => {
+                let oh = |d: &Destination| {
+                    if kind == SchedulerKind::Wlc {
+                        overhead(d)
+                    } else {
+                        active(d) + 1
+                    }
+                };
+                let first = ds.iter().position(|d| !overloaded(d) && w(d) > 0)?;
+                let (mut least, mut loh) = (first, oh(&ds[first]));
+                for (i, d) in ds.iter().enumerate().skip(first + 1) {
+                    if overloaded(d) {
+                        continue;
+                    }
+                    let doh = oh(d);
+                    if loh * w(d) > doh * w(&ds[least]) {
+                        least = i;
+                        loh = doh;
+                    }
+                }
+                Some(least)
+            }
+            SchedulerKind::Nq => {
+                let mut least: Option<(usize, u64)> = None;
+                for (i, d) in ds.iter().enumerate() {
+                    if overloaded(d) || w(d) == 0 {
+                        continue;
+                    }
+                    let doh = active(d) + 1;
+                    if active(d) == 0 {
+                        return Some(i);
+                    }
+                    match least {
+                        Some((l, loh)) if loh * w(d) <= doh * w(&ds[l]) => {}
+                        _ => least = Some((i, doh)),
+                    }
+                }
+                least.map(|l| l.0)
+            }
+            SchedulerKind::Fo => {
+                let (mut h, mut hw) = (None, 0);
+                for (i, d) in ds.iter().enumerate() {
+                    if !overloaded(d) && w(d) > hw {
+                        h = Some(i);
+                        hw = w(d);
+                    }
+                }
+                h
+            }
+            SchedulerKind::Ovf => {
+                let (mut h, mut hw) = (None, 0);
+                for (i, d) in ds.iter().enumerate() {
+                    if overloaded(d) || active(d) > w(d) || w(d) == 0 {
+                        continue;
+                    }
+                    if h.is_none() || w(d) > hw {
+                        h = Some(i);
+                        hw = w(d);
+                    }
+                }
+                h
+            }
+            other => unreachable!("{other} has no oracle here"),
+        }
+    }
+
+    const KINDS: [SchedulerKind; 6] = [
+        SchedulerKind::Lc,
+        SchedulerKind::Wlc,
+        SchedulerKind::Sed,
+        SchedulerKind::Nq,
+        SchedulerKind::Fo,
+        SchedulerKind::Ovf,
+    ];
+
+    proptest! {
+        #[test]
+        fn indexed_pick_equals_the_kernel_scan(
+            kind in 0usize..6,
+            setup in proptest::collection::vec((0u32..6, 0u32..4, 0u32..300, 0u32..6), 1..40),
+            ops in proptest::collection::vec((0usize..64, 0u8..6, 0u32..1100), 0..80),
+        ) {
+            let kind = KINDS[kind];
+            let weights: Vec<u32> = setup.iter().map(|s| s.0).collect();
+            let ds = dests(&weights);
+            for (d, &(_, a, i, upper)) in ds.iter().zip(&setup) {
+                d.state.set_thresholds(if upper > 3 { upper * 2 } else { 0 }, 0);
+                for _ in 0..a { d.state.bind(ConnClass::Active); }
+                for _ in 0..i { d.state.bind(ConnClass::Inactive); }
+            }
+            let s = sched::build(kind, &ds, SchedFlags::NONE, None);
+            prop_assert_eq!(s.schedule(&ds, &flow(0), Time::ZERO), kernel(kind, &ds));
+            for (slot, op, x) in ops {
+                let d = &ds[slot % ds.len()];
+                match op {
+                    0 => d.state.bind(ConnClass::Active),
+                    1 => d.state.unbind(ConnClass::Active),
+                    2 => d.state.bind(ConnClass::Inactive),
+                    3 => d.state.unbind(ConnClass::Inactive),
+                    4 => d.state.reclassify(ConnClass::Active, ConnClass::Inactive),
+                    _ if x > 1024 => d.state.set_thresholds(x % 8, 0),
+                    _ => d.state.set_ramp(x),
+                }
+                let picked = s.schedule(&ds, &flow(x), Time::ZERO);
+                prop_assert_eq!(picked, kernel(kind, &ds), "{} after op {} on slot {}", kind, op, slot % ds.len());
+                // A real new connection binds the picked destination.
+                if let Some(i) = picked {
+                    if x % 3 == 0 {
+                        ds[i].state.bind(ConnClass::Active);
+                        prop_assert_eq!(s.schedule(&ds, &flow(x), Time::ZERO), kernel(kind, &ds));
+                    }
+                }
+            }
+        }
+    }
+}

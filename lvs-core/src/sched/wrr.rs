@@ -157,7 +157,7 @@ impl WeightedRoundRobin {
                     pos = 0;
                     let top = self.index.root() as i64;
                     if top == 0 {
-                        return (None, pack_state(HEAD, mw as u32));
+                        return (None, self.exhausted(state));
                     }
                     if cw > top {
                         // Sweeps at weights above every candidate pick nobody: skip them.
@@ -167,7 +167,19 @@ impl WeightedRoundRobin {
                 }
             }
         }
-        (None, pack_state(HEAD, mw as u32))
+        (None, self.exhausted(state))
+    }
+
+    /// The state the kernel's loop leaves when nobody can be picked from `state`: a cursor
+    /// already on the last sweep (`cw <= di`) stays put (the loop stops at it); otherwise
+    /// the loop wraps after a full last sweep and rests at the head with `cw = mw`.
+    fn exhausted(&self, state: u64) -> u64 {
+        let (cl, cw) = unpack_state(state);
+        if cl != HEAD && cw >= 1 && cw <= self.di && cw <= self.mw {
+            state
+        } else {
+            pack_state(HEAD, self.mw)
+        }
     }
 }
 
@@ -300,6 +312,101 @@ mod tests {
         ds[1].state.set_ramp(RAMP_FULL / 2); // effective 3 × 1/2 → 1
         // cw 4, 3, 2: A only; cw 1: A B.
         assert_eq!(names(&run(&*s, &ds, 10)), "AAAABAAAAB");
+    }
+
+    /// The kernel's `ip_vs_wrr_schedule`, transcribed literally: `cl` None is the head.
+    struct KernelWrr {
+        cl: Option<usize>,
+        cw: i64,
+        mw: i64,
+        di: i64,
+    }
+
+    impl KernelWrr {
+        fn new(ds: &[Destination]) -> KernelWrr {
+            let mut g = 0i64;
+            for d in ds {
+                let w = d.config.weight as i64;
+                if w > 0 {
+                    g = if g > 0 { gcd(w as u32, g as u32) as i64 } else { w };
+                }
+            }
+            let di = if g > 0 { g } else { 1 };
+            let max = ds.iter().map(|d| d.config.weight as i64).max().unwrap_or(0);
+            let mw = max - (di - 1);
+            KernelWrr {
+                cl: None,
+                cw: mw,
+                mw,
+                di,
+            }
+        }
+
+        fn schedule(&mut self, ds: &[Destination]) -> Option<usize> {
+            if self.mw == 0 {
+                return None;
+            }
+            let last = self.cl;
+            let mut dest = self.cl;
+            let mut stop: Option<usize> = None;
+            let (mut last_pass, mut restarted) = (false, false);
+            loop {
+                let from = dest.map_or(0, |i| i + 1);
+                for (i, d) in ds.iter().enumerate().skip(from) {
+                    if !d.state.is_overloaded() && d.weight() as i64 >= self.cw {
+                        self.cl = Some(i);
+                        return Some(i);
+                    }
+                    if stop == Some(i) {
+                        self.cl = Some(i);
+                        return None;
+                    }
+                }
+                dest = None;
+                self.cw -= self.di;
+                if self.cw <= 0 {
+                    self.cw = self.mw;
+                    if last_pass || last.is_none() {
+                        self.cl = None;
+                        return None;
+                    }
+                    restarted = true;
+                }
+                last_pass = self.cw <= self.di;
+                if last_pass && restarted && last.is_some() {
+                    stop = last;
+                }
+            }
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn indexed_wrr_equals_the_kernel_loop(
+            weights in proptest::collection::vec(prop_oneof![0u32..7, Just(0u32), (1u32..5).prop_map(|x| x * 4)], 1..24),
+            ops in proptest::collection::vec((0usize..64, 0u8..4, 0u32..1025), 0..120),
+        ) {
+            let ds = dests(&weights);
+            for d in &ds {
+                d.state.set_thresholds(1, 0);
+            }
+            let s = build(&ds, SchedFlags::NONE, None);
+            let mut k = KernelWrr::new(&ds);
+            for (slot, op, x) in ops {
+                let d = &ds[slot % ds.len()];
+                match op {
+                    0 => d.state.bind(ConnClass::Inactive),   // overloads (upper 1)
+                    1 => d.state.unbind(ConnClass::Inactive), // clears it
+                    2 => d.state.set_ramp(x),
+                    _ => {}
+                }
+                for _ in 0..3 {
+                    prop_assert_eq!(s.schedule(&ds, &flow(x), Time::ZERO), k.schedule(&ds));
+                }
+            }
+        }
     }
 
     #[test]
