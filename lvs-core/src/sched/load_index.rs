@@ -662,11 +662,11 @@ mod oracle_tests {
                 let picked = s.schedule(&ds, &flow(x), Time::ZERO);
                 prop_assert_eq!(picked, kernel(kind, &ds), "{} after op {} on slot {}", kind, op, slot % ds.len());
                 // A real new connection binds the picked destination.
-                if let Some(i) = picked {
-                    if x % 3 == 0 {
-                        ds[i].state.bind(ConnClass::Active);
-                        prop_assert_eq!(s.schedule(&ds, &flow(x), Time::ZERO), kernel(kind, &ds));
-                    }
+                if let Some(i) = picked
+                    && x % 3 == 0
+                {
+                    ds[i].state.bind(ConnClass::Active);
+                    prop_assert_eq!(s.schedule(&ds, &flow(x), Time::ZERO), kernel(kind, &ds));
                 }
             }
         }
