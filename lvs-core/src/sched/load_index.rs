@@ -268,15 +268,22 @@ impl<P: Policy> LoadIndex<P> {
             return;
         };
         let mut k = P::key(d);
-        // Re-read once more after storing so that a racing refresh of the same slot that
-        // stored an older reading is overwritten (best effort, see the module docs).
+        let mut changed = false;
+        // Re-read after storing so that a racing refresh of the same slot that stored an
+        // older reading is overwritten (best effort, see the module docs).
         for _ in 0..3 {
-            key.store(k, Ordering::Release);
+            changed |= key.swap(k, Ordering::AcqRel) != k;
             let again = P::key(d);
             if again == k {
                 break;
             }
             k = again;
+        }
+        if !changed {
+            // Same key as before (e.g. an inactive connection for sed, any bind for fo):
+            // nothing in the tree depends on this notification. Whoever stored a different
+            // key propagates it.
+            return;
         }
         let mut i = self.cap + slot;
         loop {
@@ -311,9 +318,33 @@ impl<P: Policy> LoadIndex<P> {
             .or_else(|| self.first_at_least_in(2 * node + 1, mid, hi, pos, c))
     }
 
+    /// [`descend_sum`](Self::descend_sum) for two positions at once (the two walks are
+    /// independent, so their loads overlap).
+    pub(super) fn descend_sum2(&self, mut r1: u64, mut r2: u64) -> (usize, usize) {
+        let (mut i1, mut i2) = (1, 1);
+        while i1 < self.cap {
+            let l1 = self.value(2 * i1) as u64;
+            let l2 = self.value(2 * i2) as u64;
+            if r1 <= l1 {
+                i1 *= 2;
+            } else {
+                r1 -= l1;
+                i1 = 2 * i1 + 1;
+            }
+            if r2 <= l2 {
+                i2 *= 2;
+            } else {
+                r2 -= l2;
+                i2 = 2 * i2 + 1;
+            }
+        }
+        (i1 - self.cap, i2 - self.cap)
+    }
+
     /// The slot whose leaf covers position `r` (1-based) of the running sum of leaf values
     /// (sum trees): the first slot whose inclusive prefix sum is `>= r`. O(log n). May land
     /// on a zero leaf or a padding slot under concurrent updates; callers validate.
+    #[cfg(test)]
     pub(super) fn descend_sum(&self, mut r: u64) -> usize {
         let mut i = 1;
         while i < self.cap {

@@ -78,10 +78,16 @@ impl TwoChoices {
         z ^ (z >> 31)
     }
 
-    /// A destination drawn by weight from the tree for `r` in `0..=total`.
+    /// Two destinations drawn by weight from the tree for `r1`, `r2` in `0..=total`.
     #[inline]
-    fn draw(&self, dests: &[Destination], r: u64) -> Option<usize> {
-        let i = self.index.descend_sum(r.max(1));
+    fn draw2(&self, dests: &[Destination], r1: u64, r2: u64) -> Option<(usize, usize)> {
+        let (a, b) = self.index.descend_sum2(r1.max(1), r2.max(1));
+        Some((self.check(dests, a)?, self.check(dests, b)?))
+    }
+
+    /// `i` if it may be picked; else repairs its leaf.
+    #[inline]
+    fn check(&self, dests: &[Destination], i: usize) -> Option<usize> {
         match dests.get(i) {
             Some(d) if d.is_eligible() => Some(i),
             Some(_) => {
@@ -132,8 +138,8 @@ impl Scheduler for TwoChoices {
                     return None;
                 }
                 let (r1, r2) = (below(x, total + 1), below(x >> 32, total + 1));
-                if let (Some(a), Some(b)) = (self.draw(dests, r1), self.draw(dests, r2)) {
-                    pair = Some((a, b));
+                if let Some(p) = self.draw2(dests, r1, r2) {
+                    pair = Some(p);
                     break;
                 }
                 x = self.next();
@@ -176,7 +182,11 @@ mod tests {
         // r = 1..=3 → A, 4..=5 → C (B has weight 0), 6..=10 → D.
         let got: Vec<usize> = (1..=10).map(|r| t.index.descend_sum(r)).collect();
         assert_eq!(got, vec![0, 0, 0, 2, 2, 3, 3, 3, 3, 3]);
-        assert_eq!(t.draw(&ds, 0), Some(0), "r = 0 takes the first eligible");
+        assert_eq!(
+            t.draw2(&ds, 0, 10),
+            Some((0, 3)),
+            "r = 0 takes the first eligible"
+        );
     }
 
     #[test]
