@@ -1,7 +1,59 @@
-//! Scheduler pick benchmarks: `sched/<name>/<n>`.
-use criterion::{Criterion, criterion_group, criterion_main};
+//! Scheduler pick benchmarks.
+//!
+//! - `sched/<name>/<n>`: one pick among `n` = 8 or 1000 destinations with random weights
+//!   and counters, the flow (client address and port) changing every iteration.
+//! - `sched_bind/<name>/1000`: a pick plus binding and releasing an active connection on
+//!   the picked destination, the counter updates (and index maintenance) a real new
+//!   connection pays.
+use std::hint::black_box;
 
-fn bench(_c: &mut Criterion) {}
+use criterion::{Criterion, criterion_group, criterion_main};
+use lvs_benches::{flows, sched_dests};
+use lvs_core::dest::ConnClass;
+use lvs_core::sched::{self, SchedulerKind};
+use lvs_core::{SchedFlags, Time};
+
+const FLOWS: usize = 4096;
+
+fn bench(c: &mut Criterion) {
+    let flows = flows(FLOWS, 7);
+    let now = Time::from_secs(1000);
+
+    let mut g = c.benchmark_group("sched");
+    for n in [8usize, 1000] {
+        let dests = sched_dests(n, 42);
+        for kind in SchedulerKind::ALL {
+            // Built just before its run: each build re-registers the load listeners.
+            let s = sched::build(kind, &dests, SchedFlags::NONE, None);
+            let mut i = 0usize;
+            g.bench_function(format!("{}/{n}", kind.name()), |b| {
+                b.iter(|| {
+                    i = (i + 1) % FLOWS;
+                    black_box(s.schedule(&dests, &flows[i], now))
+                })
+            });
+        }
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("sched_bind");
+    let dests = sched_dests(1000, 43);
+    for kind in SchedulerKind::ALL {
+        let s = sched::build(kind, &dests, SchedFlags::NONE, None);
+        let mut i = 0usize;
+        g.bench_function(format!("{}/1000", kind.name()), |b| {
+            b.iter(|| {
+                i = (i + 1) % FLOWS;
+                if let Some(p) = s.schedule(&dests, &flows[i], now) {
+                    let st = &dests[p].state;
+                    st.bind(ConnClass::Active);
+                    st.unbind(ConnClass::Active);
+                }
+            })
+        });
+    }
+    g.finish();
+}
 
 criterion_group!(benches, bench);
 criterion_main!(benches);

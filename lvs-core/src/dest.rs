@@ -4,11 +4,12 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
 
 use crate::stats::Counters;
+use crate::time::Time;
 
 /// Receives word that a destination's load changed (counters, OVERLOAD, ramp), so that a
 /// scheduler can keep an index (e.g. a tournament tree for wlc) instead of scanning.
@@ -117,6 +118,8 @@ pub struct DestState {
     upper_threshold: AtomicU32,
     lower_threshold: AtomicU32,
     ramp: AtomicU32,
+    /// Start of the current slow-start ramp in ms + 1; 0 while not ramping.
+    ramp_start: AtomicU64,
     listener: ArcSwapOption<ListenerSlot>,
     /// Packet, byte and connection counters for `--stats` / `--rate`.
     pub stats: Counters,
@@ -157,6 +160,7 @@ impl DestState {
             upper_threshold: AtomicU32::new(upper_threshold),
             lower_threshold: AtomicU32::new(lower_threshold),
             ramp: AtomicU32::new(RAMP_FULL),
+            ramp_start: AtomicU64::new(0),
             listener: ArcSwapOption::empty(),
             stats: Counters::default(),
         }
@@ -208,6 +212,21 @@ impl DestState {
     pub fn set_ramp(&self, ramp: u32) {
         self.ramp.store(ramp.min(RAMP_FULL), Ordering::Relaxed);
         self.notify();
+    }
+
+    /// When the current slow-start ramp began, `None` while not ramping.
+    #[inline]
+    pub fn ramp_start(&self) -> Option<Time> {
+        match self.ramp_start.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(Time::from_millis(t - 1)),
+        }
+    }
+
+    /// Records (or with `None` clears) the start of a slow-start ramp; see `sched::SlowStart`.
+    pub fn set_ramp_start(&self, start: Option<Time>) {
+        let v = start.map_or(0, |t| t.as_millis().saturating_add(1));
+        self.ramp_start.store(v, Ordering::Relaxed);
     }
 
     /// Registers (or with `None` removes) the listener told about load changes.

@@ -1,13 +1,108 @@
-//! lc — placeholder until the scheduler lands; behaves as round robin.
+//! lc — least connection, as the kernel's `ip_vs_lc`: the eligible destination (weight > 0,
+//! not OVERLOADED) with the smallest overhead `active × 256 + inactive`, weights otherwise
+//! ignored; ties go to the earliest in list order. Answered in O(1) from a tournament tree.
 
-use super::{Scheduler, rr::RoundRobin};
+use std::any::Any;
+
+use super::load_index::{LeastLoad, LoadRule, candidate_weight, key_load, pack};
+use super::{FlowKey, Scheduler, SchedulerKind};
 use crate::dest::Destination;
 use crate::service::SchedFlags;
+use crate::time::Time;
+
+/// The lc rule: smaller overhead wins, strictly.
+#[derive(Debug)]
+pub(super) struct LcRule;
+
+impl LoadRule for LcRule {
+    #[inline]
+    fn key(d: &Destination) -> u64 {
+        pack(d.state.overhead(), candidate_weight(d))
+    }
+
+    #[inline]
+    fn right_wins(left: u64, right: u64) -> bool {
+        key_load(right) < key_load(left)
+    }
+}
+
+/// Least-connection scheduler.
+#[derive(Debug)]
+pub struct LeastConnection(LeastLoad<LcRule>);
+
+impl Scheduler for LeastConnection {
+    fn kind(&self) -> SchedulerKind {
+        SchedulerKind::Lc
+    }
+
+    #[inline]
+    fn schedule(&self, dests: &[Destination], _flow: &FlowKey, _now: Time) -> Option<usize> {
+        self.0.pick(dests)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
 
 pub(super) fn build(
     dests: &[Destination],
     _flags: SchedFlags,
-    prev: Option<&dyn Scheduler>,
+    _prev: Option<&dyn Scheduler>,
 ) -> Box<dyn Scheduler> {
-    Box::new(RoundRobin::new(dests, prev))
+    Box::new(LeastConnection(LeastLoad::new(dests)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load_index::tests::{dests, flow, load};
+    use super::*;
+    use crate::dest::ConnClass;
+
+    fn pick(s: &dyn Scheduler, ds: &[Destination]) -> Option<usize> {
+        s.schedule(ds, &flow(1), Time::ZERO)
+    }
+
+    #[test]
+    fn least_overhead_wins_and_weights_do_not_matter() {
+        let ds = dests(&[100, 1, 50]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        load(&ds[0], 2, 0); // 512
+        load(&ds[1], 1, 100); // 356
+        load(&ds[2], 1, 101); // 357
+        assert_eq!(pick(&*s, &ds), Some(1));
+        ds[1].state.bind(ConnClass::Inactive); // 357: tie with slot 2, earlier wins
+        assert_eq!(pick(&*s, &ds), Some(1));
+        ds[1].state.bind(ConnClass::Inactive); // 358
+        assert_eq!(pick(&*s, &ds), Some(2));
+    }
+
+    #[test]
+    fn one_active_outweighs_255_inactive() {
+        let ds = dests(&[1, 1]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        load(&ds[0], 0, 255);
+        load(&ds[1], 1, 0);
+        assert_eq!(pick(&*s, &ds), Some(0), "255 < 256");
+        ds[0].state.bind(ConnClass::Inactive);
+        assert_eq!(pick(&*s, &ds), Some(0), "256 = 256: tie to the earliest");
+        ds[0].state.bind(ConnClass::Inactive);
+        assert_eq!(pick(&*s, &ds), Some(1));
+    }
+
+    #[test]
+    fn weight_zero_and_overloaded_are_skipped() {
+        let ds = dests(&[0, 1, 1]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        load(&ds[1], 3, 0);
+        load(&ds[2], 4, 0);
+        assert_eq!(pick(&*s, &ds), Some(1), "idle weight-0 server never chosen");
+        ds[1].state.set_thresholds(3, 0);
+        load(&ds[1], 0, 1); // reaches upper threshold 3 (total 4 ≥ 3)
+        assert!(ds[1].state.is_overloaded());
+        assert_eq!(pick(&*s, &ds), Some(2));
+        ds[2].state.set_thresholds(1, 0);
+        ds[2].state.bind(ConnClass::Active);
+        assert_eq!(pick(&*s, &ds), None);
+    }
 }

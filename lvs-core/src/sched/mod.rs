@@ -16,12 +16,14 @@ mod fo;
 mod lblc;
 mod lblcr;
 mod lc;
+mod load_index;
 mod mh;
 mod nq;
 mod ovf;
 mod rr;
 mod sed;
 mod sh;
+mod slow_start;
 mod twos;
 mod wlc;
 mod wrr;
@@ -33,11 +35,20 @@ mod hash;
 mod locality;
 
 pub use dh::DestHashing;
+pub use fo::WeightedFailover;
 pub use lblc::Lblc;
 pub use lblcr::Lblcr;
+pub use lc::LeastConnection;
 pub use mh::MaglevHashing;
+pub use nq::NeverQueue;
+pub use ovf::WeightedOverflow;
 pub use rr::RoundRobin;
+pub use sed::ShortestExpectedDelay;
 pub use sh::SourceHashing;
+pub use slow_start::SlowStart;
+pub use twos::TwoChoices;
+pub use wlc::WeightedLeastConnection;
+pub use wrr::WeightedRoundRobin;
 
 /// The addresses of the packet that opens a new connection, as schedulers see them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -173,6 +184,11 @@ pub fn build(
     flags: SchedFlags,
     prev: Option<&dyn Scheduler>,
 ) -> Box<dyn Scheduler> {
+    // The previous scheduler's load index stops listening; indexed schedulers register
+    // their own below (this also breaks the index → destination → listener cycle).
+    for d in dests {
+        d.state.set_listener(None);
+    }
     match kind {
         SchedulerKind::Rr => Box::new(rr::RoundRobin::new(dests, prev)),
         SchedulerKind::Wrr => wrr::build(dests, flags, prev),

@@ -1,13 +1,115 @@
-//! nq — placeholder until the scheduler lands; behaves as round robin.
+//! nq — never queue, as the kernel's `ip_vs_nq`: the first eligible destination in list
+//! order with no active connection wins at once; when none is idle, sed's rule
+//! (`(active + 1) / weight`, ties to the earliest). O(1) picks from a tournament tree.
 
-use super::{Scheduler, rr::RoundRobin};
+use std::any::Any;
+
+use super::load_index::{LeastLoad, LoadRule, candidate_weight, key_load, pack};
+use super::sed::sed_right_wins;
+use super::{FlowKey, Scheduler, SchedulerKind};
 use crate::dest::Destination;
 use crate::service::SchedFlags;
+use crate::time::Time;
+
+/// The nq rule: idle beats busy (earliest idle first), else sed.
+#[derive(Debug)]
+pub(super) struct NqRule;
+
+impl LoadRule for NqRule {
+    #[inline]
+    fn key(d: &Destination) -> u64 {
+        pack(d.state.active_conns() as u64, candidate_weight(d))
+    }
+
+    #[inline]
+    fn right_wins(left: u64, right: u64) -> bool {
+        if key_load(left) == 0 {
+            false
+        } else if key_load(right) == 0 {
+            true
+        } else {
+            sed_right_wins(left, right)
+        }
+    }
+}
+
+/// Never-queue scheduler.
+#[derive(Debug)]
+pub struct NeverQueue(LeastLoad<NqRule>);
+
+impl Scheduler for NeverQueue {
+    fn kind(&self) -> SchedulerKind {
+        SchedulerKind::Nq
+    }
+
+    #[inline]
+    fn schedule(&self, dests: &[Destination], _flow: &FlowKey, _now: Time) -> Option<usize> {
+        self.0.pick(dests)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
 
 pub(super) fn build(
     dests: &[Destination],
     _flags: SchedFlags,
-    prev: Option<&dyn Scheduler>,
+    _prev: Option<&dyn Scheduler>,
 ) -> Box<dyn Scheduler> {
-    Box::new(RoundRobin::new(dests, prev))
+    Box::new(NeverQueue(LeastLoad::new(dests)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load_index::tests::{dests, flow, load};
+    use super::*;
+    use crate::dest::ConnClass;
+
+    fn pick(s: &dyn Scheduler, ds: &[Destination]) -> Option<usize> {
+        s.schedule(ds, &flow(9), Time::ZERO)
+    }
+
+    #[test]
+    fn first_idle_wins_even_against_a_better_ratio() {
+        // sed would pick slot 1 ((0+1)/100); nq takes the first idle server in list order.
+        let ds = dests(&[1, 100, 1]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        assert_eq!(pick(&*s, &ds), Some(0));
+        load(&ds[0], 1, 0);
+        assert_eq!(pick(&*s, &ds), Some(1));
+        load(&ds[1], 1, 0);
+        assert_eq!(pick(&*s, &ds), Some(2), "slot 2 idle, slot 1 busy");
+    }
+
+    #[test]
+    fn inactive_connections_do_not_make_a_server_busy() {
+        let ds = dests(&[1, 1]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        load(&ds[0], 0, 40);
+        load(&ds[1], 0, 0);
+        assert_eq!(pick(&*s, &ds), Some(0));
+    }
+
+    #[test]
+    fn no_idle_falls_back_to_sed() {
+        let ds = dests(&[1, 3, 2]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        load(&ds[0], 1, 0); // 2/1
+        load(&ds[1], 5, 0); // 6/3 = 2
+        load(&ds[2], 2, 0); // 3/2
+        assert_eq!(pick(&*s, &ds), Some(2));
+        ds[2].state.bind(ConnClass::Active); // 4/2 = 2: three-way tie, first
+        assert_eq!(pick(&*s, &ds), Some(0));
+    }
+
+    #[test]
+    fn idle_but_ineligible_is_skipped() {
+        let ds = dests(&[0, 1, 1]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        load(&ds[1], 1, 0);
+        ds[2].state.set_thresholds(1, 0);
+        ds[2].state.bind(ConnClass::Inactive); // overloaded with 0 active
+        assert_eq!(pick(&*s, &ds), Some(1));
+    }
 }

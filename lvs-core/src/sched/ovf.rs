@@ -1,13 +1,105 @@
-//! ovf — placeholder until the scheduler lands; behaves as round robin.
+//! ovf — weighted overflow, as the kernel's `ip_vs_ovf`: the highest-weight eligible
+//! destination whose active connections do not exceed its weight (`active > weight` is
+//! skipped, so a server takes connections up to and including `weight` active ones), ties
+//! to the earliest in list order. O(1) picks from a tournament tree.
 
-use super::{Scheduler, rr::RoundRobin};
+use std::any::Any;
+
+use super::load_index::{LeastLoad, LoadRule, candidate_weight, key_weight, pack};
+use super::{FlowKey, Scheduler, SchedulerKind};
 use crate::dest::Destination;
 use crate::service::SchedFlags;
+use crate::time::Time;
+
+/// The ovf rule: candidates are those with `active <= weight`; strictly heavier wins.
+#[derive(Debug)]
+pub(super) struct OvfRule;
+
+impl LoadRule for OvfRule {
+    #[inline]
+    fn key(d: &Destination) -> u64 {
+        let w = candidate_weight(d);
+        let active = d.state.active_conns();
+        pack(active as u64, if active > w { 0 } else { w })
+    }
+
+    #[inline]
+    fn right_wins(left: u64, right: u64) -> bool {
+        key_weight(right) > key_weight(left)
+    }
+}
+
+/// Weighted-overflow scheduler.
+#[derive(Debug)]
+pub struct WeightedOverflow(LeastLoad<OvfRule>);
+
+impl Scheduler for WeightedOverflow {
+    fn kind(&self) -> SchedulerKind {
+        SchedulerKind::Ovf
+    }
+
+    #[inline]
+    fn schedule(&self, dests: &[Destination], _flow: &FlowKey, _now: Time) -> Option<usize> {
+        self.0.pick(dests)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
 
 pub(super) fn build(
     dests: &[Destination],
     _flags: SchedFlags,
-    prev: Option<&dyn Scheduler>,
+    _prev: Option<&dyn Scheduler>,
 ) -> Box<dyn Scheduler> {
-    Box::new(RoundRobin::new(dests, prev))
+    Box::new(WeightedOverflow(LeastLoad::new(dests)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load_index::tests::{dests, flow, load};
+    use super::*;
+    use crate::dest::ConnClass;
+
+    fn pick(s: &dyn Scheduler, ds: &[Destination]) -> Option<usize> {
+        s.schedule(ds, &flow(2), Time::ZERO)
+    }
+
+    #[test]
+    fn overflows_after_weight_plus_one_and_returns() {
+        let ds = dests(&[1, 3, 2]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        let mut seq = Vec::new();
+        for _ in 0..8 {
+            let i = pick(&*s, &ds).unwrap();
+            ds[i].state.bind(ConnClass::Active);
+            seq.push(i);
+        }
+        // Slot 1 (weight 3) takes 4 (active 0..=3 are all <= 3), then slot 2 takes 3, then
+        // slot 0 takes 2; after that every server has active > weight.
+        assert_eq!(seq, vec![1, 1, 1, 1, 2, 2, 2, 0]);
+        ds[0].state.bind(ConnClass::Active);
+        assert_eq!(pick(&*s, &ds), None);
+        ds[1].state.unbind(ConnClass::Active);
+        assert_eq!(pick(&*s, &ds), Some(1));
+    }
+
+    #[test]
+    fn inactive_connections_do_not_overflow() {
+        let ds = dests(&[2, 1]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        load(&ds[0], 0, 100);
+        assert_eq!(pick(&*s, &ds), Some(0));
+    }
+
+    #[test]
+    fn tie_goes_to_first_and_overload_skipped() {
+        let ds = dests(&[4, 4]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        assert_eq!(pick(&*s, &ds), Some(0));
+        ds[0].state.set_thresholds(1, 0);
+        ds[0].state.bind(ConnClass::Inactive);
+        assert_eq!(pick(&*s, &ds), Some(1));
+    }
 }

@@ -55,3 +55,58 @@ impl Scheduler for RoundRobin {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::load_index::tests::{dests, flow};
+    use super::*;
+    use crate::dest::ConnClass;
+
+    fn run(s: &RoundRobin, ds: &[Destination], k: usize) -> Vec<Option<usize>> {
+        (0..k)
+            .map(|i| s.schedule(ds, &flow(i as u32), Time::ZERO))
+            .collect()
+    }
+
+    #[test]
+    fn list_order_in_turn_ignoring_weights_and_load() {
+        let ds = dests(&[5, 1, 3]);
+        ds[0].state.bind(ConnClass::Active);
+        let s = RoundRobin::new(&ds, None);
+        assert_eq!(run(&s, &ds, 7), [0, 1, 2, 0, 1, 2, 0].map(Some).to_vec());
+    }
+
+    #[test]
+    fn quiesced_and_overloaded_are_skipped_and_none_when_all_are() {
+        let ds = dests(&[1, 0, 1, 1]);
+        ds[2].state.set_thresholds(1, 0);
+        ds[2].state.bind(ConnClass::Inactive);
+        let s = RoundRobin::new(&ds, None);
+        assert_eq!(run(&s, &ds, 4), [0, 3, 0, 3].map(Some).to_vec());
+        ds[0].state.set_thresholds(1, 0);
+        ds[0].state.bind(ConnClass::Active);
+        ds[3].state.set_thresholds(1, 0);
+        ds[3].state.bind(ConnClass::Active);
+        assert_eq!(run(&s, &ds, 2), vec![None, None]);
+        ds[2].state.unbind(ConnClass::Inactive);
+        assert_eq!(run(&s, &ds, 2), vec![Some(2), Some(2)]);
+    }
+
+    #[test]
+    fn rebuild_continues_after_the_last_pick() {
+        let ds = dests(&[1, 1, 1]);
+        let s = RoundRobin::new(&ds, None);
+        assert_eq!(run(&s, &ds, 2), vec![Some(0), Some(1)]);
+        let s2 = RoundRobin::new(&ds, Some(&s));
+        assert_eq!(run(&s2, &ds, 1), vec![Some(2)]);
+        // A shorter list drops an out-of-range position and starts at the head.
+        let s3 = RoundRobin::new(&ds[..2], Some(&s2));
+        assert_eq!(run(&s3, &ds[..2], 2), vec![Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn empty_list_gives_none() {
+        let s = RoundRobin::new(&[], None);
+        assert_eq!(s.schedule(&[], &flow(0), Time::ZERO), None);
+    }
+}

@@ -1,13 +1,97 @@
-//! sed — placeholder until the scheduler lands; behaves as round robin.
+//! sed — shortest expected delay, as the kernel's `ip_vs_sed`: the eligible destination
+//! with the smallest `(active + 1) / weight` (inactive connections ignored), compared by
+//! cross-multiplication, ties to the earliest in list order. O(1) picks from a tournament.
 
-use super::{Scheduler, rr::RoundRobin};
+use std::any::Any;
+
+use super::load_index::{LeastLoad, LoadRule, candidate_weight, key_load, key_weight, pack};
+use super::{FlowKey, Scheduler, SchedulerKind};
 use crate::dest::Destination;
 use crate::service::SchedFlags;
+use crate::time::Time;
+
+/// `(active + 1) × right_weight` against the other side: true when `right` is strictly
+/// better under the sed/nq cost.
+#[inline]
+pub(super) fn sed_right_wins(left: u64, right: u64) -> bool {
+    (key_load(left) + 1) * key_weight(right) > (key_load(right) + 1) * key_weight(left)
+}
+
+/// The sed rule: key load is the active-connection count.
+#[derive(Debug)]
+pub(super) struct SedRule;
+
+impl LoadRule for SedRule {
+    #[inline]
+    fn key(d: &Destination) -> u64 {
+        pack(d.state.active_conns() as u64, candidate_weight(d))
+    }
+
+    #[inline]
+    fn right_wins(left: u64, right: u64) -> bool {
+        sed_right_wins(left, right)
+    }
+}
+
+/// Shortest-expected-delay scheduler.
+#[derive(Debug)]
+pub struct ShortestExpectedDelay(LeastLoad<SedRule>);
+
+impl Scheduler for ShortestExpectedDelay {
+    fn kind(&self) -> SchedulerKind {
+        SchedulerKind::Sed
+    }
+
+    #[inline]
+    fn schedule(&self, dests: &[Destination], _flow: &FlowKey, _now: Time) -> Option<usize> {
+        self.0.pick(dests)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
 
 pub(super) fn build(
     dests: &[Destination],
     _flags: SchedFlags,
-    prev: Option<&dyn Scheduler>,
+    _prev: Option<&dyn Scheduler>,
 ) -> Box<dyn Scheduler> {
-    Box::new(RoundRobin::new(dests, prev))
+    Box::new(ShortestExpectedDelay(LeastLoad::new(dests)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load_index::tests::{dests, flow, load};
+    use super::*;
+
+    fn pick(s: &dyn Scheduler, ds: &[Destination]) -> Option<usize> {
+        s.schedule(ds, &flow(3), Time::ZERO)
+    }
+
+    #[test]
+    fn counts_the_incoming_job_and_ignores_inactive() {
+        // wlc would pick slot 0 (0 conns); sed compares (0+1)/1 = 1 against (1+1)/4 = 0.5.
+        let ds = dests(&[1, 4]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        load(&ds[1], 1, 1000);
+        assert_eq!(pick(&*s, &ds), Some(1));
+        load(&ds[1], 2, 0); // (3+1)/4 = 1 = (0+1)/1: tie to the earliest
+        assert_eq!(pick(&*s, &ds), Some(0));
+    }
+
+    #[test]
+    fn all_idle_prefers_the_heaviest_then_list_order() {
+        let ds = dests(&[2, 5, 5, 1]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        assert_eq!(pick(&*s, &ds), Some(1));
+    }
+
+    #[test]
+    fn weight_zero_never_chosen() {
+        let ds = dests(&[0, 1]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        load(&ds[1], 50, 0);
+        assert_eq!(pick(&*s, &ds), Some(1));
+    }
 }

@@ -1,13 +1,239 @@
-//! twos — placeholder until the scheduler lands; behaves as round robin.
+//! twos — weighted random two choices, as the kernel's `ip_vs_twos`: draw two destinations
+//! at random, each with probability by weight (the kernel draws `r` in `0..=total` and takes
+//! the first destination whose running weight sum reaches `r`, so the first eligible one
+//! also gets `r = 0`), then keep the second only when its overhead / weight is strictly
+//! lower (`w2 × oh1 > w1 × oh2`). Only eligible destinations (weight > 0, not OVERLOADED)
+//! take part; weights are the effective (ramped) ones.
+//!
+//! Beyond the kernel: the running sums live in a sum segment tree, so each draw is an
+//! O(log n) descent instead of a list walk. The random stream is SplitMix64 over one atomic
+//! counter (a `fetch_add` per pick, no lock).
 
-use super::{Scheduler, rr::RoundRobin};
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::load_index::{LoadIndex, Policy, candidate_weight, key_weight, pack};
+use super::{FlowKey, Scheduler, SchedulerKind};
 use crate::dest::Destination;
 use crate::service::SchedFlags;
+use crate::time::Time;
+
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Sum tree over candidate weights.
+pub(super) struct WeightSum;
+
+impl Policy for WeightSum {
+    const EMPTY: u32 = 0;
+    const READS_KEYS: bool = false;
+
+    #[inline]
+    fn key(d: &Destination) -> u64 {
+        pack(0, candidate_weight(d))
+    }
+
+    #[inline]
+    fn leaf(_slot: u32, key: u64) -> u32 {
+        key_weight(key) as u32
+    }
+
+    #[inline]
+    fn combine(_keys: &[AtomicU64], left: u32, right: u32) -> u32 {
+        left.saturating_add(right)
+    }
+}
+
+/// Weighted two-random-choices scheduler.
+pub struct TwoChoices {
+    index: Arc<LoadIndex<WeightSum>>,
+    rng: AtomicU64,
+}
+
+impl fmt::Debug for TwoChoices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwoChoices").field("index", &self.index).finish()
+    }
+}
+
+impl TwoChoices {
+    /// Builds twos for `dests`, continuing `prev`'s random stream when there is one.
+    pub fn new(dests: &[Destination], prev: Option<&dyn Scheduler>) -> TwoChoices {
+        let seed = prev
+            .and_then(|p| p.as_any().downcast_ref::<TwoChoices>())
+            .map_or(0x2545_F491_4F6C_DD1D, |p| p.rng.load(Ordering::Relaxed));
+        TwoChoices {
+            index: LoadIndex::new(dests),
+            rng: AtomicU64::new(seed),
+        }
+    }
+
+    /// SplitMix64: the next 64 random bits.
+    #[inline]
+    fn next(&self) -> u64 {
+        let mut z = self.rng.fetch_add(GOLDEN, Ordering::Relaxed).wrapping_add(GOLDEN);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Two destinations drawn by weight from the tree for `r1`, `r2` in `0..=total`.
+    #[inline]
+    fn draw2(&self, dests: &[Destination], r1: u64, r2: u64) -> Option<(usize, usize)> {
+        let (a, b) = self.index.descend_sum2(r1.max(1), r2.max(1));
+        Some((self.check(dests, a)?, self.check(dests, b)?))
+    }
+
+    /// `i` if it may be picked; else repairs its leaf.
+    #[inline]
+    fn check(&self, dests: &[Destination], i: usize) -> Option<usize> {
+        match dests.get(i) {
+            Some(d) if d.is_eligible() => Some(i),
+            Some(_) => {
+                self.index.refresh(i);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The kernel's two list walks, for when the tree cannot answer.
+    fn scan(&self, dests: &[Destination], r1: u64, r2: u64) -> Option<(usize, usize)> {
+        let total: u64 = dests.iter().map(|d| candidate_weight(d) as u64).sum();
+        if total == 0 {
+            return None;
+        }
+        let find = |r: u64| {
+            let r = r % (total + 1);
+            let mut acc = 0;
+            dests.iter().position(|d| {
+                let w = candidate_weight(d) as u64;
+                acc += w;
+                w > 0 && acc >= r
+            })
+        };
+        Some((find(r1)?, find(r2)?))
+    }
+}
+
+/// `⌊x × (n) / 2³²⌋` for 32 random bits `x`: uniform in `0..n`.
+#[inline]
+fn below(x: u64, n: u64) -> u64 {
+    ((x & 0xFFFF_FFFF) * n) >> 32
+}
+
+impl Scheduler for TwoChoices {
+    fn kind(&self) -> SchedulerKind {
+        SchedulerKind::Twos
+    }
+
+    fn schedule(&self, dests: &[Destination], _flow: &FlowKey, _now: Time) -> Option<usize> {
+        let mut pair = None;
+        let mut x = self.next();
+        if dests.len() == self.index.len() {
+            for _ in 0..3 {
+                let total = self.index.root() as u64;
+                if total == 0 {
+                    return None;
+                }
+                let (r1, r2) = (below(x, total + 1), below(x >> 32, total + 1));
+                if let Some(p) = self.draw2(dests, r1, r2) {
+                    pair = Some(p);
+                    break;
+                }
+                x = self.next();
+            }
+        }
+        let (a, b) = match pair {
+            Some(p) => p,
+            None => self.scan(dests, x & 0xFFFF_FFFF, x >> 32)?,
+        };
+        let (da, db) = (&dests[a], &dests[b]);
+        let (w1, w2) = (da.weight() as u64, db.weight() as u64);
+        let (oh1, oh2) = (da.state.overhead(), db.state.overhead());
+        if w2 * oh1 > w1 * oh2 { Some(b) } else { Some(a) }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
 
 pub(super) fn build(
     dests: &[Destination],
     _flags: SchedFlags,
     prev: Option<&dyn Scheduler>,
 ) -> Box<dyn Scheduler> {
-    Box::new(RoundRobin::new(dests, prev))
+    Box::new(TwoChoices::new(dests, prev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load_index::tests::{dests, flow, load};
+    use super::*;
+    use crate::dest::ConnClass;
+
+    #[test]
+    fn sum_tree_descent_matches_the_kernel_walk() {
+        let ds = dests(&[3, 0, 2, 5]);
+        let t = TwoChoices::new(&ds, None);
+        assert_eq!(t.index.root(), 10);
+        // r = 1..=3 → A, 4..=5 → C (B has weight 0), 6..=10 → D.
+        let got: Vec<usize> = (1..=10).map(|r| t.index.descend_sum(r)).collect();
+        assert_eq!(got, vec![0, 0, 0, 2, 2, 3, 3, 3, 3, 3]);
+        assert_eq!(
+            t.draw2(&ds, 0, 10),
+            Some((0, 3)),
+            "r = 0 takes the first eligible"
+        );
+    }
+
+    #[test]
+    fn idle_cluster_share_follows_weights_and_skips_ineligible() {
+        // With every server idle the overheads tie, so the first draw is kept: the share is
+        // the weight share (plus the r = 0 extra for the first eligible).
+        let ds = dests(&[0, 1, 3, 6, 5]);
+        ds[4].state.set_thresholds(1, 0);
+        ds[4].state.bind(ConnClass::Inactive);
+        assert!(ds[4].state.is_overloaded());
+        let s = build(&ds, SchedFlags::NONE, None);
+        let mut count = [0u32; 5];
+        let n = 20_000;
+        for i in 0..n {
+            count[s.schedule(&ds, &flow(i), Time::ZERO).unwrap()] += 1;
+        }
+        assert_eq!(count[0], 0, "weight 0 never chosen");
+        assert_eq!(count[4], 0, "overloaded never chosen");
+        // Expected 2/11, 3/11, 6/11 of picks before the overhead comparison; slot 4 is
+        // excluded, so the other three have overhead 0 and the first draw stands.
+        for (i, p) in [(1, 2.0 / 11.0), (2, 3.0 / 11.0), (3, 6.0 / 11.0)] {
+            let share = count[i] as f64 / n as f64;
+            assert!((share - p).abs() < 0.02, "slot {i}: share {share} vs {p}");
+        }
+    }
+
+    #[test]
+    fn loaded_servers_lose_the_second_choice() {
+        let ds = dests(&[1, 1]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        load(&ds[0], 10, 0);
+        let n = 4000;
+        let mut to_idle = 0;
+        for i in 0..n {
+            if s.schedule(&ds, &flow(i), Time::ZERO) == Some(1) {
+                to_idle += 1;
+            }
+        }
+        // Only a draw of (0, 0) sends to the loaded server: P = (2/3)² = 4/9.
+        let share = to_idle as f64 / n as f64;
+        assert!((share - 5.0 / 9.0).abs() < 0.04, "idle share {share}");
+    }
+
+    #[test]
+    fn nothing_eligible_gives_none() {
+        let ds = dests(&[0, 0]);
+        let s = build(&ds, SchedFlags::NONE, None);
+        assert_eq!(s.schedule(&ds, &flow(1), Time::ZERO), None);
+    }
 }
