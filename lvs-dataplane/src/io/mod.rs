@@ -9,6 +9,12 @@ use crate::verdict::Verdict;
 
 pub mod mem;
 
+#[allow(unsafe_code)]
+pub mod bpf;
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod xdp_prog;
+
 /// Bytes kept free in front of every received frame so a transform can prepend headers
 /// (IPIP's 20/40 bytes, a VLAN tag) without copying the frame.
 pub const HEADROOM: usize = 128;
