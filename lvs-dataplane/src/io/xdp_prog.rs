@@ -554,7 +554,8 @@ mod tests {
             .filter(|i| i.code == LD_IMM64)
             .map(|i| i.imm)
             .collect();
-        assert_eq!(fds, vec![3, 3, 3, 3, 3, 4]);
+        // Six lookups (ARP, IPv4 dst, IPv4 RS, IPv6 dst, IPv6 RS, NS target) and the XSKMAP.
+        assert_eq!(fds, vec![3, 3, 3, 3, 3, 3, 4]);
     }
 
     #[test]
