@@ -77,6 +77,14 @@ impl Netns {
         run("ip", &a);
     }
 
+    /// Output of `ip -n NAME args...`.
+    pub fn ip_output(&self, args: &[&str]) -> String {
+        let mut a = vec!["-n", &self.name];
+        a.extend_from_slice(args);
+        let out = Command::new("ip").args(&a).output().expect("ip");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `ip netns exec NAME args...`.
     pub fn exec(&self, args: &[&str]) {
         let mut a = vec!["netns", "exec", &self.name];
@@ -87,7 +95,25 @@ impl Netns {
     /// A veth pair `a`/`b` with fixed MACs 02:00:00:00:00:`mac_a`/`mac_b`, both up, offloads
     /// off (as the lab does).
     pub fn veth(&self, a: &str, mac_a: u8, b: &str, mac_b: u8) {
-        self.ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
+        // One queue each way, so every frame is on queue 0 (the socket's XSKMAP slot).
+        self.ip(&[
+            "link",
+            "add",
+            a,
+            "numtxqueues",
+            "1",
+            "numrxqueues",
+            "1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b,
+            "numtxqueues",
+            "1",
+            "numrxqueues",
+            "1",
+        ]);
         for (dev, mac) in [(a, mac_a), (b, mac_b)] {
             let m = format!("02:00:00:00:00:{mac:02x}");
             self.ip(&["link", "set", dev, "address", &m]);
