@@ -10,6 +10,8 @@ use crate::verdict::Verdict;
 pub mod mem;
 
 #[allow(unsafe_code)]
+pub mod afpacket;
+#[allow(unsafe_code)]
 pub mod afxdp;
 #[allow(unsafe_code)]
 pub mod bpf;

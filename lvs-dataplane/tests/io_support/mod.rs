@@ -95,6 +95,11 @@ impl Netns {
     /// A veth pair `a`/`b` with fixed MACs 02:00:00:00:00:`mac_a`/`mac_b`, both up, offloads
     /// off (as the lab does).
     pub fn veth(&self, a: &str, mac_a: u8, b: &str, mac_b: u8) {
+        self.veth_opts(a, mac_a, b, mac_b, true);
+    }
+
+    /// As [`Netns::veth`]; `offloads_off` false keeps veth's checksum offloads on.
+    pub fn veth_opts(&self, a: &str, mac_a: u8, b: &str, mac_b: u8, offloads_off: bool) {
         // One queue each way, so every frame is on queue 0 (the socket's XSKMAP slot).
         self.ip(&[
             "link",
@@ -190,6 +195,19 @@ impl RawSock {
             )
         };
         assert_eq!(r, 0, "PACKET_IGNORE_OUTGOING: {}", io::Error::last_os_error());
+        // Room for a few thousand frames (root may exceed rmem_max).
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: an int option of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                4,
+            )
+        };
+        assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", io::Error::last_os_error());
         RawSock { fd }
     }
 
