@@ -122,9 +122,11 @@ impl Netns {
         for (dev, mac) in [(a, mac_a), (b, mac_b)] {
             let m = format!("02:00:00:00:00:{mac:02x}");
             self.ip(&["link", "set", dev, "address", &m]);
-            self.exec(&[
-                "ethtool", "-K", dev, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off",
-            ]);
+            if offloads_off {
+                self.exec(&[
+                    "ethtool", "-K", dev, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off",
+                ]);
+            }
             self.ip(&["link", "set", dev, "up"]);
         }
     }
