@@ -67,6 +67,12 @@ fn steering_and_kernel_path(mode: XdpMode) {
     .unwrap();
     // veth has no zero-copy support: the bind fell back to copy mode.
     assert_eq!(io.bind_mode(0), BindMode::Copy);
+    // With a socket in slot 0, BPF_PROG_TEST_RUN (queue 0) reports XDP_REDIRECT for a VIP frame
+    // and XDP_PASS for the host's (test runs do not deliver the frame).
+    let probe = frames::udp4(CLIENT, 1, VIP, 80, b"probe");
+    assert_eq!(steering.test_run(&probe).unwrap(), XdpAction::Redirect as u32);
+    let host_probe = frames::udp4(CLIENT, 1, HOST, 80, b"probe");
+    assert_eq!(steering.test_run(&host_probe).unwrap(), XdpAction::Pass as u32);
     let vb = RawSock::new("vb");
 
     // 30 datagrams to the VIP: i % 3 == 0 forwarded (rewritten), 1 dropped, 2 passed.
@@ -287,4 +293,68 @@ fn afxdp_send_frame_goes_out_of_the_chosen_interface() {
     let got = vb.recv(Instant::now() + Duration::from_secs(3));
     assert_eq!(got.as_deref(), Some(&arp[..]));
     assert!(io.send_frame(1, &arp).is_err(), "no interface 1");
+}
+
+#[test]
+fn afxdp_program_is_detached_when_its_owner_is_killed() {
+    if !require_root("afxdp_program_is_detached_when_its_owner_is_killed") {
+        return;
+    }
+    let ns = Netns::new("crash");
+    ns.veth("va", 0xaa, "vb", 0xbb);
+    let addrs = BalancerAddrs::new(8).unwrap();
+    let mut steering = XdpSteering::load(&addrs, 1, XdpAction::Pass).unwrap();
+    let idx = ifindex("va");
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child only makes raw syscalls (bpf, write, sleep, _exit) and never returns
+    // into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        let ok = steering.attach(idx, XdpMode::Native).is_ok() as u8;
+        // SAFETY: writes one byte from a live local; then the child sleeps (bounded) and exits
+        // without running destructors, as if it had crashed.
+        unsafe {
+            libc::write(fds[1], (&ok as *const u8).cast(), 1);
+        }
+        // SAFETY: plain libc calls in the child.
+        unsafe {
+            libc::sleep(20);
+        }
+        // SAFETY: ends the child immediately.
+        unsafe { libc::_exit(1) };
+    }
+    let mut p = libc::pollfd {
+        fd: fds[0],
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut p, 1, 5000) };
+    let mut byte = 0u8;
+    // SAFETY: reads one byte into a live local.
+    let n = unsafe { libc::read(fds[0], (&mut byte as *mut u8).cast(), 1) };
+    let attached_in_child = ready == 1 && n == 1 && byte == 1;
+    for fd in fds {
+        // SAFETY: closes the pipe's two descriptors, which nothing else uses.
+        unsafe { libc::close(fd) };
+    }
+    let shown = ns.ip_output(&["link", "show", "va"]).contains("xdp");
+    // SAFETY: `pid` is our child; SIGKILL is the crash.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(attached_in_child, "the child attached the program");
+    assert!(shown, "attached while the child lived");
+    assert!(libc::WIFSIGNALED(status), "the child was killed");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while ns.ip_output(&["link", "show", "va"]).contains("xdp") {
+        assert!(Instant::now() < deadline, "still attached after its owner died");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The interface can be attached again right away.
+    steering.attach(idx, XdpMode::Native).unwrap();
 }

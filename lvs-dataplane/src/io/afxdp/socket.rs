@@ -203,3 +203,41 @@ impl AsFd for XskSocket {
         self.fd.as_fd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{offset_of, size_of};
+
+    /// Sizes and offsets of include/uapi/linux/if_xdp.h, as the libc crate defines them.
+    #[test]
+    fn if_xdp_layouts() {
+        assert_eq!(size_of::<libc::sockaddr_xdp>(), 16);
+        assert_eq!(offset_of!(libc::sockaddr_xdp, sxdp_queue_id), 8);
+        assert_eq!(size_of::<libc::xdp_desc>(), 16);
+        assert_eq!(offset_of!(libc::xdp_desc, len), 8);
+        assert_eq!(size_of::<libc::xdp_umem_reg>(), 32);
+        assert_eq!(offset_of!(libc::xdp_umem_reg, chunk_size), 16);
+        assert_eq!(offset_of!(libc::xdp_umem_reg, headroom), 20);
+        assert_eq!(size_of::<libc::xdp_ring_offset>(), 32);
+        assert_eq!(offset_of!(libc::xdp_ring_offset, flags), 24);
+        assert_eq!(size_of::<libc::xdp_mmap_offsets>(), 128);
+        assert_eq!(offset_of!(libc::xdp_mmap_offsets, cr), 96);
+        assert_eq!(size_of::<libc::xdp_statistics>(), 48);
+        assert_eq!(libc::XDP_PGOFF_TX_RING, 0x8000_0000);
+        assert_eq!(libc::XDP_UMEM_PGOFF_FILL_RING, 0x1_0000_0000);
+        assert_eq!(libc::XDP_UMEM_PGOFF_COMPLETION_RING, 0x1_8000_0000);
+        assert_eq!(libc::SOL_XDP, 283);
+        assert_eq!(libc::AF_XDP, 44);
+    }
+
+    /// Backends move into worker threads; steering objects are shared between them.
+    #[test]
+    fn backends_are_send_and_steering_is_shareable() {
+        fn send<T: Send>() {}
+        fn sync<T: Send + Sync>() {}
+        send::<super::super::AfXdpIo>();
+        send::<crate::io::afpacket::AfPacketIo>();
+        sync::<crate::io::xdp_prog::XdpSteering>();
+        sync::<crate::io::xdp_prog::BalancerAddrs>();
+    }
+}
