@@ -259,3 +259,31 @@ fn afpacket_completes_partial_checksums_of_offloaded_frames() {
     }
     assert_eq!(acc, 0xffff, "checksum completed");
 }
+
+#[test]
+fn afpacket_wait_sleeps_when_idle_and_wakes_for_a_frame() {
+    if !require_root("afpacket_wait_sleeps_when_idle_and_wakes_for_a_frame") {
+        return;
+    }
+    let ns = Netns::new("pktwait");
+    ns.veth("va", 0xaa, "vb", 0xbb);
+    let mut io = AfPacketIo::new(&["va"], small()).unwrap();
+    // Idle: wait sleeps (close to) its timeout and nothing is received.
+    let t = Instant::now();
+    io.wait(Duration::from_millis(200)).unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(150), "{:?}", t.elapsed());
+    assert_eq!(io.poll_burst(64, &mut |_, _| Verdict::Pass).unwrap(), 0);
+    // A frame sent 100 ms from now ends a 10 s wait early.
+    let sender = std::thread::spawn(|| {
+        let vb = RawSock::new("vb");
+        std::thread::sleep(Duration::from_millis(100));
+        vb.send(&frames::marked(1, 60));
+    });
+    let t = Instant::now();
+    io.wait(Duration::from_secs(10)).unwrap();
+    let woke = t.elapsed();
+    sender.join().unwrap();
+    assert!(woke < Duration::from_secs(5), "woke after {woke:?}");
+    let n = pump(&mut io, 1, Duration::from_secs(3), &mut |_, _| Verdict::Pass);
+    assert_eq!(n, 1);
+}

@@ -358,3 +358,43 @@ fn afxdp_program_is_detached_when_its_owner_is_killed() {
     // The interface can be attached again right away.
     steering.attach(idx, XdpMode::Native).unwrap();
 }
+
+#[test]
+fn afxdp_wait_sleeps_when_idle_and_wakes_for_a_frame() {
+    if !require_root("afxdp_wait_sleeps_when_idle_and_wakes_for_a_frame") {
+        return;
+    }
+    let ns = Netns::new("xdpwait");
+    ns.veth("va", 0xaa, "vb", 0xbb);
+    let addrs = BalancerAddrs::new(8).unwrap();
+    addrs.add_local(IpAddr::V4(VIP)).unwrap();
+    let mut steering = XdpSteering::load(&addrs, 1, XdpAction::Pass).unwrap();
+    steering.attach(ifindex("va"), XdpMode::Native).unwrap();
+    let mut io = AfXdpIo::new(
+        &[AfXdpIface {
+            ifindex: ifindex("va"),
+            queue: 0,
+            steering: Some(&steering),
+        }],
+        small(),
+    )
+    .unwrap();
+    let t = Instant::now();
+    io.wait(Duration::from_millis(200)).unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(150), "{:?}", t.elapsed());
+    assert_eq!(io.poll_burst(64, &mut |_, _| Verdict::Pass).unwrap(), 0);
+    let sender = std::thread::spawn(|| {
+        let vb = RawSock::new("vb");
+        std::thread::sleep(Duration::from_millis(100));
+        vb.send(&frames::udp4(CLIENT, 1, VIP, 80, b"wake"));
+    });
+    let t = Instant::now();
+    io.wait(Duration::from_secs(10)).unwrap();
+    let woke = t.elapsed();
+    sender.join().unwrap();
+    assert!(woke < Duration::from_secs(5), "woke after {woke:?}");
+    let n = pump(&mut io, 1, Duration::from_secs(3), &mut |_, _| {
+        Verdict::Drop(DropReason::NoService)
+    });
+    assert_eq!(n, 1);
+}
