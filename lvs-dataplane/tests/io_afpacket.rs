@@ -38,6 +38,40 @@ fn pump(
     seen
 }
 
+/// Makes the kernel send UDP datagrams from 10.9.0.1 to 10.9.0.77:9 out of va for 300 ms,
+/// calling `poll` between them, and checks (through vb) that they really left.
+fn kernel_sends_out_of_va(ns: &Netns, mut poll: impl FnMut()) {
+    ns.ip(&["addr", "add", "10.9.0.1/24", "dev", "va"]);
+    ns.ip(&[
+        "neigh",
+        "add",
+        "10.9.0.77",
+        "lladdr",
+        "02:00:00:00:00:bb",
+        "dev",
+        "va",
+    ]);
+    let vb = RawSock::new("vb");
+    let sock = std::net::UdpSocket::bind("10.9.0.1:0").unwrap();
+    let until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < until {
+        sock.send_to(b"host traffic", "10.9.0.77:9").unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        poll();
+    }
+    let left = vb
+        .drain(Duration::from_millis(100), 1000)
+        .iter()
+        .filter(|f| is_host_datagram(f))
+        .count();
+    assert!(left > 0, "the host's datagrams went out of va");
+}
+
+/// True for the datagrams of [`kernel_sends_out_of_va`].
+fn is_host_datagram(f: &[u8]) -> bool {
+    f.len() > 42 && f[12..14] == [8, 0] && f[23] == 17 && f[30..34] == [10, 9, 0, 77]
+}
+
 fn marked_only(v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     v.into_iter().filter(|f| frames::mark_of(f).is_some()).collect()
 }
@@ -93,9 +127,18 @@ fn afpacket_frames_arrive_intact_and_only_forwarded_ones_go_out() {
         })
         .collect();
     assert_eq!(out, expect, "only the forwarded frames go out, rewritten");
-    // The backend does not receive what it sent itself.
+    // The backend does not receive what it sent itself, nor the host's outgoing traffic.
     let again = pump(&mut io, 1, Duration::from_millis(100), &mut |_, _| Verdict::Pass);
     assert_eq!(again, 0, "own transmissions are ignored");
+    let mut outgoing = 0;
+    kernel_sends_out_of_va(&_ns, || {
+        io.poll_burst(64, &mut |fb, _| {
+            outgoing += is_host_datagram(fb.frame()) as usize;
+            Verdict::Pass
+        })
+        .unwrap();
+    });
+    assert_eq!(outgoing, 0, "outgoing host traffic ignored");
     let st = io.stats();
     assert_eq!((st.rx, st.tx, st.truncated), (30, 10, 0));
 }
@@ -157,8 +200,10 @@ fn afpacket_fanout_group_splits_flows_between_workers_without_duplicates() {
     }
     let ns = Netns::new("fan");
     ns.veth("va", 0xaa, "vb", 0xbb);
+    // This group transmits through the qdisc (the other tests bypass it).
     let cfg = AfPacketConfig {
         fanout_group: Some(0x4c00),
+        qdisc_bypass: false,
         ..small()
     };
     let mut w = [
@@ -175,8 +220,11 @@ fn afpacket_fanout_group_splits_flows_between_workers_without_duplicates() {
         }
     }
     let mut seen: Vec<(usize, u16)> = Vec::new();
+    // Every frame is forwarded back out of va, once: the count stays at 200 after a further
+    // quiet period.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while seen.len() < 200 && Instant::now() < deadline {
+    let mut quiet_until = None;
+    while Instant::now() < deadline && quiet_until.is_none_or(|q| Instant::now() < q) {
         for (i, io) in w.iter_mut().enumerate() {
             io.wait(Duration::from_millis(5)).unwrap();
             io.poll_burst(64, &mut |fb, _| {
@@ -184,12 +232,34 @@ fn afpacket_fanout_group_splits_flows_between_workers_without_duplicates() {
                 if f.len() > 42 && f[12..14] == [8, 0] && f[23] == 17 {
                     seen.push((i, u16::from_be_bytes([f[34], f[35]])));
                 }
+                Verdict::Forward { egress: 0 }
+            })
+            .unwrap();
+        }
+        if seen.len() >= 200 && quiet_until.is_none() {
+            quiet_until = Some(Instant::now() + Duration::from_millis(300));
+        }
+    }
+    let back = vb
+        .drain(Duration::from_millis(300), 1000)
+        .into_iter()
+        .filter(|f| f.len() > 42 && f[12..14] == [8, 0] && f[23] == 17)
+        .count();
+    assert_eq!(back, 200, "every frame was forwarded once");
+    assert_eq!(seen.len(), 200, "each frame reaches exactly one worker");
+    // The host's own traffic leaving va is not the balancer's: the group ignores it
+    // (PACKET_FANOUT_FLAG_IGNORE_OUTGOING; the per-socket option has no effect in a group).
+    let mut outgoing = 0;
+    kernel_sends_out_of_va(&ns, || {
+        for io in w.iter_mut() {
+            io.poll_burst(64, &mut |fb, _| {
+                outgoing += is_host_datagram(fb.frame()) as usize;
                 Verdict::Pass
             })
             .unwrap();
         }
-    }
-    assert_eq!(seen.len(), 200, "each frame reaches exactly one worker");
+    });
+    assert_eq!(outgoing, 0, "outgoing host traffic seen by the group");
     let per = [0, 1].map(|i| seen.iter().filter(|(w, _)| *w == i).count());
     assert!(per[0] > 0 && per[1] > 0, "both workers get flows: {per:?}");
     for p in 20000..20100u16 {

@@ -85,6 +85,9 @@ pub struct AfXdpStats {
     pub kicks: u64,
     /// Kicks that failed with something other than EAGAIN.
     pub kick_errors: u64,
+    /// RX wake-ups (recvfrom) the driver asked for through the fill ring's need-wakeup flag
+    /// (zero-copy drivers only).
+    pub rx_wakeups: u64,
 }
 
 /// AF_XDP [`PacketIo`]: sockets on several (interface, queue) pairs sharing one UMEM.
@@ -142,7 +145,7 @@ impl AfXdpIo {
             next: 0,
             stats: AfXdpStats::default(),
         };
-        io.refill()?;
+        io.refill();
         for (s, ifc) in io.socks.iter().zip(ifaces) {
             if let Some(st) = ifc.steering {
                 st.set_socket(ifc.queue, s.as_fd())?;
@@ -181,7 +184,7 @@ impl AfXdpIo {
     }
 
     /// Tops up every fill ring from the free list; wakes the driver if it asks.
-    fn refill(&mut self) -> io::Result<()> {
+    fn refill(&mut self) {
         for s in &mut self.socks {
             let room = s.fill.prod_free(s.fill.size());
             let n = room.min(self.free.len() as u32);
@@ -193,14 +196,12 @@ impl AfXdpIo {
                 s.fill.prod_submit(n);
             }
             if s.need_wakeup && s.fill.needs_wakeup() {
-                match sys::wake_rx(s.as_fd()) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
+                self.stats.rx_wakeups += 1;
+                // EAGAIN/EBUSY/ENETDOWN: the driver is busy or the link is down; the next
+                // burst asks again.
+                let _ = sys::wake_rx(s.as_fd());
             }
         }
-        Ok(())
     }
 
     /// Submits the queued TX descriptors of every socket and kicks the kernel.
@@ -259,7 +260,7 @@ impl PacketIo for AfXdpIo {
         handler: &mut dyn FnMut(&mut FrameBuf<'_>, u16) -> Verdict,
     ) -> io::Result<usize> {
         self.reclaim();
-        self.refill()?;
+        self.refill();
         let k = self.socks.len();
         let mut n = 0usize;
         for j in 0..k {
