@@ -141,6 +141,9 @@ fn afpacket_frames_arrive_intact_and_only_forwarded_ones_go_out() {
     assert_eq!(outgoing, 0, "outgoing host traffic ignored");
     let st = io.stats();
     assert_eq!((st.rx, st.tx, st.truncated), (30, 10, 0));
+    let (packets, drops) = io.kernel_stats(0).unwrap();
+    assert!(packets >= 30, "kernel counted {packets}");
+    assert_eq!(drops, 0);
 }
 
 #[test]

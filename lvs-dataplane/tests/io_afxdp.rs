@@ -203,8 +203,8 @@ fn afxdp_two_interfaces_share_one_umem_and_forward_across() {
     addrs.add_local(IpAddr::V4(VIP)).unwrap();
     let mut st_a = XdpSteering::load(&addrs, 1, XdpAction::Pass).unwrap();
     let mut st_c = XdpSteering::load(&addrs, 1, XdpAction::Pass).unwrap();
-    st_a.attach(ifindex("va"), XdpMode::Native).unwrap();
-    st_c.attach(ifindex("vc"), XdpMode::Native).unwrap();
+    assert_eq!(st_a.attach_best(ifindex("va")).unwrap(), XdpMode::Native);
+    assert_eq!(st_c.attach_best(ifindex("vc")).unwrap(), XdpMode::Native);
     let mut io = AfXdpIo::new(
         &[
             AfXdpIface {

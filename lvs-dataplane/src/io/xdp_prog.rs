@@ -494,6 +494,18 @@ impl XdpSteering {
         Ok(())
     }
 
+    /// Attaches in native mode, or in generic mode when the driver refuses native XDP;
+    /// returns the mode used.
+    pub fn attach_best(&mut self, ifindex: u32) -> io::Result<XdpMode> {
+        match self.attach(ifindex, XdpMode::Native) {
+            Ok(()) => Ok(XdpMode::Native),
+            Err(native) => match self.attach(ifindex, XdpMode::Generic) {
+                Ok(()) => Ok(XdpMode::Generic),
+                Err(_) => Err(native),
+            },
+        }
+    }
+
     /// Attaches to the interface called `name`.
     pub fn attach_by_name(&mut self, name: &str, mode: XdpMode) -> io::Result<()> {
         self.attach(sys::if_index(name)?, mode)
