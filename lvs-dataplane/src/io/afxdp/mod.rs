@@ -11,6 +11,32 @@
 //! `Verdict::Pass` cannot hand a redirected frame back to the kernel: the program only
 //! redirects the balancer's own traffic, so such frames are dropped and counted
 //! (`AfXdpStats::pass_dropped`).
+//!
+//! Setting up (once per lvs instance, then once per worker):
+//!
+//! ```no_run
+//! use std::net::IpAddr;
+//! use lvs_dataplane::io::afxdp::{AfXdpConfig, AfXdpIface, AfXdpIo};
+//! use lvs_dataplane::io::xdp_prog::{BalancerAddrs, XdpAction, XdpSteering};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The balancer's addresses, shared by every interface's program; updated at run time
+//! // as virtual services, FULLNAT local addresses and Masq destinations come and go.
+//! let addrs = BalancerAddrs::new(4096)?;
+//! addrs.add_local("192.0.2.10".parse::<IpAddr>()?)?; // a VIP (or a LIP)
+//! addrs.add_real_server("10.0.0.5:8080".parse()?)?; // a Masq destination RIP:rport
+//! // One program per interface, with as many XSKMAP slots as the NIC has queues.
+//! let ifindex = lvs_dataplane::io::sys::if_index("eth0")?;
+//! let mut steering = XdpSteering::load(&addrs, 4, XdpAction::Pass)?;
+//! steering.attach_best(ifindex)?; // native, else generic; detached on drop or exit
+//! // Worker w serves queue w of every interface.
+//! let io = AfXdpIo::new(
+//!     &[AfXdpIface { ifindex, queue: 0, steering: Some(&steering) }],
+//!     AfXdpConfig::default(),
+//! )?;
+//! # drop(io);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod mmap;
 pub mod ring;
