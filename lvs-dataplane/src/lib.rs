@@ -1,8 +1,8 @@
 //! lvs packet pipeline: zero-copy header views, the NAT/FULLNAT/DR/TUN transforms and packet
 //! I/O backends. The pipeline is a pure function of (frame, tables, now) → (frame, verdict).
 
-// Unsafe code is allowed only in the I/O backends (`io::afpacket`, `io::afxdp`), each block
-// with a SAFETY comment.
+// Unsafe code is allowed only in the I/O backends (`io::afpacket`, `io::afxdp`) and their
+// syscall and bpf(2) layers (`io::sys`, `io::bpf`), each block with a SAFETY comment.
 #![deny(unsafe_code)]
 
 pub mod io;

@@ -12,6 +12,16 @@ pub mod netlink;
 #[allow(unsafe_code)]
 pub mod tun;
 
+#[allow(unsafe_code)]
+pub mod afpacket;
+#[allow(unsafe_code)]
+pub mod afxdp;
+#[allow(unsafe_code)]
+pub mod bpf;
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod xdp_prog;
+
 /// Bytes kept free in front of every received frame so a transform can prepend headers
 /// (IPIP's 20/40 bytes, a VLAN tag) without copying the frame.
 pub const HEADROOM: usize = 128;

@@ -1,0 +1,680 @@
+//! AF_PACKET backend: per interface one socket with a TPACKET_V3 RX ring (blocks of frames
+//! handed over whole) and a TX ring, optionally in a `PACKET_FANOUT` group so that several
+//! workers share an interface by flow hash.
+//!
+//! A received frame is copied from the RX block into the worker's scratch buffer (with
+//! [`HEADROOM`] in front), handled in place, and copied into a TX ring slot of the egress
+//! interface; each TX ring that got frames is kicked with one `sendto` at the end of the
+//! burst. No allocation, lock or syscall per frame.
+//!
+//! The kernel keeps its own copy of every frame: `Verdict::Pass` and `Verdict::Drop` simply
+//! do not transmit. Frames the interface sent itself are ignored
+//! (`PACKET_FANOUT_FLAG_IGNORE_OUTGOING` in a group, where the per-socket
+//! `PACKET_IGNORE_OUTGOING` has no effect; `PACKET_IGNORE_OUTGOING` otherwise).
+//!
+//! Offloads: with checksum offload on (veth's default), locally generated frames carry a
+//! partial checksum (`TP_STATUS_CSUMNOTREADY`); the backend completes the TCP/UDP checksum of
+//! such frames before the handler sees them and counts them. A VLAN tag the driver stripped
+//! (`TP_STATUS_VLAN_VALID`) is put back in front of the frame. The lab turns offloads off
+//! (`ethtool -K dev tx off rx off tso off gso off gro off`), so neither happens there.
+//!
+//! Latency: a TPACKET_V3 block is handed to user space when full or when its retire timer
+//! (`retire_timeout_ms`, default 1 ms) fires, so a lone frame may wait that long.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::afxdp::mmap::Mmap;
+use super::{FrameBuf, HEADROOM, MAX_FRAME, PacketIo, sys};
+use crate::verdict::Verdict;
+
+/// Size of a TX ring slot.
+const TX_FRAME_SIZE: u32 = 2048;
+/// Where a TX frame's data starts in its slot: `TPACKET3_HDRLEN - sizeof(sockaddr_ll)`
+/// (net/packet/af_packet.c, `tpacket_parse_header` without `PACKET_TX_HAS_OFF`).
+const TX_DATA_OFF: usize = 48;
+/// TX ring block size (32 slots).
+const TX_BLOCK_SIZE: u32 = 1 << 16;
+/// Scratch buffer: headroom plus the largest frame.
+const SCRATCH: usize = HEADROOM + MAX_FRAME;
+
+// Offsets in struct tpacket_block_desc (version, offset_to_priv, then tpacket_hdr_v1).
+const BLK_STATUS: usize = 8;
+const BLK_NUM_PKTS: usize = 12;
+const BLK_FIRST_PKT: usize = 16;
+// Offsets in struct tpacket3_hdr.
+const H_NEXT: usize = 0;
+const H_SNAPLEN: usize = 12;
+const H_LEN: usize = 16;
+const H_STATUS: usize = 20;
+const H_MAC: usize = 24;
+const H_VLAN_TCI: usize = 32;
+const H_VLAN_TPID: usize = 36;
+const H3_SIZE: usize = 48;
+
+/// Sizes and group of an [`AfPacketIo`].
+#[derive(Debug, Clone, Copy)]
+pub struct AfPacketConfig {
+    /// RX block size (a multiple of the page size, a power of two).
+    pub block_size: u32,
+    /// RX blocks per socket.
+    pub block_count: u32,
+    /// RX block retire timeout in ms (the latency bound at low rates).
+    pub retire_timeout_ms: u32,
+    /// TX ring slots per socket (rounded up to a multiple of 32).
+    pub tx_frames: u32,
+    /// Fanout group base: the socket on interface `ifindex` joins group
+    /// `base.wrapping_add(ifindex)` with `PACKET_FANOUT_HASH | IGNORE_OUTGOING`; every worker
+    /// using the same base shares the interface's traffic by flow hash.
+    pub fanout_group: Option<u16>,
+    /// `PACKET_QDISC_BYPASS`: transmit straight to the driver.
+    pub qdisc_bypass: bool,
+}
+
+impl Default for AfPacketConfig {
+    fn default() -> Self {
+        AfPacketConfig {
+            block_size: 1 << 18,
+            block_count: 16,
+            retire_timeout_ms: 1,
+            tx_frames: 512,
+            fanout_group: None,
+            qdisc_bypass: true,
+        }
+    }
+}
+
+/// Counters of an [`AfPacketIo`] (single writer: the worker).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AfPacketStats {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames queued for transmission.
+    pub tx: u64,
+    /// Frames dropped: egress TX ring full.
+    pub tx_ring_full: u64,
+    /// Frames dropped: longer than a TX slot.
+    pub tx_oversize: u64,
+    /// Frames with an egress interface number outside the interface list.
+    pub bad_egress: u64,
+    /// Frames dropped: truncated by the ring or longer than [`MAX_FRAME`].
+    pub truncated: u64,
+    /// Frames received with a partial checksum (`TP_STATUS_CSUMNOTREADY`).
+    pub csum_not_ready: u64,
+    /// Of those, TCP/UDP checksums completed by the backend.
+    pub csum_completed: u64,
+    /// Frames whose stripped VLAN tag was put back.
+    pub vlan_restored: u64,
+    /// RX blocks abandoned because a header pointed outside the block.
+    pub bad_block: u64,
+    /// Failed TX kicks (frames stay queued for the next one).
+    pub kick_errors: u64,
+}
+
+/// One interface's socket and rings.
+#[derive(Debug)]
+struct PacketSock {
+    map: Mmap,
+    block_size: usize,
+    block_count: u32,
+    tx_frames: u32,
+    /// Current RX block, and whether it is open (owned by user space).
+    block: u32,
+    in_block: bool,
+    left: u32,
+    off: usize,
+    tx_head: u32,
+    tx_queued: u32,
+    fd: OwnedFd,
+}
+
+impl PacketSock {
+    fn open(ifindex: u32, cfg: &AfPacketConfig) -> io::Result<PacketSock> {
+        let page = 4096u32;
+        if !cfg.block_size.is_power_of_two() || cfg.block_size < page || cfg.block_count == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "block_size must be a power of two >= 4096 and block_count > 0",
+            ));
+        }
+        let fd = sys::socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
+        let b = fd.as_fd();
+        let v3 = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
+        sys::setsockopt(b, libc::SOL_PACKET, libc::PACKET_VERSION, &v3)?;
+        // A malformed TX frame is skipped instead of stalling the ring.
+        sys::setsockopt(b, libc::SOL_PACKET, libc::PACKET_LOSS, &1 as &libc::c_int)?;
+        if cfg.qdisc_bypass {
+            sys::setsockopt(b, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1 as &libc::c_int)?;
+        }
+        let rx = libc::tpacket_req3 {
+            tp_block_size: cfg.block_size,
+            tp_block_nr: cfg.block_count,
+            tp_frame_size: TX_FRAME_SIZE,
+            tp_frame_nr: cfg.block_size / TX_FRAME_SIZE * cfg.block_count,
+            tp_retire_blk_tov: cfg.retire_timeout_ms,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        sys::setsockopt(b, libc::SOL_PACKET, libc::PACKET_RX_RING, &rx)?;
+        let per_block = TX_BLOCK_SIZE / TX_FRAME_SIZE;
+        let tx_blocks = cfg.tx_frames.max(1).div_ceil(per_block);
+        let tx = libc::tpacket_req3 {
+            tp_block_size: TX_BLOCK_SIZE,
+            tp_block_nr: tx_blocks,
+            tp_frame_size: TX_FRAME_SIZE,
+            tp_frame_nr: tx_blocks * per_block,
+            tp_retire_blk_tov: 0,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        sys::setsockopt(b, libc::SOL_PACKET, libc::PACKET_TX_RING, &tx)?;
+        let rx_len = cfg.block_size as usize * cfg.block_count as usize;
+        let tx_len = TX_BLOCK_SIZE as usize * tx_blocks as usize;
+        // One mapping: the RX ring, then the TX ring.
+        let map = Mmap::socket(b, rx_len + tx_len, 0)?;
+        sys::bind_packet(b, ifindex, libc::ETH_P_ALL as u16)?;
+        match cfg.fanout_group {
+            Some(base) => {
+                let id = base.wrapping_add(ifindex as u16) as u32;
+                let kind = libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+                let arg = id | (kind << 16);
+                sys::setsockopt(b, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)?;
+            }
+            None => {
+                let one: libc::c_int = 1;
+                sys::setsockopt(b, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)?;
+            }
+        }
+        Ok(PacketSock {
+            map,
+            block_size: cfg.block_size as usize,
+            block_count: cfg.block_count,
+            tx_frames: tx_blocks * per_block,
+            block: 0,
+            in_block: false,
+            left: 0,
+            off: 0,
+            tx_head: 0,
+            tx_queued: 0,
+            fd,
+        })
+    }
+
+    /// Pointer `off` bytes into the mapping.
+    #[inline]
+    fn at(&self, off: usize) -> *mut u8 {
+        debug_assert!(off < self.map.len());
+        self.map.addr().as_ptr().wrapping_add(off)
+    }
+
+    /// The u32 status word at mapping offset `off` (4-aligned, inside the mapping).
+    #[inline]
+    fn status(&self, off: usize) -> &AtomicU32 {
+        assert!(off + 4 <= self.map.len() && off.is_multiple_of(4));
+        // SAFETY: in bounds and aligned (checked); the word is shared with the kernel and only
+        // accessed atomically by us.
+        unsafe { AtomicU32::from_ptr(self.at(off).cast()) }
+    }
+
+    /// A native-endian u32 of the open RX block (user-owned, so plain reads).
+    #[inline]
+    fn read_u32(&self, off: usize) -> u32 {
+        assert!(off + 4 <= self.map.len());
+        // SAFETY: in bounds (checked); the block belongs to user space (its status was
+        // acquired as TP_STATUS_USER), so the kernel does not write it concurrently.
+        unsafe { self.at(off).cast::<u32>().read_unaligned() }
+    }
+
+    #[inline]
+    fn read_u16(&self, off: usize) -> u16 {
+        assert!(off + 2 <= self.map.len());
+        // SAFETY: as for `read_u32`.
+        unsafe { self.at(off).cast::<u16>().read_unaligned() }
+    }
+
+    #[inline]
+    fn block_base(&self) -> usize {
+        self.block as usize * self.block_size
+    }
+
+    /// True if the current block was handed to user space.
+    #[inline]
+    fn block_ready(&self) -> bool {
+        self.status(self.block_base() + BLK_STATUS)
+            .load(Ordering::Acquire)
+            & libc::TP_STATUS_USER
+            != 0
+    }
+
+    /// Returns the current block to the kernel and moves to the next.
+    #[inline]
+    fn release_block(&mut self) {
+        debug_assert!(self.in_block);
+        self.status(self.block_base() + BLK_STATUS)
+            .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        self.in_block = false;
+        self.left = 0;
+        self.block = (self.block + 1) % self.block_count;
+    }
+
+    fn open_block(&mut self) {
+        let base = self.block_base();
+        self.in_block = true;
+        self.left = self.read_u32(base + BLK_NUM_PKTS);
+        self.off = self.read_u32(base + BLK_FIRST_PKT) as usize;
+    }
+
+    /// True if a frame is waiting without a syscall.
+    fn has_frames(&self) -> bool {
+        self.left > 0 || (!self.in_block && self.block_ready())
+    }
+
+    /// Copies `frame` into the next TX slot; false if the ring is full.
+    #[inline]
+    fn tx_push(&mut self, frame: &[u8]) -> bool {
+        let slot =
+            self.block_count as usize * self.block_size + self.tx_head as usize * TX_FRAME_SIZE as usize;
+        let st = self.status(slot + H_STATUS).load(Ordering::Acquire);
+        if st != libc::TP_STATUS_AVAILABLE && st & libc::TP_STATUS_WRONG_FORMAT == 0 {
+            return false;
+        }
+        debug_assert!(frame.len() <= TX_FRAME_SIZE as usize - TX_DATA_OFF);
+        let len = frame.len() as u32;
+        assert!(slot + TX_FRAME_SIZE as usize <= self.map.len());
+        // SAFETY: the slot lies inside the TX part of the mapping (asserted) and is available:
+        // the kernel does not touch it until the status says SEND_REQUEST. This slice covers
+        // the header words before the status word, and nothing else refers to them.
+        let hdr = unsafe { std::slice::from_raw_parts_mut(self.at(slot), H_STATUS) };
+        hdr[H_NEXT..H_NEXT + 4].copy_from_slice(&0u32.to_ne_bytes());
+        hdr[H_SNAPLEN..H_SNAPLEN + 4].copy_from_slice(&len.to_ne_bytes());
+        hdr[H_LEN..H_LEN + 4].copy_from_slice(&len.to_ne_bytes());
+        let room = TX_FRAME_SIZE as usize - TX_DATA_OFF;
+        // SAFETY: as above, for the data area behind the header (disjoint from the status
+        // word); in bounds by the assertion.
+        let data = unsafe { std::slice::from_raw_parts_mut(self.at(slot + TX_DATA_OFF), room) };
+        data[..frame.len()].copy_from_slice(frame);
+        self.status(slot + H_STATUS)
+            .store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
+        self.tx_head = (self.tx_head + 1) % self.tx_frames;
+        self.tx_queued += 1;
+        true
+    }
+
+    /// Kicks the TX ring if frames were queued.
+    fn flush(&mut self, stats: &mut AfPacketStats) {
+        if self.tx_queued == 0 {
+            return;
+        }
+        self.tx_queued = 0;
+        if sys::kick_tx(self.fd.as_fd()).is_err() {
+            stats.kick_errors += 1;
+        }
+    }
+}
+
+/// AF_PACKET [`PacketIo`] over one or more interfaces; interface number `i` in verdicts and
+/// `send_frame` is the `i`-th name given to `new`.
+#[derive(Debug)]
+pub struct AfPacketIo {
+    socks: Vec<PacketSock>,
+    scratch: Box<[u8; SCRATCH]>,
+    pollfds: Vec<libc::pollfd>,
+    next: usize,
+    stats: AfPacketStats,
+}
+
+impl AfPacketIo {
+    /// Opens a socket with RX and TX rings on each interface of `ifaces` (names).
+    pub fn new(ifaces: &[&str], cfg: AfPacketConfig) -> io::Result<AfPacketIo> {
+        let idx = ifaces
+            .iter()
+            .map(|n| sys::if_index(n))
+            .collect::<io::Result<Vec<u32>>>()?;
+        Self::with_ifindexes(&idx, cfg)
+    }
+
+    /// As [`AfPacketIo::new`], by interface index.
+    pub fn with_ifindexes(ifindexes: &[u32], cfg: AfPacketConfig) -> io::Result<AfPacketIo> {
+        if ifindexes.is_empty() || ifindexes.len() > u16::MAX as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "AF_PACKET: 1..=65535 interfaces",
+            ));
+        }
+        let socks = ifindexes
+            .iter()
+            .map(|&i| PacketSock::open(i, &cfg))
+            .collect::<io::Result<Vec<_>>>()?;
+        let pollfds = socks
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        Ok(AfPacketIo {
+            socks,
+            scratch: Box::new([0u8; SCRATCH]),
+            pollfds,
+            next: 0,
+            stats: AfPacketStats::default(),
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> AfPacketStats {
+        self.stats
+    }
+
+    /// Frames the kernel received and dropped (ring full) on interface `iface` since the last
+    /// call (`PACKET_STATISTICS` resets on read): (packets, drops).
+    pub fn kernel_stats(&self, iface: u16) -> io::Result<(u32, u32)> {
+        // SAFETY: all-zero is a valid tpacket_stats_v3 (plain integers).
+        let mut st: libc::tpacket_stats_v3 = unsafe { std::mem::zeroed() };
+        let fd = self.socks[iface as usize].fd.as_fd();
+        // SAFETY: tpacket_stats_v3 is plain u32s; any bytes are a valid value.
+        unsafe { sys::getsockopt(fd, libc::SOL_PACKET, libc::PACKET_STATISTICS, &mut st) }?;
+        Ok((st.tp_packets, st.tp_drops))
+    }
+
+    /// Queues `frame` on socket `e`, kicking once if its ring is full.
+    fn transmit(socks: &mut [PacketSock], e: usize, frame: &[u8], stats: &mut AfPacketStats) {
+        let Some(s) = socks.get_mut(e) else {
+            stats.bad_egress += 1;
+            return;
+        };
+        if frame.len() > TX_FRAME_SIZE as usize - TX_DATA_OFF {
+            stats.tx_oversize += 1;
+            return;
+        }
+        if !s.tx_push(frame) {
+            // Ring full: let the kernel drain what is queued, then try once more.
+            s.flush(stats);
+            if !s.tx_push(frame) {
+                stats.tx_ring_full += 1;
+                return;
+            }
+        }
+        stats.tx += 1;
+    }
+}
+
+impl PacketIo for AfPacketIo {
+    fn poll_burst(
+        &mut self,
+        max: usize,
+        handler: &mut dyn FnMut(&mut FrameBuf<'_>, u16) -> Verdict,
+    ) -> io::Result<usize> {
+        let k = self.socks.len();
+        let mut n = 0usize;
+        for j in 0..k {
+            let si = (self.next + j) % k;
+            while n < max {
+                let s = &mut self.socks[si];
+                if s.left == 0 {
+                    if s.in_block {
+                        s.release_block();
+                    }
+                    if !s.block_ready() {
+                        break;
+                    }
+                    s.open_block();
+                    continue;
+                }
+                let h = s.block_base() + s.off;
+                let block_end = s.block_base() + s.block_size;
+                if s.off + H3_SIZE > s.block_size {
+                    self.stats.bad_block += 1;
+                    s.release_block();
+                    continue;
+                }
+                let next = s.read_u32(h + H_NEXT) as usize;
+                let snaplen = s.read_u32(h + H_SNAPLEN) as usize;
+                let len = s.read_u32(h + H_LEN) as usize;
+                let status = s.read_u32(h + H_STATUS);
+                let mac = s.read_u16(h + H_MAC) as usize;
+                let data = h + mac;
+                if data + snaplen > block_end {
+                    self.stats.bad_block += 1;
+                    s.release_block();
+                    continue;
+                }
+                s.left -= 1;
+                s.off += next;
+                n += 1;
+                self.stats.rx += 1;
+                let vlan = status & libc::TP_STATUS_VLAN_VALID != 0;
+                let extra = if vlan { 4 } else { 0 };
+                if snaplen < len || snaplen + extra > MAX_FRAME || snaplen < 14 {
+                    self.stats.truncated += 1;
+                    continue;
+                }
+                let scratch = &mut self.scratch[..];
+                // SAFETY: `data..data+snaplen` is inside the open block (checked above), which
+                // belongs to user space until `release_block`.
+                let src = unsafe { std::slice::from_raw_parts(s.at(data), snaplen) };
+                let head = HEADROOM - extra;
+                if vlan {
+                    let tci = s.read_u32(h + H_VLAN_TCI) as u16;
+                    let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                        s.read_u16(h + H_VLAN_TPID)
+                    } else {
+                        0x8100
+                    };
+                    scratch[head..head + 12].copy_from_slice(&src[..12]);
+                    scratch[head + 12..head + 14].copy_from_slice(&tpid.to_be_bytes());
+                    scratch[head + 14..head + 16].copy_from_slice(&tci.to_be_bytes());
+                    scratch[head + 16..head + 4 + snaplen].copy_from_slice(&src[12..]);
+                    self.stats.vlan_restored += 1;
+                } else {
+                    scratch[head..head + snaplen].copy_from_slice(src);
+                }
+                let mut fb = FrameBuf::new(scratch, head, snaplen + extra);
+                if status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+                    self.stats.csum_not_ready += 1;
+                    if complete_l4_checksum(fb.frame_mut()) {
+                        self.stats.csum_completed += 1;
+                    }
+                }
+                let egress = match handler(&mut fb, si as u16) {
+                    Verdict::Forward { egress } => egress as usize,
+                    Verdict::Reply => si,
+                    Verdict::Pass | Verdict::Drop(_) => continue,
+                };
+                Self::transmit(&mut self.socks, egress, fb.frame(), &mut self.stats);
+            }
+            let s = &mut self.socks[si];
+            if s.in_block && s.left == 0 {
+                s.release_block();
+            }
+        }
+        self.next = (self.next + 1) % k;
+        for s in &mut self.socks {
+            s.flush(&mut self.stats);
+        }
+        Ok(n)
+    }
+
+    fn send_frame(&mut self, iface: u16, frame: &[u8]) -> io::Result<()> {
+        let i = iface as usize;
+        if i >= self.socks.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no such interface"));
+        }
+        if frame.len() > TX_FRAME_SIZE as usize - TX_DATA_OFF {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame too long"));
+        }
+        let before = self.stats.tx;
+        Self::transmit(&mut self.socks, i, frame, &mut self.stats);
+        self.socks[i].flush(&mut self.stats);
+        if self.stats.tx == before {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "TX ring full"));
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.socks.iter().any(|s| s.has_frames()) {
+            return Ok(());
+        }
+        sys::poll_readable(&mut self.pollfds, timeout)?;
+        Ok(())
+    }
+}
+
+/// One's-complement sum of `data` added to `acc`.
+fn sum16(data: &[u8], mut acc: u64) -> u64 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u16::from_be_bytes([c[0], c[1]]) as u64;
+    }
+    if let [b] = chunks.remainder() {
+        acc += (*b as u64) << 8;
+    }
+    acc
+}
+
+fn fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// Completes the TCP/UDP checksum of a frame whose checksum the sender left to the NIC
+/// (CHECKSUM_PARTIAL: the field holds only the pseudo-header sum). IPv4 (unfragmented) and
+/// IPv6 without extension headers, optionally behind one VLAN tag; false for anything else.
+pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
+    let mut l3 = 14;
+    if frame.len() < 14 {
+        return false;
+    }
+    let mut ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+    if ethertype == 0x8100 || ethertype == 0x88a8 {
+        if frame.len() < 18 {
+            return false;
+        }
+        ethertype = u16::from_be_bytes([frame[16], frame[17]]);
+        l3 = 18;
+    }
+    let (proto, l4, l4_end, pseudo) = match ethertype {
+        0x0800 => {
+            let ip = &frame[l3..];
+            if ip.len() < 20 || ip[0] >> 4 != 4 {
+                return false;
+            }
+            let ihl = (ip[0] & 0x0f) as usize * 4;
+            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+            if ihl < 20 || total < ihl || total > ip.len() || frag != 0 {
+                return false;
+            }
+            let proto = ip[9];
+            let l4_len = (total - ihl) as u64;
+            let pseudo = sum16(&ip[12..20], proto as u64 + l4_len);
+            (proto, l3 + ihl, l3 + total, pseudo)
+        }
+        0x86dd => {
+            let ip = &frame[l3..];
+            if ip.len() < 40 || ip[0] >> 4 != 6 {
+                return false;
+            }
+            let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+            if 40 + plen > ip.len() {
+                return false;
+            }
+            let proto = ip[6];
+            let pseudo = sum16(&ip[8..40], proto as u64 + plen as u64);
+            (proto, l3 + 40, l3 + 40 + plen, pseudo)
+        }
+        _ => return false,
+    };
+    let field = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return false,
+    };
+    if l4 + field + 2 > l4_end {
+        return false;
+    }
+    frame[l4 + field] = 0;
+    frame[l4 + field + 1] = 0;
+    let mut c = !fold(sum16(&frame[l4..l4_end], pseudo));
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    frame[l4 + field..l4 + field + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TCP/IPv4 frame whose checksum etherparse computed; the partial form (checksum field
+    /// garbage) is completed back to the same bytes.
+    #[test]
+    fn partial_checksums_are_completed_to_the_real_ones() {
+        let mut good = Vec::new();
+        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1234, 80, 7, 1000)
+            .write(&mut good, b"payload!")
+            .unwrap();
+        let mut f = good.clone();
+        f[14 + 20 + 16] ^= 0x5a;
+        assert!(complete_l4_checksum(&mut f));
+        assert_eq!(f, good);
+
+        let mut good6 = Vec::new();
+        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv6([0xfd; 16], [0xfe; 16], 64)
+            .udp(53, 5353)
+            .write(&mut good6, b"odd")
+            .unwrap();
+        let mut f6 = good6.clone();
+        f6[14 + 40 + 6] = 0;
+        f6[14 + 40 + 7] = 0;
+        assert!(complete_l4_checksum(&mut f6));
+        assert_eq!(f6, good6);
+
+        let mut arp = vec![0u8; 42];
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        assert!(!complete_l4_checksum(&mut arp));
+        assert!(!complete_l4_checksum(&mut f6[..50]));
+    }
+
+    /// struct tpacket3_hdr / tpacket_block_desc offsets against libc's definitions.
+    #[test]
+    fn ring_header_offsets_match_libc() {
+        use std::mem::{offset_of, size_of};
+        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_next_offset), H_NEXT);
+        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_snaplen), H_SNAPLEN);
+        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_len), H_LEN);
+        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_status), H_STATUS);
+        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_mac), H_MAC);
+        assert_eq!(
+            offset_of!(libc::tpacket3_hdr, hv1) + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tci),
+            H_VLAN_TCI
+        );
+        assert_eq!(
+            offset_of!(libc::tpacket3_hdr, hv1) + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tpid),
+            H_VLAN_TPID
+        );
+        assert_eq!(size_of::<libc::tpacket3_hdr>(), H3_SIZE);
+        assert_eq!(
+            libc::TPACKET3_HDRLEN - size_of::<libc::sockaddr_ll>(),
+            TX_DATA_OFF
+        );
+        let hdr = offset_of!(libc::tpacket_block_desc, hdr);
+        assert_eq!(hdr + offset_of!(libc::tpacket_hdr_v1, block_status), BLK_STATUS);
+        assert_eq!(hdr + offset_of!(libc::tpacket_hdr_v1, num_pkts), BLK_NUM_PKTS);
+        assert_eq!(
+            hdr + offset_of!(libc::tpacket_hdr_v1, offset_to_first_pkt),
+            BLK_FIRST_PKT
+        );
+    }
+}
