@@ -298,24 +298,30 @@ impl<P: Policy> LoadIndex<P> {
         }
     }
 
-    /// First slot `>= pos` whose leaf value is at least `c` (max trees): O(log n).
+    /// First slot `>= pos` whose leaf value is at least `c` (max trees; `c >= 1`):
+    /// climbs from `pos`'s leaf to the first subtree on its right holding a value `>= c`,
+    /// then descends into it. O(log n), and O(1) when the answer is near `pos`. Under
+    /// concurrent updates it may return a slot whose leaf is below `c`; callers validate.
     pub(super) fn first_at_least(&self, pos: usize, c: u32) -> Option<usize> {
         if pos >= self.dests.len() {
             return None;
         }
-        self.first_at_least_in(1, 0, self.cap, pos, c)
-    }
-
-    fn first_at_least_in(&self, node: usize, lo: usize, hi: usize, pos: usize, c: u32) -> Option<usize> {
-        if hi <= pos || self.value(node) < c {
-            return None;
+        let mut i = self.cap + pos;
+        while self.value(i) < c {
+            // Up while a right child, then over to the right sibling.
+            while i & 1 == 1 {
+                i >>= 1;
+            }
+            if i == 0 {
+                return None;
+            }
+            i += 1;
         }
-        if node >= self.cap {
-            return (lo < self.dests.len()).then_some(lo);
+        while i < self.cap {
+            i = if self.value(2 * i) >= c { 2 * i } else { 2 * i + 1 };
         }
-        let mid = lo + (hi - lo) / 2;
-        self.first_at_least_in(2 * node, lo, mid, pos, c)
-            .or_else(|| self.first_at_least_in(2 * node + 1, mid, hi, pos, c))
+        let slot = i - self.cap;
+        (slot < self.dests.len()).then_some(slot)
     }
 
     /// [`descend_sum`](Self::descend_sum) for two positions at once (the two walks are
