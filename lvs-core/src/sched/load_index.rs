@@ -5,11 +5,16 @@
 //! # Layout
 //! `cap` = the next power of two ≥ n. Node 1 is the root, node `i` has children `2i` and
 //! `2i + 1`, leaves are nodes `cap + slot`. Leaves are not stored: a leaf's value is a
-//! function of its slot's cached *key* (its load and
-//! candidate weight packed into a `u64`, see [`pack`]), refreshed from the live
-//! [`DestState`](crate::dest::DestState) whenever the destination notifies its
-//! [`LoadListener`]. Combining two children reads only node values and keys, never the
-//! destinations, so updates and picks stay inside the index's own cache lines.
+//! function of its slot's cached *key* (load and candidate weight packed into a `u64`, see
+//! [`pack`]), refreshed from the live [`DestState`](crate::dest::DestState) whenever the
+//! destination notifies its [`LoadListener`]. Combining two children reads only node values
+//! and keys, never the destinations, so updates and picks stay in the index's own memory.
+//!
+//! # Cost
+//! A pick reads the root (tournaments) or walks one or two root-to-leaf paths (wrr, twos).
+//! A notification swaps the key and, only if it changed, recomputes the nodes above it:
+//! one compare-and-swap per level up to the first level where nothing changed (for the
+//! current winner, usually up to the root). O(log n) in every case.
 //!
 //! # Concurrency
 //! Every destination notifies from whichever thread bound, released or reclassified a
@@ -28,7 +33,11 @@
 //!   next notification along its path (every bind of the picked destination is one);
 //! - a briefly stale root may name a destination that has just become ineligible: callers
 //!   check the named slot live, repair it with [`LoadIndex::refresh`] and, after a few
-//!   failed tries, fall back to a plain scan. They never return it.
+//!   failed tries, fall back to a plain scan. They never return it;
+//! - a root that briefly says "nobody" while a destination has just become eligible gives
+//!   `None` for that pick, as the kernel would had it read the counters a moment earlier;
+//! - building a new snapshot's index re-registers the listeners, so the previous snapshot's
+//!   scheduler (still serving until the swap) stops following loads a moment early.
 //!
 //! Invariants kept at all times: a node value is either a slot `< n` or the policy's
 //! `EMPTY`; keys and nodes are only ever indexed in range.
