@@ -4,11 +4,17 @@
 //!
 //! # Layout
 //! `cap` = the next power of two ≥ n. Node 1 is the root, node `i` has children `2i` and
-//! `2i + 1`, leaves are nodes `cap + slot`. Each slot also has a cached *key* (its load and
-//! candidate weight packed into a `u64`, see [`pack`]), refreshed from the live
-//! [`DestState`](crate::dest::DestState) whenever the destination notifies its
-//! [`LoadListener`]. Combining two children reads only node values and keys, never the
-//! destinations, so updates and picks stay inside the index's own cache lines.
+//! `2i + 1`, leaves are nodes `cap + slot`. Leaves are not stored: a leaf's value is a
+//! function of its slot's cached *key* (load and candidate weight packed into a `u64`, see
+//! [`pack`]), refreshed from the live [`DestState`](crate::dest::DestState) whenever the
+//! destination notifies its [`LoadListener`]. Combining two children reads only node values
+//! and keys, never the destinations, so updates and picks stay in the index's own memory.
+//!
+//! # Cost
+//! A pick reads the root (tournaments) or walks one or two root-to-leaf paths (wrr, twos).
+//! A notification swaps the key and, only if it changed, recomputes the nodes above it:
+//! one compare-and-swap per level up to the first level where nothing changed (for the
+//! current winner, usually up to the root). O(log n) in every case.
 //!
 //! # Concurrency
 //! Every destination notifies from whichever thread bound, released or reclassified a
@@ -27,7 +33,11 @@
 //!   next notification along its path (every bind of the picked destination is one);
 //! - a briefly stale root may name a destination that has just become ineligible: callers
 //!   check the named slot live, repair it with [`LoadIndex::refresh`] and, after a few
-//!   failed tries, fall back to a plain scan. They never return it.
+//!   failed tries, fall back to a plain scan. They never return it;
+//! - a root that briefly says "nobody" while a destination has just become eligible gives
+//!   `None` for that pick, as the kernel would had it read the counters a moment earlier;
+//! - building a new snapshot's index re-registers the listeners, so the previous snapshot's
+//!   scheduler (still serving until the swap) stops following loads a moment early.
 //!
 //! Invariants kept at all times: a node value is either a slot `< n` or the policy's
 //! `EMPTY`; keys and nodes are only ever indexed in range.
@@ -162,7 +172,7 @@ impl<P> fmt::Debug for LoadIndex<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoadIndex")
             .field("slots", &self.dests.len())
-            .field("root", &(self.nodes[1].load(Ordering::Relaxed) & VALUE_MASK))
+            .field("cap", &self.cap)
             .finish()
     }
 }
@@ -174,23 +184,19 @@ impl<P: Policy> LoadIndex<P> {
         let n = dests.len();
         let cap = n.max(1).next_power_of_two();
         let keys: Box<[AtomicU64]> = dests.iter().map(|d| AtomicU64::new(P::key(d))).collect();
-        let nodes: Box<[AtomicU64]> = (0..2 * cap).map(|_| AtomicU64::new(P::EMPTY as u64)).collect();
-        for (slot, key) in keys.iter().enumerate() {
-            let v = P::leaf(slot as u32, key.load(Ordering::Relaxed));
-            nodes[cap + slot].store(v as u64, Ordering::Relaxed);
-        }
-        for i in (1..cap).rev() {
-            let l = (nodes[2 * i].load(Ordering::Relaxed) & VALUE_MASK) as u32;
-            let r = (nodes[2 * i + 1].load(Ordering::Relaxed) & VALUE_MASK) as u32;
-            nodes[i].store(P::combine(&keys, l, r) as u64, Ordering::Relaxed);
-        }
-        let index = Arc::new(LoadIndex {
+        // Internal nodes 1..cap (0 unused); built bottom-up before anyone can see them.
+        let nodes: Box<[AtomicU64]> = (0..cap).map(|_| AtomicU64::new(P::EMPTY as u64)).collect();
+        let index = LoadIndex {
             dests: dests.into(),
             keys,
             nodes,
             cap,
             _policy: PhantomData,
-        });
+        };
+        for i in (1..cap).rev() {
+            index.nodes[i].store(index.recompute(i) as u64, Ordering::Relaxed);
+        }
+        let index = Arc::new(index);
         for (slot, d) in dests.iter().enumerate() {
             d.state.set_listener(Some(ListenerSlot {
                 listener: index.clone(),
@@ -211,10 +217,18 @@ impl<P: Policy> LoadIndex<P> {
         self.dests.len()
     }
 
-    /// The value of node `i`.
+    /// The value of node `i` (a leaf's from its key).
     #[inline]
     fn value(&self, i: usize) -> u32 {
-        (self.nodes[i].load(Ordering::Acquire) & VALUE_MASK) as u32
+        if i >= self.cap {
+            let slot = i - self.cap;
+            match self.keys.get(slot) {
+                Some(k) => P::leaf(slot as u32, k.load(Ordering::Acquire)),
+                None => P::EMPTY,
+            }
+        } else {
+            (self.nodes[i].load(Ordering::Acquire) & VALUE_MASK) as u32
+        }
     }
 
     /// The root's value: the winning slot (tournaments), or the aggregate (sum, max).
@@ -226,7 +240,7 @@ impl<P: Policy> LoadIndex<P> {
     /// True when every node equals what its inputs give (only meaningful when quiescent).
     #[cfg(test)]
     pub(super) fn is_consistent(&self) -> bool {
-        (1..2 * self.cap).all(|i| self.value(i) == self.recompute(i))
+        (1..self.cap).all(|i| self.value(i) == self.recompute(i))
     }
 
     /// The cached key of `slot`.
@@ -235,19 +249,12 @@ impl<P: Policy> LoadIndex<P> {
         self.keys[slot].load(Ordering::Acquire)
     }
 
+    /// What internal node `i` should hold given its children.
     fn recompute(&self, i: usize) -> u32 {
-        if i >= self.cap {
-            let slot = i - self.cap;
-            match self.keys.get(slot) {
-                Some(k) => P::leaf(slot as u32, k.load(Ordering::Acquire)),
-                None => P::EMPTY,
-            }
-        } else {
-            P::combine(&self.keys, self.value(2 * i), self.value(2 * i + 1))
-        }
+        P::combine(&self.keys, self.value(2 * i), self.value(2 * i + 1))
     }
 
-    /// Recomputes node `i` and installs it with its version bumped; returns (old, new).
+    /// Recomputes internal node `i` and installs it with its version bumped; returns (old, new).
     fn update(&self, i: usize) -> (u32, u32) {
         let node = &self.nodes[i];
         let mut cur = node.load(Ordering::Acquire);
@@ -285,12 +292,10 @@ impl<P: Policy> LoadIndex<P> {
             // key propagates it.
             return;
         }
-        let mut i = self.cap + slot;
-        loop {
+        // The key swap above is the leaf's update; the walk starts at its parent.
+        let mut i = (self.cap + slot) / 2;
+        while i >= 1 {
             let (old, new) = self.update(i);
-            if i == 1 {
-                break;
-            }
             if old == new && !(P::READS_KEYS && new == slot as u32) {
                 break;
             }
@@ -298,24 +303,30 @@ impl<P: Policy> LoadIndex<P> {
         }
     }
 
-    /// First slot `>= pos` whose leaf value is at least `c` (max trees): O(log n).
+    /// First slot `>= pos` whose leaf value is at least `c` (max trees; `c >= 1`):
+    /// climbs from `pos`'s leaf to the first subtree on its right holding a value `>= c`,
+    /// then descends into it. O(log n), and O(1) when the answer is near `pos`. Under
+    /// concurrent updates it may return a slot whose leaf is below `c`; callers validate.
     pub(super) fn first_at_least(&self, pos: usize, c: u32) -> Option<usize> {
         if pos >= self.dests.len() {
             return None;
         }
-        self.first_at_least_in(1, 0, self.cap, pos, c)
-    }
-
-    fn first_at_least_in(&self, node: usize, lo: usize, hi: usize, pos: usize, c: u32) -> Option<usize> {
-        if hi <= pos || self.value(node) < c {
-            return None;
+        let mut i = self.cap + pos;
+        while self.value(i) < c {
+            // Up while a right child, then over to the right sibling.
+            while i & 1 == 1 {
+                i >>= 1;
+            }
+            if i == 0 {
+                return None;
+            }
+            i += 1;
         }
-        if node >= self.cap {
-            return (lo < self.dests.len()).then_some(lo);
+        while i < self.cap {
+            i = if self.value(2 * i) >= c { 2 * i } else { 2 * i + 1 };
         }
-        let mid = lo + (hi - lo) / 2;
-        self.first_at_least_in(2 * node, lo, mid, pos, c)
-            .or_else(|| self.first_at_least_in(2 * node + 1, mid, hi, pos, c))
+        let slot = i - self.cap;
+        (slot < self.dests.len()).then_some(slot)
     }
 
     /// [`descend_sum`](Self::descend_sum) for two positions at once (the two walks are

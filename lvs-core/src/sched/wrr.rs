@@ -409,6 +409,20 @@ mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn first_at_least_equals_a_linear_search(
+            weights in proptest::collection::vec(0u32..10, 1..70),
+            pos in 0usize..80,
+            c in 1u32..11,
+        ) {
+            let ds = dests(&weights);
+            let index = LoadIndex::<MaxWeight>::new(&ds);
+            let want = (pos..weights.len()).find(|&i| weights[i] >= c);
+            prop_assert_eq!(index.first_at_least(pos, c), want);
+        }
+    }
+
     #[test]
     fn coarse_gcd_makes_the_ramp_coarse() {
         // gcd 4 → mw 1: a single sweep at cw 1, where a ramped weight of 2 still counts.
