@@ -27,7 +27,9 @@ pub(crate) struct Index {
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Index").field("buckets", &self.buckets.len()).finish()
+        f.debug_struct("Index")
+            .field("buckets", &self.buckets.len())
+            .finish()
     }
 }
 
@@ -97,7 +99,8 @@ impl Index {
             let bucket = &self.buckets[b];
             for s in &bucket.slots {
                 if s.load(Ordering::Relaxed) == 0
-                    && s.compare_exchange(0, v, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+                    && s.compare_exchange(0, v, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_ok()
                 {
                     return true;
                 }
@@ -123,7 +126,8 @@ impl Index {
             let bucket = &self.buckets[b];
             for s in &bucket.slots {
                 if s.load(Ordering::Relaxed) == v
-                    && s.compare_exchange(v, 0, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+                    && s.compare_exchange(v, 0, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_ok()
                 {
                     let mut c = home;
                     for _ in 0..hops {

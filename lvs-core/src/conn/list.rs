@@ -52,7 +52,11 @@ pub fn listing_header(persistent_conn: bool) -> String {
             "state", "source", "virtual", "destination", "pe name", "pe_data"
         );
     } else {
-        let _ = writeln!(s, "pro expire {:<11} {:<18} {:<18} {}", "state", "source", "virtual", "destination");
+        let _ = writeln!(
+            s,
+            "pro expire {:<11} {:<18} {:<18} {}",
+            "state", "source", "virtual", "destination"
+        );
     }
     s
 }

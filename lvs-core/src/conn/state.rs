@@ -57,7 +57,10 @@ impl ConnState {
     /// The state with discriminant `v` (values out of range map to `Close`).
     #[inline]
     pub fn from_u8(v: u8) -> ConnState {
-        ConnState::ALL.get(v as usize).copied().unwrap_or(ConnState::Close)
+        ConnState::ALL
+            .get(v as usize)
+            .copied()
+            .unwrap_or(ConnState::Close)
     }
 
     /// The name ipvsadm prints in the `state` column.

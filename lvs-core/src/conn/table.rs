@@ -220,7 +220,12 @@ pub struct NewConn<'a> {
 
 impl<'a> NewConn<'a> {
     /// A connection without FULLNAT local address nor template.
-    pub fn new(key: ConnKeyIn, method: ForwardMethod, dest_addr: SocketAddr, dest: &'a Arc<DestState>) -> Self {
+    pub fn new(
+        key: ConnKeyIn,
+        method: ForwardMethod,
+        dest_addr: SocketAddr,
+        dest: &'a Arc<DestState>,
+    ) -> Self {
         NewConn {
             key,
             method,
@@ -322,7 +327,13 @@ pub struct TemplateKey {
 
 impl TemplateKey {
     /// Template key of a `-t/-u/--sctp-service VIP:port -p` service for client `caddr`.
-    pub fn service(proto: Protocol, caddr: IpAddr, netmask: PersistNetmask, vaddr: IpAddr, vport: u16) -> TemplateKey {
+    pub fn service(
+        proto: Protocol,
+        caddr: IpAddr,
+        netmask: PersistNetmask,
+        vaddr: IpAddr,
+        vport: u16,
+    ) -> TemplateKey {
         TemplateKey {
             proto: Some(proto),
             caddr: netmask.apply(caddr),
@@ -396,6 +407,10 @@ struct Entry {
     gc_next: AtomicU32,
     /// Reclamation state (`L_*`).
     link: AtomicU32,
+    /// Link of the reschedule list (deadlines moved earlier).
+    resched_next: AtomicU32,
+    /// 1 while the slot is on the reschedule list.
+    resched: AtomicU32,
 }
 
 /// Bytes of one arena entry.
@@ -436,6 +451,8 @@ pub struct ConnTable {
     pending: CachePadded<AtomicU32>,
     /// Entries killed while in the wheel, waiting to be unfiled and freed (MPSC stack).
     graveyard: CachePadded<AtomicU32>,
+    /// Entries whose deadline moved earlier, to be re-filed in the wheel (MPSC stack).
+    resched: CachePadded<AtomicU32>,
     live: CachePadded<AtomicU64>,
     reclaim_cursor: CachePadded<AtomicU32>,
     stats: Stats,
@@ -454,7 +471,7 @@ impl std::fmt::Debug for ConnTable {
 }
 
 /// Entries sampled when looking for a SYN_RECV entry to reclaim on a full table.
-const RECLAIM_SAMPLE: u32 = 16;
+const RECLAIM_SAMPLE: u32 = 32;
 /// How often a removed template still holding connections is checked again.
 const ZOMBIE_RECHECK_MS: u64 = 1000;
 
@@ -486,6 +503,7 @@ impl ConnTable {
             free: CachePadded::new(AtomicU64::new(0)),
             pending: CachePadded::new(AtomicU32::new(NIL)),
             graveyard: CachePadded::new(AtomicU32::new(NIL)),
+            resched: CachePadded::new(AtomicU32::new(NIL)),
             live: CachePadded::new(AtomicU64::new(0)),
             reclaim_cursor: CachePadded::new(AtomicU32::new(0)),
             stats: Stats::default(),
@@ -551,7 +569,12 @@ impl ConnTable {
     // ---- hashing of entries and keys ----
     #[inline]
     fn hash_in_words(&self, kind: u64, c: [u64; 2], v: [u64; 2], cport: u16, vport: u16) -> u64 {
-        hash5(self.seed, c, v, cport as u64 | (vport as u64) << 16 | (kind & KEY_MASK))
+        hash5(
+            self.seed,
+            c,
+            v,
+            cport as u64 | (vport as u64) << 16 | (kind & KEY_MASK),
+        )
     }
     #[inline]
     fn hash_out_words(&self, kind: u64, d: [u64; 2], a: [u64; 2], dport: u16, port: u16) -> u64 {
@@ -672,7 +695,9 @@ impl ConnTable {
     pub fn dest_of(&self, c: &ConnRef) -> Option<Arc<DestState>> {
         let e = &self.entries[c.idx as usize];
         let d = e.dest.load_full();
-        (gen_of(e.ctl.load(Ordering::Acquire)) == c.gen_).then_some(d).flatten()
+        (gen_of(e.ctl.load(Ordering::Acquire)) == c.gen_)
+            .then_some(d)
+            .flatten()
     }
 
     // ---- slot management ----
@@ -743,10 +768,12 @@ impl ConnTable {
     /// and kills the first connection still in SYN_RECV (or SYNACK). Never touches
     /// established connections or templates.
     fn reclaim_synrecv(&self) -> bool {
-        let n = self.entries.len() as u32;
-        let start = self.reclaim_cursor.fetch_add(RECLAIM_SAMPLE, Ordering::Relaxed) % n;
+        let n = self.entries.len() as u64;
+        let start = self.reclaim_cursor.fetch_add(RECLAIM_SAMPLE, Ordering::Relaxed);
         for i in 0..RECLAIM_SAMPLE {
-            let idx = (start + i) % n;
+            // Scattered positions (golden-ratio stride) so that one cold region of the
+            // arena cannot hide every candidate.
+            let idx = ((start.wrapping_add(i) as u64).wrapping_mul(0x9e37_79b9) % n) as u32;
             let ctl = self.entries[idx as usize].ctl.load(Ordering::Acquire);
             if is_live(ctl)
                 && ctl & TEMPLATE == 0
@@ -789,10 +816,12 @@ impl ConnTable {
                 cur = e.ctl.load(Ordering::Acquire);
                 continue;
             }
-            match e
-                .ctl
-                .compare_exchange_weak(cur, cur.wrapping_add(GEN_ONE), Ordering::AcqRel, Ordering::Acquire)
-            {
+            match e.ctl.compare_exchange_weak(
+                cur,
+                cur.wrapping_add(GEN_ONE),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => break cur,
                 Err(c) => cur = c,
             }
@@ -930,9 +959,13 @@ impl ConnTable {
             // Duplicate race: the lowest slot number wins; whoever sees a pair kills the other one.
             let want = ctl & KEY_MASK;
             let pw = ports & 0xffff_ffff;
-            let dup = self
-                .in_ix
-                .find(hin, |j| if j != idx { self.read_in(j, want, c, v, pw) } else { None });
+            let dup = self.in_ix.find(hin, |j| {
+                if j != idx {
+                    self.read_in(j, want, c, v, pw)
+                } else {
+                    None
+                }
+            });
             match dup {
                 None => {}
                 Some(other) if other.idx > idx => {
@@ -1024,8 +1057,26 @@ impl ConnTable {
                 Err(x) => cur = x,
             }
         };
-        e.deadline
-            .store(now.as_millis() + self.timeouts.millis(new_state), Ordering::Relaxed);
+        let deadline = now.as_millis() + self.timeouts.millis(new_state);
+        let old = e.deadline.load(Ordering::Relaxed);
+        if deadline != old {
+            e.deadline.store(deadline, Ordering::Relaxed);
+            // A shorter timeout (e.g. ESTABLISHED → CLOSE) needs an earlier wheel slot; the
+            // usual case, a later deadline, is left for the wheel to notice.
+            if deadline < old && e.resched.swap(1, Ordering::AcqRel) == 0 {
+                let mut head = self.resched.load(Ordering::Relaxed);
+                loop {
+                    e.resched_next.store(head, Ordering::Relaxed);
+                    match self
+                        .resched
+                        .compare_exchange_weak(head, c.idx, Ordering::AcqRel, Ordering::Relaxed)
+                    {
+                        Ok(_) => break,
+                        Err(h) => head = h,
+                    }
+                }
+            }
+        }
         Some(new_state)
     }
 
@@ -1118,7 +1169,11 @@ impl ConnTable {
         };
         let want = ctl & KEY_MASK;
         let dup = self.in_ix.find(h, |j| {
-            if j != idx { self.read_in(j, want, c, v, ports & 0xffff_ffff) } else { None }
+            if j != idx {
+                self.read_in(j, want, c, v, ports & 0xffff_ffff)
+            } else {
+                None
+            }
         });
         match dup {
             Some(o) if o.idx < idx => {
@@ -1149,7 +1204,9 @@ impl ConnTable {
     pub fn template_dest(&self, t: &TemplateRef) -> Option<Arc<DestState>> {
         let e = &self.entries[t.idx as usize];
         let d = e.dest.load_full();
-        (gen_of(e.ctl.load(Ordering::Acquire)) == t.gen_).then_some(d).flatten()
+        (gen_of(e.ctl.load(Ordering::Acquire)) == t.gen_)
+            .then_some(d)
+            .flatten()
     }
 
     /// Connections currently controlled by (pinning) a template.
@@ -1213,6 +1270,19 @@ impl ConnTable {
             let next = self.entries[i as usize].gc_next.load(Ordering::Relaxed);
             w.unlink(i);
             self.reclaim_slot(&mut w, i, now_ms);
+            i = next;
+        }
+        // Entries whose deadline moved earlier: file them again.
+        let mut i = self.resched.swap(NIL, Ordering::AcqRel);
+        while i != NIL {
+            let e = &self.entries[i as usize];
+            let next = e.resched_next.load(Ordering::Relaxed);
+            e.resched.store(0, Ordering::Release);
+            if e.link.load(Ordering::Acquire) == L_WHEEL && w.is_linked(i) {
+                w.unlink(i);
+                let tick = w.next_tick;
+                w.link(i, e.deadline.load(Ordering::Relaxed), tick);
+            }
             i = next;
         }
         // Walk the elapsed ticks.

@@ -46,7 +46,9 @@ impl Wheel {
     /// full turn or more after it (so a re-file never lands in the slot being processed).
     pub(crate) fn link(&mut self, idx: u32, deadline_ms: u64, min_tick: u64) {
         debug_assert!(!self.is_linked(idx));
-        let tick = (deadline_ms / TICK_MS).max(min_tick).min(min_tick + WHEEL_SLOTS - 1);
+        let tick = (deadline_ms / TICK_MS)
+            .max(min_tick)
+            .min(min_tick + WHEEL_SLOTS - 1);
         let slot = (tick % WHEEL_SLOTS) as usize;
         let head = self.heads[slot];
         self.prev[idx as usize] = self.arena + slot as u32;
