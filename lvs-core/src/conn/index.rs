@@ -75,10 +75,10 @@ impl Index {
             let bucket = &self.buckets[b];
             for s in &bucket.slots {
                 let v = s.load(Ordering::SeqCst);
-                if v >> 32 == tag {
-                    if let Some(t) = check(v as u32) {
-                        return Some(t);
-                    }
+                if v >> 32 == tag
+                    && let Some(t) = check(v as u32)
+                {
+                    return Some(t);
                 }
             }
             if bucket.overflow.load(Ordering::SeqCst) == 0 {

@@ -45,18 +45,16 @@ fn addrport(sa: &SocketAddr) -> String {
 /// The header lines (`IPVS connection entries` and the column titles).
 pub fn listing_header(persistent_conn: bool) -> String {
     let mut s = String::from("IPVS connection entries\n");
+    // ipvsadm: "pro expire %-11s %-18s %-18s %s" (with "%-18s %-16s %s" for the pe columns).
+    let titles = [("state", 11), ("source", 18), ("virtual", 18)];
+    s.push_str("pro expire");
+    for (t, w) in titles {
+        let _ = write!(s, " {t:<w$}");
+    }
     if persistent_conn {
-        let _ = writeln!(
-            s,
-            "pro expire {:<11} {:<18} {:<18} {:<18} {:<16} {}",
-            "state", "source", "virtual", "destination", "pe name", "pe_data"
-        );
+        let _ = writeln!(s, " {:<18} {:<16} pe_data", "destination", "pe name");
     } else {
-        let _ = writeln!(
-            s,
-            "pro expire {:<11} {:<18} {:<18} {}",
-            "state", "source", "virtual", "destination"
-        );
+        s.push_str(" destination\n");
     }
     s
 }

@@ -857,11 +857,11 @@ impl ConnTable {
         let t = &self.entries[(aux as u32 - 1) as usize];
         // The template slot is pinned while its count is non-zero, so it is still ours until
         // the decrement below; the last connection extends its life by its timeout first.
-        if let Some(now) = now {
-            if t.ctl.load(Ordering::Acquire) & NCTL_MASK == 1 {
-                let to = t.laddr[0].load(Ordering::Relaxed);
-                t.deadline.fetch_max(now.as_millis() + to, Ordering::Relaxed);
-            }
+        if let Some(now) = now
+            && t.ctl.load(Ordering::Acquire) & NCTL_MASK == 1
+        {
+            let to = t.laddr[0].load(Ordering::Relaxed);
+            t.deadline.fetch_max(now.as_millis() + to, Ordering::Relaxed);
         }
         t.ctl.fetch_sub(1, Ordering::AcqRel);
     }
@@ -968,12 +968,11 @@ impl ConnTable {
             });
             match dup {
                 None => {}
-                Some(other) if other.idx > idx => {
-                    if self.kill(other.idx, other.gen_, Some(now)) {
-                        self.handoff(other.idx);
-                        self.stats.removed.fetch_add(1, Ordering::Relaxed);
-                    }
+                Some(other) if other.idx > idx && self.kill(other.idx, other.gen_, Some(now)) => {
+                    self.handoff(other.idx);
+                    self.stats.removed.fetch_add(1, Ordering::Relaxed);
                 }
+                Some(other) if other.idx > idx => {}
                 Some(other) => {
                     if self.kill(idx, gen_, Some(now)) {
                         self.handoff(idx);
