@@ -367,4 +367,40 @@ sCL sCL sCL sSR sCL sCL sCL sCL sLA sLI sCL
             "stale handle"
         );
     }
+
+    #[test]
+    fn a_shorter_timeout_after_a_state_change_takes_effect_at_once() {
+        // ESTABLISHED (900 s) then RST → CLOSE (10 s): the entry must go 10 s later, not 900.
+        let t = ConnTable::with_capacity(16);
+        let d = Arc::new(DestState::new(0, 0));
+        let t0 = Time::from_secs(50);
+        let c = conn_in_state(&t, &d, 7, ConnState::Established, t0);
+        t.expire(t0, 100);
+        let t1 = Time::from_secs(60);
+        assert_eq!(
+            t.on_packet(&c, Direction::Input, TcpFlags::RST, t1),
+            Some(ConnState::Close)
+        );
+        t.expire(Time::from_secs(69), 100);
+        assert!(t.lookup_in(&key(7)).is_some());
+        assert_eq!(t.expire(Time::from_secs(71), 100), 1);
+        assert!(t.lookup_in(&key(7)).is_none());
+    }
+
+    #[test]
+    fn expiry_respects_its_budget_and_resumes() {
+        let t = ConnTable::with_capacity(256);
+        let d = Arc::new(DestState::new(0, 0));
+        for p in 0..200u16 {
+            conn_in_state(&t, &d, 1000 + p, ConnState::Close, Time::from_secs(5));
+        }
+        t.expire(Time::from_secs(5), 0);
+        let later = Time::from_secs(5 + 11);
+        assert_eq!(t.expire(later, 64), 64);
+        assert_eq!(t.len(), 136);
+        assert_eq!(t.expire(later, 64), 64);
+        assert_eq!(t.expire(later, 1000), 72);
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.counters().expired, 200);
+    }
 }

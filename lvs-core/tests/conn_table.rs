@@ -520,4 +520,34 @@ mod conn {
         assert_eq!(ENTRY_BYTES, 128);
         assert!(per < 190.0, "{per}");
     }
+
+    #[test]
+    fn batched_lookup_agrees_with_single_lookups() {
+        let t = ConnTable::with_capacity(2048);
+        let d = Arc::new(DestState::new(0, 0));
+        for i in 0..1000u16 {
+            let k = key(
+                &format!("10.0.{}.{}:{}", i % 7, i % 250, 2000 + i),
+                "192.0.2.1:80",
+            );
+            t.insert(NewConn::new(k, ForwardMethod::Masq, sa("10.1.0.5:80"), &d), T0)
+                .unwrap();
+        }
+        // Hits, misses and removed entries, 37 keys (not a multiple of the burst size).
+        let mut keys = Vec::new();
+        for i in (0..1100u16).step_by(30) {
+            keys.push(key(
+                &format!("10.0.{}.{}:{}", i % 7, i % 250, 2000 + i),
+                "192.0.2.1:80",
+            ));
+        }
+        let gone = t.lookup_in(&keys[3]).unwrap();
+        t.remove(&gone, T0);
+        let mut out = vec![None; keys.len()];
+        t.lookup_in_batch(&keys, &mut out);
+        let single: Vec<Option<ConnRef>> = keys.iter().map(|k| t.lookup_in(k)).collect();
+        assert_eq!(out, single);
+        assert!(out[3].is_none());
+        assert_eq!(out.iter().filter(|o| o.is_some()).count(), 33);
+    }
 }

@@ -42,9 +42,11 @@ fn slot_value(hash: u64, idx: u32) -> u64 {
 }
 
 impl Index {
-    /// An index for up to `keys` keys at a load of at most 80 % of its slots.
+    /// An index for up to `keys` keys at a load of at most 50 % of its slots (3.5 keys per
+    /// 7-slot bucket on average), so that nearly every key sits in its home bucket and
+    /// nearly every miss ends there: one cache line per probe.
     pub(crate) fn for_keys(keys: usize) -> Index {
-        let n = (keys * 10).div_ceil(SLOTS * 8).max(2);
+        let n = (keys * 2).div_ceil(SLOTS).max(2);
         Index {
             buckets: (0..n).map(|_| Bucket::default()).collect(),
         }
@@ -87,6 +89,39 @@ impl Index {
             b = self.next(b);
         }
         None
+    }
+
+    /// Loads the home bucket's overflow word (to bring its cache line in early).
+    #[inline]
+    pub(crate) fn touch(&self, hash: u64) -> u64 {
+        self.buckets[self.home(hash)].overflow.load(Ordering::Relaxed)
+    }
+
+    /// Loads the overflow word of the bucket after the home bucket.
+    #[inline]
+    pub(crate) fn touch_next(&self, hash: u64) -> u64 {
+        self.buckets[self.next(self.home(hash))]
+            .overflow
+            .load(Ordering::Relaxed)
+    }
+
+    /// Second stage of a batched lookup: the first slot number in the home bucket whose tag
+    /// matches (`u32::MAX` if none) and whether the probe may have to go further (another
+    /// match in the bucket, or keys pushed past it).
+    #[inline]
+    pub(crate) fn home_candidate(&self, hash: u64) -> (u32, bool) {
+        let tag = ((hash as u32) | 1) as u64;
+        let bucket = &self.buckets[self.home(hash)];
+        let mut found = u32::MAX;
+        let mut more = false;
+        for s in &bucket.slots {
+            let v = s.load(Ordering::SeqCst);
+            if v >> 32 == tag {
+                more |= found != u32::MAX;
+                found = v as u32;
+            }
+        }
+        (found, more || bucket.overflow.load(Ordering::SeqCst) != 0)
     }
 
     /// Adds `idx` under `hash`. Returns false only if every slot is taken (the table sizes
