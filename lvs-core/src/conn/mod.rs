@@ -24,6 +24,41 @@
 //!   and the wheel re-files entries whose deadline moved when it reaches them.
 //! * **Time is an argument**: every call that needs the time takes `now`.
 //!
+//! # Details worth knowing
+//!
+//! * **Memory.** An entry is 128 bytes (`repr(C)`, two cache lines; the first holds the
+//!   control word, CIP, VIP, ports and RIP: everything a lookup reads). The arena has
+//!   `capacity × 9/8 + 256` slots, the wheel 8 bytes of links per slot, and each index has
+//!   one 64-byte bucket per 3.5 keys (at most 50 % of its slots used, so nearly every key
+//!   sits in its home bucket). At 1M entries that is 189.6 bytes per configured entry
+//!   ([`ConnTable::bytes_per_entry`]). The 96-byte goal is not met: four IPv6-capable
+//!   addresses are 64 bytes by themselves; an IPv4-only arena of 64-byte entries with the
+//!   indexes at 80 % load would come to about 100 bytes.
+//! * **Destination reference.** Each entry holds an `Arc<DestState>` behind a per-entry
+//!   lock, taken only at insert, at death and when a state change moves the connection
+//!   between active and inactive, never by lookups. An `ArcSwapOption` there made
+//!   insert+remove cost over 500 ns (debt payment on every store) against 350 ns now.
+//! * **Counters stay exact.** A state change that reclassifies the connection marks the
+//!   entry BUSY in the same CAS that changes the state; a concurrent removal waits for the
+//!   reclassification to finish before releasing the destination's counter, so active and
+//!   inactive counts always equal the live entries in each class.
+//! * **Duplicates.** Two workers that insert the same client-side key at once both publish;
+//!   each then looks for the other and the entry in the higher slot is removed, so exactly
+//!   one survives and both callers get it.
+//! * **Full table.** New connections are refused (counted in `refused_full`); established
+//!   ones are never evicted. Before refusing, an insert samples 32 arena slots and
+//!   reclaims one connection still in SYN_RECV or SYNACK (`reclaimed_synrecv`), the
+//!   kernel's drop_entry defence against SYN floods, bounded.
+//! * **Expiry.** A wheel of 4096 slots of 250 ms. A packet moves the deadline (one store);
+//!   a deadline that moves earlier (e.g. ESTABLISHED → CLOSE) puts the entry on a small
+//!   lock-free list that the next [`ConnTable::expire`] re-files. Templates are re-armed
+//!   while they control connections, and live `timeout` after the last one ends.
+//! * **Not here.** One-packet scheduling (`--ops`) creates no entry: the pipeline does not
+//!   call [`ConnTable::insert`] for such services. SCTP has one state (ESTABLISHED, 900 s);
+//!   the `secure_tcp` table (`tcp_states_dos`) is not implemented. No loom model: the
+//!   atomics protocols are checked by a bounded multi-thread stress test in the normal
+//!   test suite (`tests/conn_stress.rs`).
+//!
 //! # Pipeline use
 //!
 //! ```
