@@ -104,6 +104,10 @@ impl DestConfig {
     }
 }
 
+static NEXT_DEST_ID: AtomicU32 = AtomicU32::new(1);
+/// Bits of a destination id (what a connection entry has room for).
+pub const DEST_ID_MASK: u32 = (1 << 27) - 1;
+
 /// Scale of [`DestState::ramp`]: this value means "full weight".
 pub const RAMP_FULL: u32 = 1024;
 
@@ -111,6 +115,7 @@ pub const RAMP_FULL: u32 = 1024;
 /// every connection bound to it: connection counters, the OVERLOAD flag, the slow-start ramp
 /// and traffic counters. All fields are atomics, safe to update from any thread.
 pub struct DestState {
+    id: u32,
     active: AtomicU32,
     inactive: AtomicU32,
     persistent: AtomicU32,
@@ -153,6 +158,7 @@ impl DestState {
     /// Fresh state: no connections, not overloaded, full weight.
     pub fn new(upper_threshold: u32, lower_threshold: u32) -> DestState {
         DestState {
+            id: NEXT_DEST_ID.fetch_add(1, Ordering::Relaxed) & DEST_ID_MASK,
             active: AtomicU32::new(0),
             inactive: AtomicU32::new(0),
             persistent: AtomicU32::new(0),
@@ -164,6 +170,13 @@ impl DestState {
             listener: ArcSwapOption::empty(),
             stats: Counters::default(),
         }
+    }
+
+    /// Process-wide id of this destination state (27 bits, wrapping): connections carry it,
+    /// and a published [`ServiceSet`](crate::service::ServiceSet) maps it back.
+    #[inline]
+    pub fn id(&self) -> u32 {
+        self.id
     }
 
     /// Active (ESTABLISHED) connections.

@@ -275,6 +275,7 @@ pub struct ServiceSet {
     by_addr: HashMap<(Protocol, IpAddr, u16), usize, ahash::RandomState>,
     by_mark: HashMap<(u32, AddrFamily), usize, ahash::RandomState>,
     vips: std::collections::HashSet<IpAddr, ahash::RandomState>,
+    by_dest_id: HashMap<u32, (u32, u32), ahash::RandomState>,
 }
 
 impl fmt::Debug for ServiceSet {
@@ -297,6 +298,15 @@ impl ServiceSet {
             .get(&(proto, addr, port))
             .or_else(|| self.by_addr.get(&(proto, addr, 0)))
             .map(|&i| &self.services[i])
+    }
+
+    /// The service and destination whose [`DestState::id`] is `id` (how the packet path
+    /// finds the counters of a connection's destination).
+    #[inline]
+    pub fn dest_by_id(&self, id: u32) -> Option<(&VirtualService, &Destination)> {
+        let &(s, d) = self.by_dest_id.get(&id)?;
+        let svc = self.services.get(s as usize)?;
+        Some((svc, svc.dests.get(d as usize)?))
     }
 
     /// True when `addr` is the VIP of some protocol/address/port service.
@@ -423,6 +433,9 @@ impl ServiceTable {
                     set.by_mark.insert((mark, family), idx);
                 }
             }
+            for (di, d) in dests.iter().enumerate() {
+                set.by_dest_id.insert(d.state.id(), (idx as u32, di as u32));
+            }
             set.services.push(Arc::new(VirtualService {
                 config: cfg.clone(),
                 dests,
@@ -473,6 +486,9 @@ mod tests {
         cfg.dests.push(DestConfig::new([10, 0, 1, 1].into(), 80));
         let set = table.publish(std::slice::from_ref(&cfg));
         let state = set.services()[0].dests[0].state.clone();
+        let (svc, d) = set.dest_by_id(state.id()).expect("dest found by id");
+        assert_eq!((svc.config.key, d.config.addr), (cfg.key, cfg.dests[0].addr));
+        assert!(set.dest_by_id(state.id() + 1000).is_none());
         state.bind(ConnClass::Active);
 
         cfg.dests[0].weight = 5;

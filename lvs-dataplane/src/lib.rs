@@ -7,6 +7,7 @@
 
 pub mod io;
 pub mod neigh;
+pub mod pipeline;
 pub mod route;
 pub mod verdict;
 pub mod wire;

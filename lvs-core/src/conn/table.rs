@@ -286,6 +286,10 @@ impl ConnRef {
     pub fn dest_addr(&self) -> SocketAddr {
         SocketAddr::new(words_addr(self.daddr, self.six()), (self.ports >> 32) as u16)
     }
+    /// Id of the destination the connection is bound to ([`DestState::id`], modulo 2^27).
+    pub fn dest_id(&self) -> u32 {
+        (self.ctl & NCTL_MASK) as u32
+    }
     /// FULLNAT local address and port (`None` for other methods).
     pub fn local(&self) -> Option<SocketAddr> {
         (self.method() == ForwardMethod::FullNat)
@@ -481,7 +485,13 @@ pub struct ConnTable {
     timeouts: Timeouts,
     expire_quiescent_template: AtomicBool,
     wheel: Mutex<Wheel>,
+    /// Told the FULLNAT local address of every connection that dies (to return its port to
+    /// the pool), whatever ends it: expiry, removal, reclaim.
+    on_local_release: std::sync::OnceLock<LocalRelease>,
 }
+
+/// Callback receiving the FULLNAT local address and port of a connection that died.
+pub type LocalRelease = Box<dyn Fn(SocketAddr) + Send + Sync>;
 
 impl std::fmt::Debug for ConnTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -532,7 +542,15 @@ impl ConnTable {
             timeouts: Timeouts::default(),
             expire_quiescent_template: AtomicBool::new(false),
             wheel: Mutex::new(Wheel::new(arena)),
+            on_local_release: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Registers the callback told the FULLNAT local address of each connection that dies
+    /// (the pipeline returns the port to its pool). Only the first registration counts;
+    /// returns false if one was already set.
+    pub fn set_local_release(&self, f: LocalRelease) -> bool {
+        self.on_local_release.set(f).is_ok()
     }
 
     /// Configured capacity (live entries).
@@ -936,6 +954,16 @@ impl ConnTable {
         if let Some(d) = e.dest.take() {
             d.unbind(class_of(killed));
         }
+        if killed & TEMPLATE == 0
+            && method_of(killed) == ForwardMethod::FullNat
+            && let Some(release) = self.on_local_release.get()
+        {
+            let lport = (e.ports.load(Ordering::Relaxed) >> 48) as u16;
+            release(SocketAddr::new(
+                words_addr(load2(&e.laddr), killed & AF6 != 0),
+                lport,
+            ));
+        }
         if killed & TEMPLATE == 0 {
             let aux = e.aux.swap(0, Ordering::AcqRel);
             if aux != 0 {
@@ -1039,7 +1067,10 @@ impl ConnTable {
                 | if six { AF6 } else { 0 }
                 | proto_bits(Some(nc.key.proto))
                 | if nooutput { NOOUTPUT } else { 0 }
-                | if has_out { HAS_OUT } else { 0 };
+                | if has_out { HAS_OUT } else { 0 }
+                // A connection's low bits (a template's count of connections) carry the
+                // destination's id, so the packet path can find its counters without a lock.
+                | (nc.dest.id() as u64 & NCTL_MASK);
             nc.dest.bind(class_of(ctl));
             e.dest.set(Arc::clone(nc.dest));
             self.stats.conns.fetch_add(1, Ordering::Relaxed);

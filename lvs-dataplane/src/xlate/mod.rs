@@ -1,3 +1,298 @@
 //! The forwarding transforms: NAT, FULLNAT, DR and TUN, their reply paths and ICMP errors.
+//!
+//! Everything here works in place on a frame: parse once into an [`IpInfo`] (offsets and the
+//! fields the pipeline needs), then rewrite addresses, ports and TTL with incremental checksum
+//! updates (RFC 1624), never a full recompute on the fast path.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::verdict::DropReason;
+use crate::wire::{checksum, ip_proto, ipv4, ipv6, tcp, udp};
+
+pub mod icmp;
 pub mod lip;
+pub mod sctp;
+pub mod tunnel;
+
+/// Where an IP packet sits in a frame and what the pipeline needs from its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpInfo {
+    /// Offset of the IP header in the frame.
+    pub l3: usize,
+    /// IPv6 (else IPv4).
+    pub v6: bool,
+    /// Offset just past the IP packet (total length; Ethernet padding excluded).
+    pub end: usize,
+    /// Upper-layer protocol.
+    pub proto: u8,
+    /// Offset of the upper-layer header.
+    pub l4: usize,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Source port (TCP/UDP/SCTP; 0 otherwise).
+    pub sport: u16,
+    /// Destination port (TCP/UDP/SCTP; 0 otherwise).
+    pub dport: u16,
+    /// TCP flags (0 for other protocols).
+    pub tcp_flags: u8,
+    /// The packet is a fragment (first or later).
+    pub fragment: bool,
+    /// TTL / hop limit.
+    pub ttl: u8,
+    /// The whole transport header is in this packet (not a later fragment, not cut short).
+    pub l4_present: bool,
+}
+
+impl IpInfo {
+    /// Length of the IP packet.
+    #[inline]
+    pub fn ip_len(&self) -> usize {
+        self.end - self.l3
+    }
+}
+
+/// Parses the IP packet at `l3` of `frame` and its transport ports. Malformed headers are
+/// an error; fragments and unknown protocols parse (with ports 0) for the caller to decide.
+pub fn parse_ip(frame: &[u8], l3: usize, v6: bool) -> Result<IpInfo, DropReason> {
+    let pkt = frame.get(l3..).ok_or(DropReason::Malformed)?;
+    let (src, dst, proto, l4, end, fragment, later, ttl) = if v6 {
+        let p = ipv6::Packet::new_checked(pkt).map_err(|_| DropReason::Malformed)?;
+        let ul = p.upper_layer().map_err(|_| DropReason::Malformed)?;
+        let later = ul.fragment.is_some_and(|f| f.is_later());
+        let end = l3 + ipv6::field::HEADER_LEN + p.payload_len() as usize;
+        (
+            IpAddr::V6(p.src_addr()),
+            IpAddr::V6(p.dst_addr()),
+            ul.protocol,
+            l3 + ul.offset,
+            end,
+            ul.fragment.is_some(),
+            later,
+            p.hop_limit(),
+        )
+    } else {
+        let p = ipv4::Packet::new_checked(pkt).map_err(|_| DropReason::Malformed)?;
+        (
+            IpAddr::V4(p.src_addr()),
+            IpAddr::V4(p.dst_addr()),
+            p.protocol(),
+            l3 + p.header_len(),
+            l3 + p.total_len() as usize,
+            p.is_fragment(),
+            p.frag_offset() != 0,
+            p.ttl(),
+        )
+    };
+    let mut info = IpInfo {
+        l3,
+        v6,
+        end,
+        proto,
+        l4,
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        fragment,
+        ttl,
+        l4_present: false,
+    };
+    if later || l4 > end {
+        return Ok(info);
+    }
+    let seg = &frame[l4..end];
+    match proto {
+        ip_proto::TCP => {
+            let t = tcp::Packet::new_checked(seg).map_err(|_| DropReason::Malformed)?;
+            info.sport = t.src_port();
+            info.dport = t.dst_port();
+            info.tcp_flags = t.flags();
+            info.l4_present = true;
+        }
+        ip_proto::UDP => {
+            if fragment {
+                let (s, d) = crate::wire::l4_ports(seg).ok_or(DropReason::Malformed)?;
+                info.sport = s;
+                info.dport = d;
+                info.l4_present = seg.len() >= 8;
+            } else {
+                let u = udp::Packet::new_checked(seg).map_err(|_| DropReason::Malformed)?;
+                info.sport = u.src_port();
+                info.dport = u.dst_port();
+                info.l4_present = true;
+            }
+        }
+        sctp::PROTO => {
+            if seg.len() < sctp::HEADER_LEN {
+                return Err(DropReason::Malformed);
+            }
+            let (s, d) = crate::wire::l4_ports(seg).ok_or(DropReason::Malformed)?;
+            info.sport = s;
+            info.dport = d;
+            info.l4_present = true;
+        }
+        ip_proto::ICMP | ip_proto::ICMPV6 => info.l4_present = seg.len() >= 8,
+        _ => {}
+    }
+    Ok(info)
+}
+
+/// Which end of the packet a rewrite touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Source address and port.
+    Src,
+    /// Destination address and port.
+    Dst,
+}
+
+/// Rewrites the source or destination address and port of the packet described by `ip`,
+/// updating the IPv4 header checksum and the TCP/UDP checksum incrementally (SCTP's CRC32c is
+/// recomputed when a port changes). Same-family only; `ip` is updated to match.
+pub fn rewrite(frame: &mut [u8], ip: &mut IpInfo, end: End, addr: IpAddr, port: u16) {
+    let old_addr = match end {
+        End::Src => ip.src,
+        End::Dst => ip.dst,
+    };
+    let old_port = match end {
+        End::Src => ip.sport,
+        End::Dst => ip.dport,
+    };
+    let l4_ok = ip.l4_present;
+    // Address, IP header and pseudo-header checksums.
+    if old_addr != addr {
+        match (old_addr, addr) {
+            (IpAddr::V4(o), IpAddr::V4(n)) => {
+                let mut p = ipv4::Packet::new_unchecked(&mut frame[ip.l3..ip.end]);
+                match end {
+                    End::Src => p.set_src_addr_update(n),
+                    End::Dst => p.set_dst_addr_update(n),
+                }
+                if l4_ok {
+                    l4_update_v4(frame, ip, o, n);
+                }
+            }
+            (IpAddr::V6(o), IpAddr::V6(n)) => {
+                let at = ip.l3
+                    + if end == End::Src {
+                        ipv6::field::SRC
+                    } else {
+                        ipv6::field::DST
+                    };
+                frame[at..at + 16].copy_from_slice(&n.octets());
+                if l4_ok {
+                    l4_update_v6(frame, ip, &o, &n);
+                }
+            }
+            _ => debug_assert!(false, "rewrite across address families"),
+        }
+        match end {
+            End::Src => ip.src = addr,
+            End::Dst => ip.dst = addr,
+        }
+    }
+    if old_port != port && l4_ok {
+        let off = ip.l4 + if end == End::Src { 0 } else { 2 };
+        match ip.proto {
+            ip_proto::TCP => {
+                let c = tcp_checksum(frame, ip);
+                set_tcp_checksum(frame, ip, checksum::update_u16(c, old_port, port));
+                frame[off..off + 2].copy_from_slice(&port.to_be_bytes());
+            }
+            ip_proto::UDP => {
+                let c = udp_checksum(frame, ip);
+                set_udp_checksum(frame, ip, checksum::update_udp(c, old_port, port));
+                frame[off..off + 2].copy_from_slice(&port.to_be_bytes());
+            }
+            sctp::PROTO => {
+                frame[off..off + 2].copy_from_slice(&port.to_be_bytes());
+                sctp::fill_checksum(&mut frame[ip.l4..ip.end]);
+            }
+            _ => {}
+        }
+        match end {
+            End::Src => ip.sport = port,
+            End::Dst => ip.dport = port,
+        }
+    }
+}
+
+const TCP_CSUM: usize = 16;
+const UDP_CSUM: usize = 6;
+
+#[inline]
+fn tcp_checksum(frame: &[u8], ip: &IpInfo) -> u16 {
+    u16::from_be_bytes([frame[ip.l4 + TCP_CSUM], frame[ip.l4 + TCP_CSUM + 1]])
+}
+
+#[inline]
+fn set_tcp_checksum(frame: &mut [u8], ip: &IpInfo, c: u16) {
+    frame[ip.l4 + TCP_CSUM..ip.l4 + TCP_CSUM + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+#[inline]
+fn udp_checksum(frame: &[u8], ip: &IpInfo) -> u16 {
+    u16::from_be_bytes([frame[ip.l4 + UDP_CSUM], frame[ip.l4 + UDP_CSUM + 1]])
+}
+
+#[inline]
+fn set_udp_checksum(frame: &mut [u8], ip: &IpInfo, c: u16) {
+    frame[ip.l4 + UDP_CSUM..ip.l4 + UDP_CSUM + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+fn l4_update_v4(frame: &mut [u8], ip: &IpInfo, o: Ipv4Addr, n: Ipv4Addr) {
+    match ip.proto {
+        ip_proto::TCP => {
+            let c = checksum::update_ipv4(tcp_checksum(frame, ip), o, n);
+            set_tcp_checksum(frame, ip, c);
+        }
+        ip_proto::UDP => {
+            let c = checksum::update_udp_u32(udp_checksum(frame, ip), u32::from(o), u32::from(n));
+            set_udp_checksum(frame, ip, c);
+        }
+        _ => {}
+    }
+}
+
+fn l4_update_v6(frame: &mut [u8], ip: &IpInfo, o: &Ipv6Addr, n: &Ipv6Addr) {
+    match ip.proto {
+        ip_proto::TCP => {
+            let c = checksum::update_ipv6(tcp_checksum(frame, ip), o, n);
+            set_tcp_checksum(frame, ip, c);
+        }
+        ip_proto::UDP => {
+            let c = checksum::update_udp_ipv6(udp_checksum(frame, ip), o, n);
+            set_udp_checksum(frame, ip, c);
+        }
+        ip_proto::ICMPV6 => {
+            let at = ip.l4 + 2;
+            let old = u16::from_be_bytes([frame[at], frame[at + 1]]);
+            let c = checksum::update_ipv6(old, o, n);
+            frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        _ => {}
+    }
+}
+
+/// Decrements the TTL / hop limit as a forwarding router does (the kernel's IPVS does it for
+/// every non-local destination). Returns false when it was already 1 or 0: the packet must
+/// not be forwarded (answer with "time exceeded").
+#[inline]
+pub fn decrement_ttl(frame: &mut [u8], ip: &mut IpInfo) -> bool {
+    if ip.ttl <= 1 {
+        return false;
+    }
+    if ip.v6 {
+        frame[ip.l3 + ipv6::field::HOP_LIMIT] -= 1;
+    } else {
+        ipv4::Packet::new_unchecked(&mut frame[ip.l3..ip.end]).decrement_ttl();
+    }
+    ip.ttl -= 1;
+    true
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1033 @@
+//! The packet pipeline: a pure function of (frame, tables, now) → (rewritten frame, verdict).
+//!
+//! A [`Pipeline`] holds the shared tables (services, connections, neighbours, routes, LIPs)
+//! and the director's interfaces; each packet worker owns a [`Worker`] and calls
+//! [`Worker::process`] on every frame it receives. No I/O happens here: the caller's backend
+//! sends the frame on the interface the verdict names, so the pipeline can be tested,
+//! benchmarked, fuzzed and embedded in another proxy's I/O loop.
+//!
+//! What a frame can be:
+//! - ARP request / IPv6 neighbour solicitation for a VIP or LIP: answered ([`Verdict::Reply`]);
+//! - ICMP echo to a VIP: answered;
+//! - a packet to a VIP: the first packet of a connection is scheduled (persistence templates,
+//!   one-packet scheduling), later ones find their connection with one table lookup; then the
+//!   destination's forwarding method (NAT, FULLNAT, DR, TUN) rewrites it;
+//! - a reply from a real server of a NAT or FULLNAT connection: translated back to the client;
+//! - an ICMP error quoting a tracked connection: translated and sent to the other side;
+//! - anything else: [`Verdict::Pass`] (the kernel's).
+//!
+//! Fragments addressed to a VIP or LIP are dropped and counted ([`DropReason::Fragment`]):
+//! lvs keeps no reassembly or fragment-to-flow state (yet).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use lvs_core::conn::{
+    ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, NewConn, TcpFlags, TemplateKey,
+};
+use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable};
+use lvs_core::{Destination, FlowKey, ForwardMethod, Protocol, Time};
+
+use crate::io::FrameBuf;
+use crate::neigh::NeighTable;
+use crate::route::RouteTable;
+use crate::verdict::{DropCounters, DropReason, Verdict};
+use crate::wire::ethernet::{self, MacAddr};
+use crate::wire::{arp, checksum, ethertype, icmpv4, icmpv6, ip_proto, ipv4, ipv6, tcp};
+use crate::xlate::icmp::{self, ErrorKind};
+use crate::xlate::lip::LipPool;
+use crate::xlate::{self, End, IpInfo, tunnel};
+
+/// One interface the director serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// Name (for logs).
+    pub name: String,
+    /// Its MAC address: the source of every frame sent on it, and the answer to ARP for VIPs.
+    pub mac: MacAddr,
+    /// Its MTU (TUN encapsulation and TOA insertion respect it).
+    pub mtu: u16,
+    /// The director's IPv4 address on it (DIP: TUN outer source, ICMP errors' source).
+    pub ipv4: Option<Ipv4Addr>,
+    /// The director's IPv6 address on it.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// A firewall-mark rule: packets of `proto` to `addr` with a destination port in
+/// `ports` belong to the fwmark service `mark` (what iptables' MARK target does for kernel
+/// IPVS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FwmarkRule {
+    /// Transport protocol.
+    pub proto: Protocol,
+    /// Virtual address.
+    pub addr: IpAddr,
+    /// First destination port.
+    pub first_port: u16,
+    /// Last destination port.
+    pub last_port: u16,
+    /// Mark (the `-f` service).
+    pub mark: u32,
+}
+
+/// The tables a pipeline reads and updates, shared with the control plane.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// Virtual services (published by the control plane).
+    pub services: Arc<ServiceTable>,
+    /// Connections.
+    pub conns: Arc<ConnTable>,
+    /// Next-hop MACs.
+    pub neigh: Arc<NeighTable>,
+    /// Routes.
+    pub routes: Arc<RouteTable>,
+    /// FULLNAT local addresses and ports.
+    pub lips: Arc<LipPool>,
+}
+
+/// The shared part of the pipeline: tables, interfaces and settings.
+pub struct Pipeline {
+    tables: Tables,
+    interfaces: Vec<Interface>,
+    fwmarks: ArcSwap<Vec<FwmarkRule>>,
+    toa: AtomicBool,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("interfaces", &self.interfaces)
+            .finish()
+    }
+}
+
+/// Counters of one worker (single writer, any reader).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Frames processed.
+    pub frames: AtomicU64,
+    /// Client → server packets forwarded.
+    pub forwarded_in: AtomicU64,
+    /// Server → client packets forwarded (NAT/FULLNAT replies).
+    pub forwarded_out: AtomicU64,
+    /// Connections scheduled.
+    pub new_conns: AtomicU64,
+    /// Frames answered in place (ARP, NDP, echo, ICMP errors).
+    pub replies: AtomicU64,
+    /// Frames left to the kernel.
+    pub passed: AtomicU64,
+    /// ICMP errors translated for a connection.
+    pub icmp_translated: AtomicU64,
+}
+
+#[inline]
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// Where one packet of a connection goes, taken from the connection entry (or, for
+/// one-packet scheduling, straight from the scheduled destination).
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    method: ForwardMethod,
+    client: SocketAddr,
+    virt: SocketAddr,
+    dest: SocketAddr,
+    local: Option<SocketAddr>,
+}
+
+/// Outcome of scheduling a connection's first packet.
+enum Scheduled {
+    /// A connection entry was created.
+    Conn(ConnRef),
+    /// One-packet scheduling (`--ops`, UDP): no entry; forward this datagram only. Carries
+    /// the destination's id for its counters.
+    OnePacket(Target, u32),
+}
+
+impl From<&ConnRef> for Target {
+    fn from(c: &ConnRef) -> Target {
+        Target {
+            method: c.method(),
+            client: c.client(),
+            virt: c.virt(),
+            dest: c.dest_addr(),
+            local: c.local(),
+        }
+    }
+}
+
+impl Pipeline {
+    /// A pipeline over `tables` serving `interfaces` (numbered by their position).
+    pub fn new(tables: Tables, interfaces: Vec<Interface>) -> Arc<Pipeline> {
+        let lips = tables.lips.clone();
+        // FULLNAT: a connection's local port goes back to the pool when the connection dies.
+        tables.conns.set_local_release(Box::new(move |local| {
+            lips.release(local.ip(), local.port());
+        }));
+        Arc::new(Pipeline {
+            tables,
+            interfaces,
+            fwmarks: ArcSwap::from_pointee(Vec::new()),
+            toa: AtomicBool::new(true),
+        })
+    }
+
+    /// The shared tables.
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// The interfaces, in their numbering.
+    pub fn interfaces(&self) -> &[Interface] {
+        &self.interfaces
+    }
+
+    /// Replaces the firewall-mark rules.
+    pub fn set_fwmarks(&self, rules: Vec<FwmarkRule>) {
+        self.fwmarks.store(Arc::new(rules));
+    }
+
+    /// Turns the TOA option (client address for FULLNAT real servers) on or off.
+    pub fn set_toa(&self, on: bool) {
+        self.toa.store(on, Ordering::Relaxed);
+    }
+
+    /// A worker context for packet worker `id`.
+    pub fn worker(self: &Arc<Self>, id: usize) -> Worker {
+        Worker {
+            id,
+            p: self.clone(),
+            drops: Arc::new(DropCounters::default()),
+            stats: Arc::new(WorkerStats::default()),
+            ident: std::cell::Cell::new((id as u16).wrapping_mul(0x3c5b)),
+        }
+    }
+
+    /// Housekeeping, called from a timer (never per packet): expires due connections (at most
+    /// `budget`; their FULLNAT local ports go back to the pool). Returns how many expired.
+    pub fn housekeeping(&self, now: Time, budget: usize) -> usize {
+        self.tables.conns.expire(now, budget)
+    }
+
+    fn fwmark_of(&self, proto: Protocol, dst: IpAddr, dport: u16) -> Option<u32> {
+        self.fwmarks
+            .load()
+            .iter()
+            .find(|r| r.proto == proto && r.addr == dst && (r.first_port..=r.last_port).contains(&dport))
+            .map(|r| r.mark)
+    }
+
+    fn owns(&self, set: &ServiceSet, addr: IpAddr) -> bool {
+        set.is_vip(addr)
+            || self.tables.lips.contains(addr)
+            || self.fwmarks.load().iter().any(|r| r.addr == addr)
+    }
+}
+
+/// One packet worker's handle on the pipeline: its counters and scratch state.
+pub struct Worker {
+    id: usize,
+    p: Arc<Pipeline>,
+    /// Drops by reason.
+    pub drops: Arc<DropCounters>,
+    /// Traffic counters.
+    pub stats: Arc<WorkerStats>,
+    ident: std::cell::Cell<u16>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .field("drops", &self.drops)
+            .finish()
+    }
+}
+
+impl Worker {
+    /// Processes one frame received on interface `ingress` at `now`, rewriting it in place.
+    pub fn process(&mut self, fb: &mut FrameBuf<'_>, ingress: u16, now: Time) -> Verdict {
+        bump(&self.stats.frames);
+        let v = self.classify(fb, ingress, now);
+        match v {
+            Verdict::Drop(r) => self.drops.count(r),
+            Verdict::Pass => bump(&self.stats.passed),
+            Verdict::Reply => bump(&self.stats.replies),
+            Verdict::Forward { .. } => {}
+        }
+        v
+    }
+
+    fn classify(&self, fb: &mut FrameBuf<'_>, ingress: u16, now: Time) -> Verdict {
+        let Ok(eth) = ethernet::Frame::new_checked(fb.frame()) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let Ok(l3) = eth.l3() else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        match l3.ethertype {
+            ethertype::ARP => self.arp(fb, l3.offset, ingress),
+            ethertype::IPV4 => self.ip(fb, l3.offset, false, ingress, now),
+            ethertype::IPV6 => self.ip(fb, l3.offset, true, ingress, now),
+            _ => Verdict::Pass,
+        }
+    }
+
+    fn our_mac(&self, iface: u16) -> MacAddr {
+        self.p
+            .interfaces
+            .get(iface as usize)
+            .map(|i| i.mac)
+            .unwrap_or([0; 6])
+    }
+
+    fn our_addr(&self, iface: u16, v6: bool) -> Option<IpAddr> {
+        let i = self.p.interfaces.get(iface as usize)?;
+        if v6 {
+            i.ipv6.map(IpAddr::V6)
+        } else {
+            i.ipv4.map(IpAddr::V4)
+        }
+    }
+
+    fn arp(&self, fb: &mut FrameBuf<'_>, off: usize, ingress: u16) -> Verdict {
+        let Ok(a) = arp::Packet::new_checked(&fb.frame()[off..]) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let (op, sha, spa, tpa) = (a.operation(), a.sender_hw_addr(), a.sender_ip(), a.target_ip());
+        if !spa.is_unspecified() && sha != ethernet::BROADCAST && sha[0] & 1 == 0 {
+            self.p.tables.neigh.insert(IpAddr::V4(spa), sha);
+        }
+        let set = self.p.tables.services.load();
+        if op != arp::OP_REQUEST || !self.p.owns(&set, IpAddr::V4(tpa)) {
+            return Verdict::Pass;
+        }
+        let mac = self.our_mac(ingress);
+        let f = fb.frame_mut();
+        arp::Packet::new_unchecked(&mut f[off..]).make_reply(mac);
+        let mut e = ethernet::Frame::new_unchecked(&mut f[..]);
+        e.set_dst_addr(sha);
+        e.set_src_addr(mac);
+        Verdict::Reply
+    }
+
+    fn ip(&self, fb: &mut FrameBuf<'_>, off: usize, v6: bool, ingress: u16, now: Time) -> Verdict {
+        let mut ip = match xlate::parse_ip(fb.frame(), off, v6) {
+            Ok(ip) => ip,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let set = self.p.tables.services.load();
+        if ip.proto == ip_proto::ICMP || ip.proto == ip_proto::ICMPV6 {
+            return self.icmp(fb, &mut ip, &set, ingress, now);
+        }
+        let Some(proto) = Protocol::from_number(ip.proto) else {
+            return if self.p.owns(&set, ip.dst) {
+                Verdict::Drop(DropReason::Unsupported)
+            } else {
+                Verdict::Pass
+            };
+        };
+        let fwmark = self.p.fwmark_of(proto, ip.dst, ip.dport);
+        if fwmark.is_some() || set.is_vip(ip.dst) || self.p.fwmarks.load().iter().any(|r| r.addr == ip.dst) {
+            if ip.fragment {
+                return Verdict::Drop(DropReason::Fragment);
+            }
+            return self.inbound(fb, &mut ip, proto, fwmark, &set, ingress, now);
+        }
+        if self.p.tables.lips.contains(ip.dst) {
+            if ip.fragment {
+                return Verdict::Drop(DropReason::Fragment);
+            }
+            return match self.reply(fb, &mut ip, proto, &set, now) {
+                Some(v) => v,
+                None => Verdict::Drop(DropReason::NoConnection),
+            };
+        }
+        if ip.l4_present
+            && let Some(v) = self.reply(fb, &mut ip, proto, &set, now)
+        {
+            return v;
+        }
+        Verdict::Pass
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn inbound(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        ip: &mut IpInfo,
+        proto: Protocol,
+        fwmark: Option<u32>,
+        set: &ServiceSet,
+        ingress: u16,
+        now: Time,
+    ) -> Verdict {
+        if !ip.l4_present {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        let conns = &self.p.tables.conns;
+        let key = ConnKeyIn {
+            proto,
+            caddr: ip.src,
+            cport: ip.sport,
+            vaddr: ip.dst,
+            vport: ip.dport,
+        };
+        let flags = TcpFlags(ip.tcp_flags);
+        let is_syn =
+            proto == Protocol::Tcp && flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK);
+        let found = match conns.lookup_in(&key) {
+            // A new SYN on a finished connection: the old entry gives way (the kernel's
+            // conn_reuse_mode), the client gets a freshly scheduled connection.
+            Some(c) if is_syn && matches!(c.state(), ConnState::TimeWait | ConnState::Close) => {
+                conns.remove(&c, now);
+                None
+            }
+            other => other,
+        };
+        let conn = match found {
+            Some(c) => c,
+            None => match self.new_conn(fb, ip, key, fwmark, set, ingress, now) {
+                Ok(Scheduled::Conn(c)) => c,
+                Ok(Scheduled::OnePacket(t, dest_id)) => {
+                    self.account(set, dest_id, true, ip.ip_len());
+                    let v = self.forward_in(fb, ip, &t, false, ingress);
+                    if matches!(v, Verdict::Forward { .. }) {
+                        bump(&self.stats.forwarded_in);
+                    }
+                    return v;
+                }
+                Err(v) => return v,
+            },
+        };
+        let before = conn.state();
+        let after = conns
+            .on_packet(&conn, Direction::Input, flags, now)
+            .unwrap_or(before);
+        self.account(set, conn.dest_id(), true, ip.ip_len());
+        let toa = proto == Protocol::Tcp
+            && conn.method() == ForwardMethod::FullNat
+            && before != ConnState::Established
+            && after == ConnState::Established
+            && self.p.toa.load(Ordering::Relaxed);
+        let v = self.forward_in(fb, ip, &Target::from(&conn), toa, ingress);
+        if matches!(v, Verdict::Forward { .. }) {
+            bump(&self.stats.forwarded_in);
+        }
+        v
+    }
+
+    /// Scheduling of a connection's first packet: service lookup, persistence template or
+    /// scheduler, FULLNAT local port, connection entry.
+    #[allow(clippy::too_many_arguments)]
+    fn new_conn(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        ip: &mut IpInfo,
+        key: ConnKeyIn,
+        fwmark: Option<u32>,
+        set: &ServiceSet,
+        ingress: u16,
+        now: Time,
+    ) -> Result<Scheduled, Verdict> {
+        let svc = match fwmark {
+            Some(mark) => set.lookup_fwmark(mark, AddrFamily::of(&ip.dst)),
+            None => set.lookup(key.proto, ip.dst, ip.dport),
+        };
+        let Some(svc) = svc else {
+            return Err(Verdict::Drop(DropReason::NoService));
+        };
+        let flags = TcpFlags(ip.tcp_flags);
+        if key.proto == Protocol::Tcp && (!flags.contains(TcpFlags::SYN) || flags.contains(TcpFlags::RST)) {
+            // Only a SYN opens a TCP connection; a stray segment gets no scheduling.
+            return Err(Verdict::Drop(DropReason::NoConnection));
+        }
+        let flow = FlowKey {
+            proto: key.proto,
+            src: ip.src,
+            src_port: ip.sport,
+            dst: ip.dst,
+            dst_port: ip.dport,
+        };
+        let conns = &self.p.tables.conns;
+        let mut template = None;
+        let dest: &Destination = match svc.config.persistence {
+            None => match svc.schedule(&flow, now) {
+                Some(d) => d,
+                None => return Err(self.no_destination(fb, ip, ingress)),
+            },
+            Some(pers) => {
+                let tkey = match svc.config.key {
+                    ServiceKey::Fwmark { mark, .. } => TemplateKey::fwmark(mark, ip.src, pers.netmask),
+                    ServiceKey::Addr { port, .. } => {
+                        TemplateKey::service(key.proto, ip.src, pers.netmask, ip.dst, port)
+                    }
+                };
+                let existing = conns.lookup_template(&tkey).and_then(|t| {
+                    let current = svc.dest(t.dest_addr().ip(), t.dest_addr().port());
+                    conns.check_template(&t, current, now).then_some((t, current?))
+                });
+                match existing {
+                    Some((t, d)) => {
+                        template = Some(t);
+                        d
+                    }
+                    None => {
+                        let Some(d) = svc.schedule(&flow, now) else {
+                            return Err(self.no_destination(fb, ip, ingress));
+                        };
+                        let daddr = SocketAddr::new(d.config.addr, d.config.port);
+                        let timeout = Duration::from_secs(pers.timeout_secs as u64);
+                        match conns.insert_template(&tkey, daddr, &d.state, timeout, now) {
+                            Ok(t) => template = Some(t),
+                            Err(_) => return Err(Verdict::Drop(DropReason::TableFull)),
+                        }
+                        d
+                    }
+                }
+            }
+        };
+        let dport = if dest.config.port == 0 {
+            ip.dport
+        } else {
+            dest.config.port
+        };
+        let dest_addr = SocketAddr::new(dest.config.addr, dport);
+        dest.state.stats.add_conn(self.id);
+        svc.stats.add_conn(self.id);
+        bump(&self.stats.new_conns);
+        // One-packet scheduling: no entry. FULLNAT needs an entry to bring replies back to
+        // the client, so it keeps one even with --ops.
+        if svc.config.one_packet && key.proto == Protocol::Udp && dest.config.method != ForwardMethod::FullNat
+        {
+            let t = Target {
+                method: dest.config.method,
+                client: SocketAddr::new(ip.src, ip.sport),
+                virt: SocketAddr::new(ip.dst, ip.dport),
+                dest: dest_addr,
+                local: None,
+            };
+            return Ok(Scheduled::OnePacket(t, dest.state.id()));
+        }
+        let local = if dest.config.method == ForwardMethod::FullNat {
+            match self.p.tables.lips.allocate(dest.config.addr) {
+                Some((a, p)) => Some(SocketAddr::new(a, p)),
+                None => return Err(Verdict::Drop(DropReason::NoLocalPort)),
+            }
+        } else {
+            None
+        };
+        let nc = NewConn {
+            key,
+            method: dest.config.method,
+            dest_addr,
+            local,
+            dest: &dest.state,
+            template,
+        };
+        match conns.insert(nc, now) {
+            Ok(c) => Ok(Scheduled::Conn(c)),
+            Err(_) => {
+                if let Some(l) = local {
+                    self.p.tables.lips.release(l.ip(), l.port());
+                }
+                Err(Verdict::Drop(DropReason::TableFull))
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// Counts one packet of `bytes` in the counters of destination `dest_id` and its service.
+    #[inline]
+    fn account(&self, set: &ServiceSet, dest_id: u32, inbound: bool, bytes: usize) {
+        if let Some((svc, d)) = set.dest_by_id(dest_id) {
+            if inbound {
+                d.state.stats.add_in(self.id, 1, bytes as u64);
+                svc.stats.add_in(self.id, 1, bytes as u64);
+            } else {
+                d.state.stats.add_out(self.id, 1, bytes as u64);
+                svc.stats.add_out(self.id, 1, bytes as u64);
+            }
+        }
+    }
+
+    /// No eligible destination: the kernel answers UDP with port unreachable (ip_vs_leave)
+    /// and drops; we do the same and count the drop either way.
+    fn no_destination(&self, fb: &mut FrameBuf<'_>, ip: &IpInfo, ingress: u16) -> Verdict {
+        if ip.proto == ip_proto::UDP
+            && icmp::make_error(fb, ip, ErrorKind::PortUnreachable, ip.dst, self.our_mac(ingress))
+        {
+            self.drops.count(DropReason::NoDestination);
+            return Verdict::Reply;
+        }
+        Verdict::Drop(DropReason::NoDestination)
+    }
+
+    /// Decrements the TTL, or turns the frame into "time exceeded" for its sender.
+    fn ttl_or_error(&self, fb: &mut FrameBuf<'_>, ip: &mut IpInfo, ingress: u16) -> Option<Verdict> {
+        if xlate::decrement_ttl(fb.frame_mut(), ip) {
+            return None;
+        }
+        let src = if self.p.owns(&self.p.tables.services.load(), ip.dst) {
+            Some(ip.dst)
+        } else {
+            self.our_addr(ingress, ip.v6)
+        };
+        if let Some(src) = src
+            && icmp::make_error(fb, ip, ErrorKind::TimeExceeded, src, self.our_mac(ingress))
+        {
+            self.drops.count(DropReason::TtlExceeded);
+            return Some(Verdict::Reply);
+        }
+        Some(Verdict::Drop(DropReason::TtlExceeded))
+    }
+
+    /// Sets the Ethernet addresses for the next hop towards `to`.
+    fn l2_out(&self, fb: &mut FrameBuf<'_>, to: IpAddr) -> Verdict {
+        let Some(hop) = self.p.tables.routes.lookup(to) else {
+            return Verdict::Drop(DropReason::NoNeighbour);
+        };
+        let Some(mac) = self.p.tables.neigh.lookup(hop.addr) else {
+            self.p.tables.neigh.request(hop.addr);
+            return Verdict::Drop(DropReason::NoNeighbour);
+        };
+        let src = self.our_mac(hop.iface);
+        let mut e = ethernet::Frame::new_unchecked(fb.frame_mut());
+        e.set_dst_addr(mac);
+        e.set_src_addr(src);
+        Verdict::Forward { egress: hop.iface }
+    }
+
+    /// Client → real server, by forwarding method.
+    fn forward_in(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        ip: &mut IpInfo,
+        t: &Target,
+        toa: bool,
+        ingress: u16,
+    ) -> Verdict {
+        if let Some(v) = self.ttl_or_error(fb, ip, ingress) {
+            return v;
+        }
+        // Drop Ethernet padding: the frame ends with the IP packet.
+        fb.set_len(ip.end);
+        match t.method {
+            ForwardMethod::Masq => {
+                xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.dest.ip(), t.dest.port());
+            }
+            ForwardMethod::FullNat => {
+                let Some(local) = t.local else {
+                    return Verdict::Drop(DropReason::NoLocalPort);
+                };
+                if local.is_ipv6() != ip.v6 || t.dest.is_ipv6() != ip.v6 {
+                    return Verdict::Drop(DropReason::Unsupported);
+                }
+                xlate::rewrite(fb.frame_mut(), ip, End::Src, local.ip(), local.port());
+                xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.dest.ip(), t.dest.port());
+                if toa {
+                    // Best effort: a segment with no option space or no MTU room goes without.
+                    let mtu = self.egress_mtu(t.dest.ip());
+                    let _ = insert_toa(fb, ip, t.client, mtu);
+                }
+            }
+            ForwardMethod::DirectRoute => {}
+            ForwardMethod::Tunnel => {
+                let Some(hop) = self.p.tables.routes.lookup(t.dest.ip()) else {
+                    return Verdict::Drop(DropReason::NoNeighbour);
+                };
+                let mtu = self
+                    .p
+                    .interfaces
+                    .get(hop.iface as usize)
+                    .map(|i| i.mtu)
+                    .unwrap_or(1500);
+                let inner_mtu = tunnel::inner_mtu(mtu, ip.v6);
+                if ip.ip_len() > inner_mtu as usize {
+                    // With DF (always for IPv6) the sender learns the smaller MTU, as from the
+                    // kernel; without DF the kernel would fragment the outer packet, which lvs
+                    // does not do: counted as TooBig.
+                    let df = ip.v6 || ipv4::Packet::new_unchecked(&fb.frame()[ip.l3..ip.end]).dont_frag();
+                    if df
+                        && icmp::make_error(
+                            fb,
+                            ip,
+                            ErrorKind::TooBig(inner_mtu),
+                            ip.dst,
+                            self.our_mac(ingress),
+                        )
+                    {
+                        self.drops.count(DropReason::TooBig);
+                        return Verdict::Reply;
+                    }
+                    return Verdict::Drop(DropReason::TooBig);
+                }
+                let Some(dip) = self.our_addr(hop.iface, ip.v6) else {
+                    return Verdict::Drop(DropReason::Unsupported);
+                };
+                let ident = self.ident.get().wrapping_add(1);
+                self.ident.set(ident);
+                if !tunnel::encapsulate(fb, ip, dip, t.dest.ip(), ident) {
+                    return Verdict::Drop(DropReason::TooBig);
+                }
+            }
+        }
+        self.l2_out(fb, t.dest.ip())
+    }
+
+    fn egress_mtu(&self, to: IpAddr) -> u16 {
+        self.p
+            .tables
+            .routes
+            .lookup(to)
+            .and_then(|h| self.p.interfaces.get(h.iface as usize))
+            .map(|i| i.mtu)
+            .unwrap_or(1500)
+    }
+
+    /// Real server → client for NAT and FULLNAT connections. `None` when the packet is not
+    /// a reply of a known connection.
+    fn reply(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        ip: &mut IpInfo,
+        proto: Protocol,
+        set: &ServiceSet,
+        now: Time,
+    ) -> Option<Verdict> {
+        let key = ConnKeyOut {
+            proto,
+            daddr: ip.src,
+            dport: ip.sport,
+            addr: ip.dst,
+            port: ip.dport,
+        };
+        let conns = &self.p.tables.conns;
+        let c = conns.lookup_out(&key)?;
+        conns.on_packet(&c, Direction::Output, TcpFlags(ip.tcp_flags), now);
+        self.account(set, c.dest_id(), false, ip.ip_len());
+        let t = Target::from(&c);
+        if ip.ttl <= 1 {
+            // The reply's sender is the real server; tell it, from our DIP.
+            let ingress = self.p.tables.routes.lookup(ip.src).map(|h| h.iface).unwrap_or(0);
+            return Some(
+                self.ttl_or_error(fb, ip, ingress)
+                    .unwrap_or(Verdict::Drop(DropReason::TtlExceeded)),
+            );
+        }
+        xlate::decrement_ttl(fb.frame_mut(), ip);
+        fb.set_len(ip.end);
+        match t.method {
+            ForwardMethod::Masq => {
+                xlate::rewrite(fb.frame_mut(), ip, End::Src, t.virt.ip(), t.virt.port());
+            }
+            ForwardMethod::FullNat => {
+                xlate::rewrite(fb.frame_mut(), ip, End::Src, t.virt.ip(), t.virt.port());
+                xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.client.ip(), t.client.port());
+            }
+            // DR/TUN replies never come back through the director.
+            ForwardMethod::DirectRoute | ForwardMethod::Tunnel => return Some(Verdict::Pass),
+        }
+        let v = self.l2_out(fb, t.client.ip());
+        if matches!(v, Verdict::Forward { .. }) {
+            bump(&self.stats.forwarded_out);
+        }
+        Some(v)
+    }
+
+    fn icmp(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        ip: &mut IpInfo,
+        set: &ServiceSet,
+        ingress: u16,
+        now: Time,
+    ) -> Verdict {
+        if !ip.l4_present {
+            return if self.p.owns(set, ip.dst) {
+                Verdict::Drop(DropReason::Fragment)
+            } else {
+                Verdict::Pass
+            };
+        }
+        let t = fb.frame()[ip.l4];
+        if ip.v6 && (t == icmpv6::msg_type::NEIGHBOR_SOLICIT || t == icmpv6::msg_type::NEIGHBOR_ADVERT) {
+            return self.ndp(fb, ip, set, ingress);
+        }
+        if let Some(q) = icmp::parse_error(fb.frame(), ip) {
+            return self.icmp_error(fb, ip, q, set, now);
+        }
+        let echo = if ip.v6 {
+            icmpv6::msg_type::ECHO_REQUEST
+        } else {
+            icmpv4::msg_type::ECHO_REQUEST
+        };
+        if t == echo && set.is_vip(ip.dst) {
+            return echo_reply(fb, ip);
+        }
+        if self.p.owns(set, ip.dst) {
+            Verdict::Drop(DropReason::Unsupported)
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    fn ndp(&self, fb: &mut FrameBuf<'_>, ip: &IpInfo, set: &ServiceSet, ingress: u16) -> Verdict {
+        let (target, lladdr, is_ns) = {
+            let Ok(p) = icmpv6::Packet::new_checked(&fb.frame()[ip.l4..ip.end]) else {
+                return Verdict::Drop(DropReason::Malformed);
+            };
+            (
+                p.target_addr(),
+                p.link_layer_addr(),
+                p.msg_type() == icmpv6::msg_type::NEIGHBOR_SOLICIT,
+            )
+        };
+        let Some(target) = target else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        if let Some(mac) = lladdr
+            && !ip.src.is_unspecified()
+        {
+            let who = if is_ns { ip.src } else { IpAddr::V6(target) };
+            self.p.tables.neigh.insert(who, mac);
+        }
+        if !is_ns || ip.ttl != 255 || !self.p.owns(set, IpAddr::V6(target)) {
+            return Verdict::Pass;
+        }
+        let IpAddr::V6(src) = ip.src else {
+            return Verdict::Pass;
+        };
+        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        let (dst, flags) = if src.is_unspecified() {
+            (all_nodes, icmpv6::NA_OVERRIDE)
+        } else {
+            (src, icmpv6::NA_SOLICITED | icmpv6::NA_OVERRIDE)
+        };
+        let mac = self.our_mac(ingress);
+        let l3 = ip.l3;
+        let na_len = 32;
+        if !fb.set_len(l3 + 40 + na_len) {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        let f = fb.frame_mut();
+        {
+            let mut e = ethernet::Frame::new_unchecked(&mut f[..]);
+            e.swap_addrs();
+            e.set_src_addr(mac);
+            if src.is_unspecified() {
+                e.set_dst_addr([0x33, 0x33, 0, 0, 0, 1]);
+            }
+        }
+        {
+            let mut o = ipv6::Packet::new_unchecked(&mut f[l3..l3 + 40]);
+            o.set_version_tc_flow(0, 0);
+            o.set_payload_len(na_len as u16);
+            o.set_next_header(ip_proto::ICMPV6);
+            o.set_hop_limit(255);
+            o.set_src_addr(&target);
+            o.set_dst_addr(&dst);
+        }
+        if icmpv6::emit_neighbor_advert(&mut f[l3 + 40..], &target, mac, flags, &target, &dst).is_err() {
+            return Verdict::Drop(DropReason::Malformed);
+        }
+        Verdict::Reply
+    }
+
+    /// An ICMP error quoting one of our connections: translated like the kernel's
+    /// ip_vs_in_icmp / ip_vs_out_icmp and sent to the other side.
+    fn icmp_error(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        ip: &mut IpInfo,
+        mut q: icmp::Quoted,
+        set: &ServiceSet,
+        now: Time,
+    ) -> Verdict {
+        let Some(proto) = Protocol::from_number(q.proto) else {
+            return Verdict::Pass;
+        };
+        let conns = &self.p.tables.conns;
+        let lips = &self.p.tables.lips;
+        let _ = now;
+        // (a) About a packet we (or a DR/TUN real server) sent to the client: quoted
+        //     VIP:vport → CIP:cport. Forward to the real server.
+        if set.is_vip(q.src.0) || self.p.fwmark_of(proto, q.src.0, q.src.1).is_some() {
+            let key = ConnKeyIn {
+                proto,
+                caddr: q.dst.0,
+                cport: q.dst.1,
+                vaddr: q.src.0,
+                vport: q.src.1,
+            };
+            let Some(c) = conns.lookup_in(&key) else {
+                return Verdict::Drop(DropReason::NoConnection);
+            };
+            let t = Target::from(&c);
+            fb.set_len(ip.end);
+            let f = fb.frame_mut();
+            match t.method {
+                ForwardMethod::Masq => {
+                    xlate::rewrite(f, ip, End::Dst, t.dest.ip(), 0);
+                    icmp::rewrite_quoted(f, &mut q, End::Src, t.dest.ip(), t.dest.port());
+                }
+                ForwardMethod::FullNat => {
+                    let Some(l) = t.local else {
+                        return Verdict::Drop(DropReason::NoLocalPort);
+                    };
+                    xlate::rewrite(f, ip, End::Src, l.ip(), 0);
+                    xlate::rewrite(f, ip, End::Dst, t.dest.ip(), 0);
+                    icmp::rewrite_quoted(f, &mut q, End::Src, t.dest.ip(), t.dest.port());
+                    icmp::rewrite_quoted(f, &mut q, End::Dst, l.ip(), l.port());
+                }
+                ForwardMethod::DirectRoute | ForwardMethod::Tunnel => {}
+            }
+            icmp::finish_translation(fb.frame_mut(), ip);
+            bump(&self.stats.icmp_translated);
+            let ingress = self.p.tables.routes.lookup(ip.src).map(|h| h.iface).unwrap_or(0);
+            return self.forward_in(
+                fb,
+                ip,
+                &Target {
+                    method: t.method,
+                    ..t
+                },
+                false,
+                ingress,
+            );
+        }
+        // (b) FULLNAT, about a packet we sent to the real server: quoted LIP:lport →
+        //     RIP:rport, outer destination our LIP. (c) NAT: quoted CIP:cport → RIP:rport.
+        let key = ConnKeyOut {
+            proto,
+            daddr: q.dst.0,
+            dport: q.dst.1,
+            addr: q.src.0,
+            port: q.src.1,
+        };
+        let Some(c) = conns.lookup_out(&key) else {
+            return if lips.contains(ip.dst) {
+                Verdict::Drop(DropReason::NoConnection)
+            } else {
+                Verdict::Pass
+            };
+        };
+        let t = Target::from(&c);
+        fb.set_len(ip.end);
+        let f = fb.frame_mut();
+        match t.method {
+            ForwardMethod::Masq => {
+                xlate::rewrite(f, ip, End::Src, t.virt.ip(), 0);
+                icmp::rewrite_quoted(f, &mut q, End::Dst, t.virt.ip(), t.virt.port());
+            }
+            ForwardMethod::FullNat => {
+                xlate::rewrite(f, ip, End::Src, t.virt.ip(), 0);
+                xlate::rewrite(f, ip, End::Dst, t.client.ip(), 0);
+                icmp::rewrite_quoted(f, &mut q, End::Src, t.client.ip(), t.client.port());
+                icmp::rewrite_quoted(f, &mut q, End::Dst, t.virt.ip(), t.virt.port());
+            }
+            ForwardMethod::DirectRoute | ForwardMethod::Tunnel => return Verdict::Pass,
+        }
+        icmp::finish_translation(fb.frame_mut(), ip);
+        bump(&self.stats.icmp_translated);
+        if !xlate::decrement_ttl(fb.frame_mut(), ip) {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        self.l2_out(fb, t.client.ip())
+    }
+}
+
+/// Answers an ICMP echo request to a VIP in place.
+fn echo_reply(fb: &mut FrameBuf<'_>, ip: &IpInfo) -> Verdict {
+    let f = fb.frame_mut();
+    ethernet::Frame::new_unchecked(&mut f[..]).swap_addrs();
+    match (ip.src, ip.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut p = ipv4::Packet::new_unchecked(&mut f[ip.l3..ip.end]);
+            p.set_src_addr(d);
+            p.set_dst_addr(s);
+            p.set_ttl(64);
+            p.fill_checksum();
+            let m = &mut f[ip.l4..ip.end];
+            let old = u16::from_be_bytes([m[0], m[1]]);
+            m[0] = icmpv4::msg_type::ECHO_REPLY;
+            let c = checksum::update_u16(
+                u16::from_be_bytes([m[2], m[3]]),
+                old,
+                u16::from_be_bytes([m[0], m[1]]),
+            );
+            m[2..4].copy_from_slice(&c.to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut p = ipv6::Packet::new_unchecked(&mut f[ip.l3..ip.end]);
+            p.set_src_addr(&d);
+            p.set_dst_addr(&s);
+            p.set_hop_limit(64);
+            let mut m = icmpv6::Packet::new_unchecked(&mut f[ip.l4..ip.end]);
+            m.set_msg_type(icmpv6::msg_type::ECHO_REPLY);
+            m.fill_checksum(&d, &s);
+        }
+        _ => return Verdict::Drop(DropReason::Malformed),
+    }
+    fb.set_len(ip.end);
+    Verdict::Reply
+}
+
+/// TCP option kind of TOA ("TCP option address"), as DPVS and the Linux TOA module use it.
+pub const TOA_KIND: u8 = 254;
+
+/// Inserts the TOA option carrying `client` into the TCP segment of `ip` (FULLNAT: the real
+/// server's TOA module reads it from the ACK that completes the handshake). Fixes the IP
+/// length and both checksums. False when there is no option space or the frame would exceed
+/// `mtu`.
+pub fn insert_toa(fb: &mut FrameBuf<'_>, ip: &mut IpInfo, client: SocketAddr, mtu: u16) -> bool {
+    let mut opt = [0u8; 20];
+    let len: usize = match client.ip() {
+        IpAddr::V4(a) => {
+            opt[4..8].copy_from_slice(&a.octets());
+            8
+        }
+        IpAddr::V6(a) => {
+            opt[4..20].copy_from_slice(&a.octets());
+            20
+        }
+    };
+    opt[0] = TOA_KIND;
+    opt[1] = len as u8;
+    opt[2..4].copy_from_slice(&client.port().to_be_bytes());
+    let grow = len.div_ceil(4) * 4;
+    if ip.proto != ip_proto::TCP || ip.ip_len() + grow > mtu as usize || !fb.set_len(ip.end + grow) {
+        return false;
+    }
+    let seg_len = ip.end - ip.l4;
+    let f = fb.frame_mut();
+    let Ok(new_seg) = tcp::insert_option(&mut f[ip.l4..], seg_len, &opt[..len]) else {
+        fb.set_len(ip.end);
+        return false;
+    };
+    let new_ip_len = ip.ip_len() + (new_seg - seg_len);
+    match (ip.src, ip.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut p = ipv4::Packet::new_unchecked(&mut f[ip.l3..ip.l3 + new_ip_len]);
+            let old = p.total_len();
+            p.set_total_len(new_ip_len as u16);
+            p.set_checksum(checksum::update_u16(p.checksum(), old, new_ip_len as u16));
+            tcp::Packet::new_unchecked(&mut f[ip.l4..ip.l4 + new_seg]).fill_checksum_v4(s, d);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let payload = new_ip_len - ipv6::field::HEADER_LEN;
+            ipv6::Packet::new_unchecked(&mut f[ip.l3..ip.l3 + new_ip_len]).set_payload_len(payload as u16);
+            tcp::Packet::new_unchecked(&mut f[ip.l4..ip.l4 + new_seg]).fill_checksum_v6(&s, &d);
+        }
+        _ => return false,
+    }
+    ip.end = ip.l3 + new_ip_len;
+    fb.set_len(ip.end);
+    true
+}

@@ -1,0 +1,118 @@
+//! Rewrites checked against etherparse's own checksum computation.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, PayloadSlice, TransportHeader};
+use proptest::prelude::*;
+
+use super::*;
+
+const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+fn checksums_ok(frame: &[u8]) -> bool {
+    let h = PacketHeaders::from_ethernet_slice(frame).expect("etherparse parses the frame");
+    let ip_ok = match &h.net {
+        Some(NetHeaders::Ipv4(ip, _)) => ip.calc_header_checksum() == ip.header_checksum,
+        _ => true,
+    };
+    let l4_ok = match (&h.net, &h.transport, &h.payload) {
+        (Some(NetHeaders::Ipv4(ip, _)), Some(TransportHeader::Tcp(t)), PayloadSlice::Tcp(p)) => {
+            t.calc_checksum_ipv4(ip, p).unwrap() == t.checksum
+        }
+        (Some(NetHeaders::Ipv6(ip, _)), Some(TransportHeader::Tcp(t)), PayloadSlice::Tcp(p)) => {
+            t.calc_checksum_ipv6(ip, p).unwrap() == t.checksum
+        }
+        (Some(NetHeaders::Ipv4(ip, _)), Some(TransportHeader::Udp(u)), PayloadSlice::Udp(p)) => {
+            u.checksum == 0 || u.calc_checksum_ipv4(ip, p).unwrap() == u.checksum
+        }
+        (Some(NetHeaders::Ipv6(ip, _)), Some(TransportHeader::Udp(u)), PayloadSlice::Udp(p)) => {
+            u.calc_checksum_ipv6(ip, p).unwrap() == u.checksum
+        }
+        other => panic!("unexpected parse {other:?}"),
+    };
+    ip_ok && l4_ok
+}
+
+fn frame(v6: bool, tcp: bool, s: [u8; 16], d: [u8; 16], sp: u16, dp: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(A, B);
+    let b = if v6 {
+        b.ipv6(s, d, 64)
+    } else {
+        b.ipv4([s[0], s[1], s[2], s[3]], [d[0], d[1], d[2], d[3]], 64)
+    };
+    let mut out = Vec::new();
+    if tcp {
+        let b = b.tcp(sp, dp, 1000, 65535).syn();
+        b.write(&mut out, payload).unwrap();
+    } else {
+        let b = b.udp(sp, dp);
+        b.write(&mut out, payload).unwrap();
+    }
+    out
+}
+
+fn addr(v6: bool, b: [u8; 16]) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(b))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    }
+}
+
+proptest! {
+    #[test]
+    fn rewrites_keep_every_checksum_valid(
+        v6 in any::<bool>(), tcp in any::<bool>(),
+        s in any::<[u8; 16]>(), d in any::<[u8; 16]>(), n in any::<[u8; 16]>(), m in any::<[u8; 16]>(),
+        sp in 1u16.., dp in 1u16.., np in 1u16.., mp in 1u16..,
+        payload in proptest::collection::vec(any::<u8>(), 0..64),
+        ttl_steps in 0u8..3,
+    ) {
+        let mut f = frame(v6, tcp, s, d, sp, dp, &payload);
+        let mut ip = parse_ip(&f, 14, v6).unwrap();
+        prop_assert_eq!((ip.sport, ip.dport), (sp, dp));
+        prop_assert!(ip.l4_present);
+        rewrite(&mut f, &mut ip, End::Dst, addr(v6, n), np);
+        rewrite(&mut f, &mut ip, End::Src, addr(v6, m), mp);
+        for _ in 0..ttl_steps {
+            prop_assert!(decrement_ttl(&mut f, &mut ip));
+        }
+        prop_assert!(checksums_ok(&f));
+        let again = parse_ip(&f, 14, v6).unwrap();
+        prop_assert_eq!(again, ip, "IpInfo tracks the rewritten packet");
+        prop_assert_eq!(again.ttl, 64 - ttl_steps);
+    }
+}
+
+#[test]
+fn ttl_one_is_not_decremented() {
+    let mut f = frame(
+        false,
+        true,
+        [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        1,
+        2,
+        b"x",
+    );
+    f[14 + 8] = 1;
+    let mut ip = parse_ip(&f, 14, false).unwrap();
+    assert!(!decrement_ttl(&mut f, &mut ip));
+    assert_eq!(f[14 + 8], 1);
+}
+
+#[test]
+fn truncated_and_bad_headers_are_malformed() {
+    let f = frame(false, true, [1; 16], [2; 16], 1, 2, b"");
+    for cut in [14, 20, 33, 40, 50] {
+        assert_eq!(
+            parse_ip(&f[..cut], 14, false),
+            Err(DropReason::Malformed),
+            "cut at {cut}"
+        );
+    }
+    let mut bad = f.clone();
+    bad[14] = 0x44; // IHL 4
+    assert_eq!(parse_ip(&bad, 14, false), Err(DropReason::Malformed));
+}

@@ -1,0 +1,759 @@
+//! The pipeline over hand-built frames, per forwarding method and direction, checked with an
+//! independent parser (etherparse): addresses, ports, MACs, TTL, and every checksum recomputed
+//! from scratch.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, PayloadSlice, TransportHeader};
+use lvs_core::conn::ConnTable;
+use lvs_core::rules::RuleSet;
+use lvs_core::{ServiceTable, Time};
+use lvs_dataplane::io::{FrameBuf, HEADROOM, MAX_FRAME};
+use lvs_dataplane::neigh::NeighTable;
+use lvs_dataplane::pipeline::{FwmarkRule, Interface, Pipeline, TOA_KIND, Tables, Worker};
+use lvs_dataplane::route::{Route, RouteTable};
+use lvs_dataplane::verdict::{DropReason, Verdict};
+use lvs_dataplane::xlate::lip::LipPool;
+
+const OUR: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
+const RS1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+const RS2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x12];
+
+const CIP: [u8; 4] = [10, 77, 1, 10];
+const VIP: [u8; 4] = [10, 77, 1, 100];
+const DIP: [u8; 4] = [10, 77, 2, 1];
+const RS1: [u8; 4] = [10, 77, 2, 11];
+const RS2: [u8; 4] = [10, 77, 2, 12];
+const LIP: [u8; 4] = [10, 77, 2, 200];
+
+fn v6(last: u16, net: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0, 0, net, 0, 0, 0, last)
+}
+
+struct Lab {
+    pipeline: Arc<Pipeline>,
+    worker: Worker,
+    conns: Arc<ConnTable>,
+    now: Time,
+    buf: Vec<u8>,
+}
+
+impl Lab {
+    fn new(rules: &str) -> Lab {
+        Lab::with_mtu(rules, 1500)
+    }
+
+    fn with_mtu(rules: &str, mtu: u16) -> Lab {
+        let mut rs = RuleSet::new();
+        rs.apply_batch(rules).expect("rules");
+        let services = Arc::new(ServiceTable::new());
+        services.publish(&rs.services);
+        let conns = Arc::new(ConnTable::with_capacity(4096));
+        let neigh = Arc::new(NeighTable::new());
+        for (ip, mac) in [(CIP, CLIENT_MAC), (RS1, RS1_MAC), (RS2, RS2_MAC)] {
+            neigh.insert(IpAddr::from(ip), mac);
+        }
+        neigh.insert(v6(10, 1).into(), CLIENT_MAC);
+        neigh.insert(v6(0x11, 2).into(), RS1_MAC);
+        neigh.insert(v6(0x12, 2).into(), RS2_MAC);
+        let routes = Arc::new(RouteTable::new(vec![
+            Route {
+                prefix: [10, 77, 1, 0].into(),
+                len: 24,
+                iface: 0,
+                gateway: None,
+            },
+            Route {
+                prefix: [10, 77, 2, 0].into(),
+                len: 24,
+                iface: 0,
+                gateway: None,
+            },
+            Route {
+                prefix: v6(0, 1).into(),
+                len: 64,
+                iface: 0,
+                gateway: None,
+            },
+            Route {
+                prefix: v6(0, 2).into(),
+                len: 64,
+                iface: 0,
+                gateway: None,
+            },
+        ]));
+        let lips = Arc::new(LipPool::new(&[IpAddr::from(LIP), v6(200, 2).into()], 5000, 5999));
+        let tables = Tables {
+            services,
+            conns: conns.clone(),
+            neigh,
+            routes,
+            lips,
+        };
+        let iface = Interface {
+            name: "eth0".into(),
+            mac: OUR,
+            mtu,
+            ipv4: Some(DIP.into()),
+            ipv6: Some(v6(1, 2)),
+        };
+        let pipeline = Pipeline::new(tables, vec![iface]);
+        let worker = pipeline.worker(0);
+        // The daemon runs housekeeping from the start; so does the lab.
+        pipeline.housekeeping(Time::from_secs(1000), 1000);
+        Lab {
+            pipeline,
+            worker,
+            conns,
+            now: Time::from_secs(1000),
+            buf: vec![0u8; HEADROOM + MAX_FRAME],
+        }
+    }
+
+    /// Runs one frame; returns the verdict and the frame as it left.
+    fn run(&mut self, frame: &[u8]) -> (Verdict, Vec<u8>) {
+        self.buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+        let mut fb = FrameBuf::new(&mut self.buf, HEADROOM, frame.len());
+        let v = self.worker.process(&mut fb, 0, self.now);
+        (v, fb.frame().to_vec())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum L4 {
+    Syn,
+    SynAck,
+    Ack,
+    Udp,
+}
+
+fn build(
+    src_mac: [u8; 6],
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    l4: L4,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, OUR);
+    let b = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => b.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => b.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    };
+    let mut out = Vec::new();
+    match l4 {
+        L4::Udp => b.udp(sport, dport).write(&mut out, payload).unwrap(),
+        L4::Syn => b
+            .tcp(sport, dport, 1000, 64240)
+            .syn()
+            .write(&mut out, payload)
+            .unwrap(),
+        L4::SynAck => b
+            .tcp(sport, dport, 5000, 64240)
+            .syn()
+            .ack(1001)
+            .write(&mut out, payload)
+            .unwrap(),
+        L4::Ack => b
+            .tcp(sport, dport, 1001, 64240)
+            .ack(5001)
+            .write(&mut out, payload)
+            .unwrap(),
+    }
+    out
+}
+
+/// What etherparse sees in a frame, with every checksum verified from scratch.
+#[derive(Debug)]
+struct Seen {
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    ttl: u8,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    tcp_options: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+fn inspect(frame: &[u8]) -> Seen {
+    let h = PacketHeaders::from_ethernet_slice(frame).expect("etherparse parses the frame");
+    let eth = h.link.clone().and_then(|l| l.ethernet2()).expect("ethernet");
+    let (src, dst, ttl, proto) = match &h.net {
+        Some(NetHeaders::Ipv4(ip, _)) => {
+            assert_eq!(
+                ip.calc_header_checksum(),
+                ip.header_checksum,
+                "IPv4 header checksum"
+            );
+            assert_eq!(
+                ip.total_len as usize,
+                frame.len() - 14,
+                "IPv4 total length matches the frame"
+            );
+            (
+                IpAddr::from(ip.source),
+                IpAddr::from(ip.destination),
+                ip.time_to_live,
+                ip.protocol.0,
+            )
+        }
+        Some(NetHeaders::Ipv6(ip, _)) => {
+            assert_eq!(
+                ip.payload_length as usize,
+                frame.len() - 54,
+                "IPv6 payload length matches"
+            );
+            (
+                IpAddr::from(ip.source),
+                IpAddr::from(ip.destination),
+                ip.hop_limit,
+                ip.next_header.0,
+            )
+        }
+        other => panic!("no IP: {other:?}"),
+    };
+    let (sport, dport, tcp_options, payload) = match (&h.net, &h.transport, &h.payload) {
+        (Some(NetHeaders::Ipv4(ip, _)), Some(TransportHeader::Tcp(t)), PayloadSlice::Tcp(p)) => {
+            assert_eq!(t.calc_checksum_ipv4(ip, p).unwrap(), t.checksum, "TCP checksum");
+            (
+                t.source_port,
+                t.destination_port,
+                t.options.as_slice().to_vec(),
+                p.to_vec(),
+            )
+        }
+        (Some(NetHeaders::Ipv6(ip, _)), Some(TransportHeader::Tcp(t)), PayloadSlice::Tcp(p)) => {
+            assert_eq!(t.calc_checksum_ipv6(ip, p).unwrap(), t.checksum, "TCP checksum");
+            (
+                t.source_port,
+                t.destination_port,
+                t.options.as_slice().to_vec(),
+                p.to_vec(),
+            )
+        }
+        (Some(NetHeaders::Ipv4(ip, _)), Some(TransportHeader::Udp(u)), PayloadSlice::Udp(p)) => {
+            assert!(
+                u.checksum == 0 || u.calc_checksum_ipv4(ip, p).unwrap() == u.checksum,
+                "UDP checksum"
+            );
+            (u.source_port, u.destination_port, vec![], p.to_vec())
+        }
+        (Some(NetHeaders::Ipv6(ip, _)), Some(TransportHeader::Udp(u)), PayloadSlice::Udp(p)) => {
+            assert_eq!(u.calc_checksum_ipv6(ip, p).unwrap(), u.checksum, "UDP checksum");
+            (u.source_port, u.destination_port, vec![], p.to_vec())
+        }
+        (_, Some(TransportHeader::Icmpv4(i)), PayloadSlice::Icmpv4(p)) => {
+            assert_eq!(i.icmp_type.calc_checksum(p), i.checksum, "ICMP checksum");
+            (0, 0, vec![], p.to_vec())
+        }
+        (Some(NetHeaders::Ipv6(ip, _)), Some(TransportHeader::Icmpv6(i)), PayloadSlice::Icmpv6(p)) => {
+            assert_eq!(
+                i.icmp_type.calc_checksum(ip.source, ip.destination, p).unwrap(),
+                i.checksum
+            );
+            (0, 0, vec![], p.to_vec())
+        }
+        (_, _, PayloadSlice::Ip(p)) => (0, 0, vec![], p.payload.to_vec()),
+        other => panic!("unexpected transport {other:?}"),
+    };
+    Seen {
+        src_mac: eth.source,
+        dst_mac: eth.destination,
+        src,
+        dst,
+        ttl,
+        proto,
+        sport,
+        dport,
+        tcp_options,
+        payload,
+    }
+}
+
+fn ip4(a: [u8; 4]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(a))
+}
+
+const NAT_RULES: &str = "-A -t 10.77.1.100:80 -s rr\n-a -t 10.77.1.100:80 -r 10.77.2.11:8080 -m\n-a -t 10.77.1.100:80 -r 10.77.2.12:8080 -m\n-A -u 10.77.1.100:53 -s rr\n-a -u 10.77.1.100:53 -r 10.77.2.11:5353 -m\n";
+
+#[test]
+fn nat_tcp_v4_round_trip() {
+    let mut lab = Lab::new(NAT_RULES);
+    let (v, out) = lab.run(&build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Syn, b""));
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    let s = inspect(&out);
+    // rr over the kernel list order: the most recently added destination (RS2) comes first.
+    assert_eq!(
+        (s.dst, s.dport, s.dst_mac, s.src_mac),
+        (ip4(RS2), 8080, RS2_MAC, OUR)
+    );
+    assert_eq!((s.src, s.sport, s.ttl), (ip4(CIP), 40000, 63));
+
+    let (v, out) = lab.run(&build(RS2_MAC, ip4(RS2), 8080, ip4(CIP), 40000, L4::SynAck, b""));
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    let s = inspect(&out);
+    assert_eq!((s.src, s.sport, s.dst, s.dport), (ip4(VIP), 80, ip4(CIP), 40000));
+    assert_eq!((s.dst_mac, s.src_mac, s.ttl), (CLIENT_MAC, OUR, 63));
+
+    let (_, out) = lab.run(&build(
+        CLIENT_MAC,
+        ip4(CIP),
+        40000,
+        ip4(VIP),
+        80,
+        L4::Ack,
+        b"GET / HTTP/1.0\r\n\r\n",
+    ));
+    let s = inspect(&out);
+    assert_eq!(
+        (s.dst, s.payload.as_slice()),
+        (ip4(RS2), &b"GET / HTTP/1.0\r\n\r\n"[..])
+    );
+    assert_eq!(lab.conns.len(), 1);
+    // Counters: 2 packets in, 1 out, on the destination and on the service.
+    let set = lab.pipeline.tables().services.load();
+    let svc = &set.services()[0];
+    let rs2 = svc.dest(ip4(RS2), 8080).unwrap().state.stats.snapshot();
+    let all = svc.stats.snapshot();
+    for s in [rs2, all] {
+        assert_eq!((s.conns, s.inpkts, s.outpkts), (1, 2, 1));
+    }
+    assert_eq!(rs2.inbytes, 40 + (40 + 18), "IP bytes of the SYN and the request");
+    drop(set);
+    // A second client connection goes to the other server.
+    let (_, out) = lab.run(&build(CLIENT_MAC, ip4(CIP), 40001, ip4(VIP), 80, L4::Syn, b""));
+    assert_eq!(inspect(&out).dst, ip4(RS1));
+}
+
+#[test]
+fn nat_udp_v6_round_trip() {
+    let rules = "-A -u [fd00:0:0:1::100]:53 -s rr\n-a -u [fd00:0:0:1::100]:53 -r [fd00:0:0:2::11]:5353 -m\n";
+    let mut lab = Lab::new(rules);
+    let (c, vip, rs) = (
+        IpAddr::from(v6(10, 1)),
+        IpAddr::from(v6(0x100, 1)),
+        IpAddr::from(v6(0x11, 2)),
+    );
+    let (v, out) = lab.run(&build(CLIENT_MAC, c, 5555, vip, 53, L4::Udp, b"query"));
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    let s = inspect(&out);
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport, s.ttl, s.dst_mac),
+        (c, 5555, rs, 5353, 63, RS1_MAC)
+    );
+    let (v, out) = lab.run(&build(RS1_MAC, rs, 5353, c, 5555, L4::Udp, b"answer"));
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    let s = inspect(&out);
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport, s.payload.as_slice()),
+        (vip, 53, c, 5555, &b"answer"[..])
+    );
+}
+
+const FNAT_RULES: &str = "-A -t 10.77.1.100:80 -s rr\n-a -t 10.77.1.100:80 -r 10.77.2.11:8080 --fullnat\n";
+
+#[test]
+fn fullnat_tcp_v4_round_trip_with_toa_on_the_handshake_ack() {
+    let mut lab = Lab::new(FNAT_RULES);
+    let (v, out) = lab.run(&build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Syn, b""));
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    let s = inspect(&out);
+    assert_eq!((s.src, s.dst, s.dport), (ip4(LIP), ip4(RS1), 8080));
+    assert!(
+        (5000..=5999).contains(&s.sport),
+        "local port from the pool: {}",
+        s.sport
+    );
+    assert!(!s.tcp_options.contains(&TOA_KIND), "no TOA on the SYN");
+    let lport = s.sport;
+
+    let (v, out) = lab.run(&build(RS1_MAC, ip4(RS1), 8080, ip4(LIP), lport, L4::SynAck, b""));
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    let s = inspect(&out);
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport, s.dst_mac),
+        (ip4(VIP), 80, ip4(CIP), 40000, CLIENT_MAC)
+    );
+
+    let (_, out) = lab.run(&build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Ack, b""));
+    let s = inspect(&out);
+    let at = s
+        .tcp_options
+        .iter()
+        .position(|&b| b == TOA_KIND)
+        .expect("TOA option on the handshake ACK");
+    let toa = &s.tcp_options[at..at + 8];
+    assert_eq!(toa[1], 8);
+    assert_eq!(u16::from_be_bytes([toa[2], toa[3]]), 40000);
+    assert_eq!(&toa[4..8], &CIP);
+
+    // Data after the handshake carries no TOA.
+    let (_, out) = lab.run(&build(
+        CLIENT_MAC,
+        ip4(CIP),
+        40000,
+        ip4(VIP),
+        80,
+        L4::Ack,
+        b"hello",
+    ));
+    let s = inspect(&out);
+    assert!(!s.tcp_options.contains(&TOA_KIND));
+    assert_eq!(s.payload, b"hello");
+
+    // When the connection expires, its local port goes back to the pool.
+    let lips = lab.pipeline.tables().lips.clone();
+    assert!(lips.is_in_use(ip4(LIP), lport));
+    lab.now = lab.now + Duration::from_secs(3600);
+    lab.pipeline.housekeeping(lab.now, 1_000_000);
+    assert_eq!(lab.conns.len(), 0);
+    assert!(!lips.is_in_use(ip4(LIP), lport), "local port released on expiry");
+}
+
+#[test]
+fn fullnat_udp_v6_round_trip() {
+    let rules =
+        "-A -u [fd00:0:0:1::100]:53 -s rr\n-a -u [fd00:0:0:1::100]:53 -r [fd00:0:0:2::11]:5353 --fullnat\n";
+    let mut lab = Lab::new(rules);
+    let (c, vip, rs, lip) = (
+        IpAddr::from(v6(10, 1)),
+        IpAddr::from(v6(0x100, 1)),
+        IpAddr::from(v6(0x11, 2)),
+        IpAddr::from(v6(200, 2)),
+    );
+    let (_, out) = lab.run(&build(CLIENT_MAC, c, 5555, vip, 53, L4::Udp, b"q"));
+    let s = inspect(&out);
+    assert_eq!((s.src, s.dst, s.dport), (lip, rs, 5353));
+    let (_, out) = lab.run(&build(RS1_MAC, rs, 5353, lip, s.sport, L4::Udp, b"a"));
+    let s = inspect(&out);
+    assert_eq!((s.src, s.sport, s.dst, s.dport), (vip, 53, c, 5555));
+}
+
+#[test]
+fn dr_rewrites_only_macs_and_ttl() {
+    let rules = "-A -t 10.77.1.100:80 -s rr\n-a -t 10.77.1.100:80 -r 10.77.2.11 -g\n";
+    let mut lab = Lab::new(rules);
+    let frame = build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Syn, b"");
+    let (v, out) = lab.run(&frame);
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    let s = inspect(&out);
+    assert_eq!((s.dst_mac, s.src_mac), (RS1_MAC, OUR));
+    assert_eq!(
+        (s.src, s.sport, s.dst, s.dport, s.ttl),
+        (ip4(CIP), 40000, ip4(VIP), 80, 63)
+    );
+    assert_eq!(out.len(), frame.len());
+}
+
+#[test]
+fn tun_encapsulates_with_dip_outer_source_and_copies_df() {
+    let rules = "-A -t 10.77.1.100:80 -s rr\n-a -t 10.77.1.100:80 -r 10.77.2.11 -i\n";
+    let mut lab = Lab::new(rules);
+    let frame = build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Syn, b"");
+    let (v, out) = lab.run(&frame);
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    let s = inspect(&out);
+    assert_eq!(
+        (s.src, s.dst, s.proto, s.dst_mac),
+        (ip4(DIP), ip4(RS1), 4, RS1_MAC)
+    );
+    assert_eq!(out.len(), frame.len() + 20);
+    // The inner packet is the client's, TTL decremented, checksums valid.
+    let mut inner = out[..14].to_vec();
+    inner.extend_from_slice(&out[34..]);
+    let i = inspect(&inner);
+    assert_eq!((i.src, i.dst, i.dport, i.ttl), (ip4(CIP), ip4(VIP), 80, 63));
+    // DF copied from the inner header (etherparse's builder sets DF).
+    assert_eq!(out[14 + 6] & 0x40, inner[14 + 6] & 0x40);
+}
+
+#[test]
+fn tun_v6_uses_next_header_41() {
+    let rules = "-A -t [fd00:0:0:1::100]:80 -s rr\n-a -t [fd00:0:0:1::100]:80 -r fd00:0:0:2::11 -i\n";
+    let mut lab = Lab::new(rules);
+    let frame = build(
+        CLIENT_MAC,
+        v6(10, 1).into(),
+        40000,
+        v6(0x100, 1).into(),
+        80,
+        L4::Syn,
+        b"",
+    );
+    let (_, out) = lab.run(&frame);
+    let s = inspect(&out);
+    assert_eq!(
+        (s.src, s.dst, s.proto),
+        (IpAddr::from(v6(1, 2)), IpAddr::from(v6(0x11, 2)), 41)
+    );
+    assert_eq!(out.len(), frame.len() + 40);
+}
+
+#[test]
+fn tun_too_big_with_df_answers_frag_needed_with_mtu_minus_20() {
+    let rules = "-A -u 10.77.1.100:53 -s rr\n-a -u 10.77.1.100:53 -r 10.77.2.11 -i\n";
+    let mut lab = Lab::with_mtu(rules, 1500);
+    let mut frame = build(CLIENT_MAC, ip4(CIP), 5555, ip4(VIP), 53, L4::Udp, &[7u8; 1472]);
+    assert_eq!(frame.len(), 1514);
+    // Set DF and fix the header checksum.
+    frame[14 + 6] |= 0x40;
+    frame[24..26].fill(0);
+    let c = lvs_dataplane::wire::checksum::checksum(&frame[14..34]);
+    frame[24..26].copy_from_slice(&c.to_be_bytes());
+    let (v, out) = lab.run(&frame);
+    assert_eq!(v, Verdict::Reply);
+    let s = inspect(&out);
+    assert_eq!(
+        (s.src, s.dst, s.proto, s.dst_mac),
+        (ip4(VIP), ip4(CIP), 1, CLIENT_MAC)
+    );
+    assert_eq!(out[34], 3, "destination unreachable");
+    assert_eq!(out[35], 4, "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([out[40], out[41]]), 1480);
+    assert!(out.len() - 14 <= 576, "ICMP error within 576 bytes");
+    assert_eq!(lab.worker.drops.get(DropReason::TooBig), 1);
+}
+
+#[test]
+fn arp_for_vip_and_lip_is_answered_and_other_arp_passes() {
+    let mut lab = Lab::new(FNAT_RULES);
+    lab.pipeline.tables().neigh.remove(ip4(CIP));
+    for target in [VIP, LIP] {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&CLIENT_MAC);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&CLIENT_MAC);
+        f.extend_from_slice(&CIP);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&target);
+        let (v, out) = lab.run(&f);
+        assert_eq!(v, Verdict::Reply);
+        assert_eq!(&out[0..6], &CLIENT_MAC);
+        assert_eq!(&out[6..12], &OUR);
+        assert_eq!(u16::from_be_bytes([out[20], out[21]]), 2, "ARP reply");
+        assert_eq!(&out[22..28], &OUR, "sender MAC is ours");
+        assert_eq!(&out[28..32], &target, "sender IP is the asked address");
+        assert_eq!(&out[38..42], &CIP);
+    }
+    assert_eq!(
+        lab.pipeline.tables().neigh.lookup(ip4(CIP)),
+        Some(CLIENT_MAC),
+        "sender learned"
+    );
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&CIP);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&DIP);
+    assert_eq!(
+        lab.run(&f).0,
+        Verdict::Pass,
+        "ARP for the host's own address is the kernel's"
+    );
+}
+
+#[test]
+fn persistence_keeps_a_client_on_one_server_and_netmask_groups_clients() {
+    let rules = "-A -t 10.77.1.100:80 -s rr -p 300 -M 255.255.255.0\n-a -t 10.77.1.100:80 -r 10.77.2.11:8080 -m\n-a -t 10.77.1.100:80 -r 10.77.2.12:8080 -m\n";
+    let mut lab = Lab::new(rules);
+    let mut seen = Vec::new();
+    for port in 40000..40006 {
+        let (_, out) = lab.run(&build(CLIENT_MAC, ip4(CIP), port, ip4(VIP), 80, L4::Syn, b""));
+        seen.push(inspect(&out).dst);
+    }
+    let other = ip4([10, 77, 1, 77]);
+    lab.pipeline.tables().neigh.insert(other, CLIENT_MAC);
+    let (_, out) = lab.run(&build(CLIENT_MAC, other, 1234, ip4(VIP), 80, L4::Syn, b""));
+    seen.push(inspect(&out).dst);
+    assert!(
+        seen.iter().all(|d| *d == seen[0]),
+        "one /24 stays on one server: {seen:?}"
+    );
+}
+
+#[test]
+fn firewall_mark_service_groups_two_ports() {
+    let rules = "-A -f 7 -s rr -p 60\n-a -f 7 -r 10.77.2.11 -m\n-a -f 7 -r 10.77.2.12 -m\n";
+    let mut lab = Lab::new(rules);
+    let rule = |port| FwmarkRule {
+        proto: lvs_core::Protocol::Tcp,
+        addr: ip4(VIP),
+        first_port: port,
+        last_port: port,
+        mark: 7,
+    };
+    lab.pipeline.set_fwmarks(vec![rule(80), rule(443)]);
+    let (_, a) = lab.run(&build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Syn, b""));
+    let (_, b) = lab.run(&build(CLIENT_MAC, ip4(CIP), 40001, ip4(VIP), 443, L4::Syn, b""));
+    let (a, b) = (inspect(&a), inspect(&b));
+    assert_eq!(
+        a.dst, b.dst,
+        "one persistent fwmark service: both ports on one server"
+    );
+    assert_eq!(
+        (a.dport, b.dport),
+        (80, 443),
+        "port-0 destinations keep the packet's port"
+    );
+    let (v, _) = lab.run(&build(CLIENT_MAC, ip4(CIP), 40002, ip4(VIP), 22, L4::Syn, b""));
+    assert_eq!(v, Verdict::Drop(DropReason::NoService), "port 22 is not marked");
+}
+
+#[test]
+fn one_packet_scheduling_creates_no_entry() {
+    let rules = "-A -u 10.77.1.100:53 -s rr -o\n-a -u 10.77.1.100:53 -r 10.77.2.11 -g\n-a -u 10.77.1.100:53 -r 10.77.2.12 -g\n";
+    let mut lab = Lab::new(rules);
+    let (_, a) = lab.run(&build(CLIENT_MAC, ip4(CIP), 5555, ip4(VIP), 53, L4::Udp, b"1"));
+    let (_, b) = lab.run(&build(CLIENT_MAC, ip4(CIP), 5555, ip4(VIP), 53, L4::Udp, b"2"));
+    assert_ne!(
+        inspect(&a).dst_mac,
+        inspect(&b).dst_mac,
+        "each datagram scheduled on its own"
+    );
+    assert_eq!(lab.conns.len(), 0);
+}
+
+#[test]
+fn every_drop_is_counted_under_its_reason() {
+    let mut lab = Lab::new(NAT_RULES);
+    // Truncated IPv4 header.
+    let f = build(CLIENT_MAC, ip4(CIP), 1, ip4(VIP), 80, L4::Syn, b"");
+    assert_eq!(lab.run(&f[..30]).0, Verdict::Drop(DropReason::Malformed));
+    // Mid-connection segment with no connection.
+    let f = build(CLIENT_MAC, ip4(CIP), 2, ip4(VIP), 80, L4::Ack, b"x");
+    assert_eq!(lab.run(&f).0, Verdict::Drop(DropReason::NoConnection));
+    // A port of the VIP with no service.
+    let f = build(CLIENT_MAC, ip4(CIP), 3, ip4(VIP), 81, L4::Syn, b"");
+    assert_eq!(lab.run(&f).0, Verdict::Drop(DropReason::NoService));
+    // Unresolved next hop.
+    lab.pipeline.tables().neigh.remove(ip4(RS2));
+    let f = build(CLIENT_MAC, ip4(CIP), 4, ip4(VIP), 80, L4::Syn, b"");
+    assert_eq!(lab.run(&f).0, Verdict::Drop(DropReason::NoNeighbour));
+    assert_eq!(
+        lab.pipeline.tables().neigh.take_pending(),
+        Some(ip4(RS2)),
+        "resolution requested"
+    );
+    // A fragment to the VIP.
+    let mut f = build(CLIENT_MAC, ip4(CIP), 5, ip4(VIP), 53, L4::Udp, b"frag");
+    f[14 + 6] = 0x20; // MF
+    f[24..26].fill(0);
+    let c = lvs_dataplane::wire::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(lab.run(&f).0, Verdict::Drop(DropReason::Fragment));
+    for r in [
+        DropReason::Malformed,
+        DropReason::NoConnection,
+        DropReason::NoService,
+        DropReason::NoNeighbour,
+        DropReason::Fragment,
+    ] {
+        assert_eq!(lab.worker.drops.get(r), 1, "{r}");
+    }
+    // Not ours at all: the kernel's.
+    let f = build(CLIENT_MAC, ip4(CIP), 6, ip4(DIP), 22, L4::Syn, b"");
+    assert_eq!(lab.run(&f).0, Verdict::Pass);
+}
+
+#[test]
+fn ttl_one_is_answered_with_time_exceeded() {
+    let mut lab = Lab::new(NAT_RULES);
+    let mut f = build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Syn, b"");
+    f[14 + 8] = 1;
+    f[24..26].fill(0);
+    let c = lvs_dataplane::wire::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    let (v, out) = lab.run(&f);
+    assert_eq!(v, Verdict::Reply);
+    let s = inspect(&out);
+    assert_eq!((s.dst, s.proto, out[34]), (ip4(CIP), 1, 11));
+    assert_eq!(lab.worker.drops.get(DropReason::TtlExceeded), 1);
+}
+
+#[test]
+fn icmp_error_from_a_nat_server_reaches_the_client_translated() {
+    let mut lab = Lab::new(NAT_RULES);
+    let (_, fwd) = lab.run(&build(CLIENT_MAC, ip4(CIP), 5555, ip4(VIP), 53, L4::Udp, b"q"));
+    // The real server answers "port unreachable", quoting the datagram it got (CIP → RIP).
+    let quoted = &fwd[14..];
+    let mut icmp = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(quoted);
+    let c = lvs_dataplane::wire::checksum::checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(RS1_MAC, OUR)
+        .ipv4(RS1, CIP, 64)
+        .write(&mut f, etherparse::IpNumber(1), &icmp)
+        .unwrap();
+    let (v, out) = lab.run(&f);
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    let s = inspect(&out);
+    assert_eq!((s.src, s.dst, s.dst_mac), (ip4(VIP), ip4(CIP), CLIENT_MAC));
+    // The quoted packet now reads CIP:5555 → VIP:53, with a valid quoted header checksum.
+    let q = &out[42..];
+    assert_eq!(&q[16..20], &VIP);
+    assert_eq!(u16::from_be_bytes([q[22], q[23]]), 53);
+    assert_eq!(
+        lvs_dataplane::wire::checksum::checksum(&q[..20]),
+        0,
+        "quoted IPv4 header checksum"
+    );
+}
+
+#[test]
+fn echo_to_the_vip_is_answered() {
+    let mut lab = Lab::new(NAT_RULES);
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, OUR)
+        .ipv4(CIP, VIP, 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut f, b"ping")
+        .unwrap();
+    let (v, out) = lab.run(&f);
+    assert_eq!(v, Verdict::Reply);
+    let s = inspect(&out);
+    assert_eq!((s.src, s.dst, out[34]), (ip4(VIP), ip4(CIP), 0));
+}
+
+#[test]
+fn a_new_syn_on_a_time_wait_connection_is_scheduled_afresh() {
+    let mut lab = Lab::new(NAT_RULES);
+    let syn = build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Syn, b"");
+    let (_, first) = lab.run(&syn);
+    let first = inspect(&first).dst;
+    let rs_mac = if first == ip4(RS1) { RS1_MAC } else { RS2_MAC };
+    lab.run(&build(rs_mac, first, 8080, ip4(CIP), 40000, L4::SynAck, b""));
+    lab.run(&build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Ack, b""));
+    // RST from the client on the established connection closes it (state CLOSE).
+    let mut rst = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, OUR)
+        .ipv4(CIP, VIP, 64)
+        .tcp(40000, 80, 1001, 0)
+        .rst()
+        .write(&mut rst, b"")
+        .unwrap();
+    lab.run(&rst);
+    let state = lab.conns.iter(lab.now).next().map(|c| c.state);
+    assert_eq!(
+        state,
+        Some(lvs_core::conn::ConnState::Close),
+        "RST closes the connection"
+    );
+    let (_, again) = lab.run(&syn);
+    assert_ne!(
+        inspect(&again).dst,
+        first,
+        "rescheduled by rr, not stuck on the old entry"
+    );
+    assert_eq!(lab.conns.len(), 1);
+}
