@@ -11,4 +11,5 @@ pub mod pipeline;
 pub mod route;
 pub mod verdict;
 pub mod wire;
+pub mod worker;
 pub mod xlate;

@@ -117,3 +117,93 @@ mod tests {
         assert_eq!(n, PENDING_CAPACITY);
     }
 }
+
+/// Builds an ARP request (broadcast) asking for `target`, from `our_ip` at `our_mac`.
+pub fn arp_request(our_mac: MacAddr, our_ip: std::net::Ipv4Addr, target: std::net::Ipv4Addr) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&our_mac);
+    f[12..14].copy_from_slice(&crate::wire::ethertype::ARP.to_be_bytes());
+    f[14..22].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f[22..28].copy_from_slice(&our_mac);
+    f[28..32].copy_from_slice(&our_ip.octets());
+    f[38..42].copy_from_slice(&target.octets());
+    f
+}
+
+/// Builds an IPv6 neighbour solicitation for `target`, sent to its solicited-node multicast
+/// address from `our_ip` at `our_mac` (with the source link-layer address option).
+pub fn neighbor_solicit(
+    our_mac: MacAddr,
+    our_ip: std::net::Ipv6Addr,
+    target: std::net::Ipv6Addr,
+) -> [u8; 86] {
+    use crate::wire::{checksum, ip_proto};
+    let t = target.octets();
+    let dst = std::net::Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | t[13] as u16,
+        u16::from_be_bytes([t[14], t[15]]),
+    );
+    let mut f = [0u8; 86];
+    f[0..6].copy_from_slice(&[0x33, 0x33, 0xff, t[13], t[14], t[15]]);
+    f[6..12].copy_from_slice(&our_mac);
+    f[12..14].copy_from_slice(&crate::wire::ethertype::IPV6.to_be_bytes());
+    // IPv6 header: version 6, payload 32 (NS 24 + option 8), next header ICMPv6, hop limit 255.
+    f[14] = 0x60;
+    f[18..20].copy_from_slice(&32u16.to_be_bytes());
+    f[20] = ip_proto::ICMPV6;
+    f[21] = 255;
+    f[22..38].copy_from_slice(&our_ip.octets());
+    f[38..54].copy_from_slice(&dst.octets());
+    let m = &mut f[54..86];
+    m[0] = 135;
+    m[8..24].copy_from_slice(&t);
+    m[24] = 1; // source link-layer address option, length 1 (8 bytes)
+    m[25] = 1;
+    m[26..32].copy_from_slice(&our_mac);
+    let ph = checksum::pseudo_header_v6(&our_ip, &dst, ip_proto::ICMPV6, 32);
+    let c = !checksum::add(ph, checksum::sum(m));
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+    use crate::wire::{arp, icmpv6, ipv6};
+
+    #[test]
+    fn arp_request_parses_as_a_request_for_the_target() {
+        let f = arp_request([2, 0, 0, 0, 0, 1], [10, 0, 0, 1].into(), [10, 0, 0, 9].into());
+        let a = arp::Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!(a.operation(), arp::OP_REQUEST);
+        assert_eq!(
+            (a.sender_ip(), a.target_ip()),
+            ([10, 0, 0, 1].into(), [10, 0, 0, 9].into())
+        );
+        assert_eq!(&f[0..6], &[0xff; 6]);
+    }
+
+    #[test]
+    fn neighbor_solicit_is_valid_and_goes_to_the_solicited_node_group() {
+        let me: std::net::Ipv6Addr = "fd00::1".parse().unwrap();
+        let target: std::net::Ipv6Addr = "fd00::12:3456".parse().unwrap();
+        let f = neighbor_solicit([2, 0, 0, 0, 0, 1], me, target);
+        let ip = ipv6::Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!(
+            ip.dst_addr(),
+            "ff02::1:ff12:3456".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        let m = icmpv6::Packet::new_checked(&f[54..]).unwrap();
+        assert!(m.verify_checksum(&me, &ip.dst_addr()));
+        assert_eq!(m.target_addr(), Some(target));
+        assert_eq!(m.link_layer_addr(), Some([2, 0, 0, 0, 0, 1]));
+        assert_eq!(&f[0..6], &[0x33, 0x33, 0xff, 0x12, 0x34, 0x56]);
+    }
+}

@@ -250,6 +250,16 @@ impl fmt::Debug for Worker {
 }
 
 impl Worker {
+    /// The pipeline this worker belongs to.
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.p
+    }
+
+    /// This worker's number.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
     /// Processes one frame received on interface `ingress` at `now`, rewriting it in place.
     pub fn process(&mut self, fb: &mut FrameBuf<'_>, ingress: u16, now: Time) -> Verdict {
         bump(&self.stats.frames);

@@ -6,6 +6,7 @@ use std::io;
 use std::net::IpAddr;
 
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -164,6 +165,44 @@ pub fn dump_neighbours() -> io::Result<Vec<KernelNeighbour>> {
     Ok(out)
 }
 
+/// An address configured on an interface of this namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelAddress {
+    /// Interface index.
+    pub ifindex: u32,
+    /// The address.
+    pub addr: IpAddr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+}
+
+/// Dumps the IPv4 and IPv6 addresses configured in this namespace.
+pub fn dump_addresses() -> io::Result<Vec<KernelAddress>> {
+    let mut out = Vec::new();
+    for m in dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))? {
+        let RouteNetlinkMessage::NewAddress(a) = m else {
+            continue;
+        };
+        // IFA_LOCAL is the local address on point-to-point links; IFA_ADDRESS otherwise.
+        let mut addr = None;
+        for attr in &a.attributes {
+            match attr {
+                AddressAttribute::Local(l) => addr = Some(*l),
+                AddressAttribute::Address(x) if addr.is_none() => addr = Some(*x),
+                _ => {}
+            }
+        }
+        if let Some(addr) = addr {
+            out.push(KernelAddress {
+                ifindex: a.header.index,
+                addr,
+                prefix_len: a.header.prefix_len,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Facts about one interface, from sysfs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceInfo {
@@ -175,6 +214,8 @@ pub struct InterfaceInfo {
     pub mac: MacAddr,
     /// MTU.
     pub mtu: u32,
+    /// Receive queues (AF_XDP binds one socket per queue).
+    pub rx_queues: u32,
 }
 
 fn sysfs(name: &str, attr: &str) -> io::Result<String> {
@@ -206,11 +247,20 @@ pub fn interface_info(name: &str) -> io::Result<InterfaceInfo> {
         .collect::<Result<_, _>>()
         .map_err(|_| bad("address"))?;
     let mac: MacAddr = parts.try_into().map_err(|_| bad("address"))?;
+    let rx_queues = std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count()
+        })
+        .unwrap_or(1)
+        .max(1) as u32;
     Ok(InterfaceInfo {
         name: name.to_string(),
         ifindex,
         mac,
         mtu,
+        rx_queues,
     })
 }
 
@@ -263,5 +313,12 @@ mod tests {
             assert!(r.len <= 128);
         }
         dump_neighbours().expect("neighbour dump");
+        let addrs = dump_addresses().expect("address dump");
+        assert!(
+            addrs
+                .iter()
+                .any(|a| a.ifindex == lo.ifindex && a.addr == IpAddr::from([127, 0, 0, 1])),
+            "127.0.0.1 on lo: {addrs:?}"
+        );
     }
 }

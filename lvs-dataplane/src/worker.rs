@@ -1,0 +1,111 @@
+//! The per-core run-to-completion loop: receive a burst, run every frame through the
+//! pipeline, let the backend send the results, and when the rings stay empty, sleep in
+//! poll(2) instead of spinning (on a small machine a spinning worker starves the very
+//! clients and servers it serves).
+//!
+//! The loop also sends ARP requests / neighbour solicitations for next hops the pipeline
+//! found unresolved (at most one per address per [`LoopConfig::resolve_interval`]).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use lvs_core::Time;
+
+use crate::io::PacketIo;
+use crate::neigh::{arp_request, neighbor_solicit};
+use crate::pipeline::Worker;
+
+/// Tuning of the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopConfig {
+    /// Frames per burst.
+    pub burst: usize,
+    /// Consecutive empty polls before the worker sleeps in poll(2).
+    pub idle_polls: u32,
+    /// Longest sleep when idle (also how soon a stop request is noticed).
+    pub idle_sleep: Duration,
+    /// Least time between two resolution requests for one address.
+    pub resolve_interval: Duration,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig {
+            burst: 64,
+            idle_polls: 32,
+            idle_sleep: Duration::from_millis(10),
+            resolve_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Runs `worker` over `io` until `stop` is set. `epoch` is the instant the pipeline's `Time`
+/// counts from (the same for every worker and the control plane).
+pub fn run(
+    io: &mut dyn PacketIo,
+    worker: &mut Worker,
+    epoch: Instant,
+    stop: &AtomicBool,
+    cfg: LoopConfig,
+) -> io::Result<()> {
+    let mut idle = 0u32;
+    let mut asked: HashMap<IpAddr, Instant> = HashMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Time::from_millis(epoch.elapsed().as_millis() as u64);
+        let n = io.poll_burst(cfg.burst, &mut |fb, ingress| worker.process(fb, ingress, now))?;
+        resolve_pending(io, worker, &mut asked, cfg.resolve_interval);
+        if n == 0 {
+            idle = idle.saturating_add(1);
+            if idle >= cfg.idle_polls {
+                io.wait(cfg.idle_sleep)?;
+            }
+        } else {
+            idle = 0;
+        }
+    }
+    Ok(())
+}
+
+/// Sends a request for every unresolved next hop the pipeline queued, at most once per
+/// `interval` per address.
+fn resolve_pending(
+    io: &mut dyn PacketIo,
+    worker: &Worker,
+    asked: &mut HashMap<IpAddr, Instant>,
+    interval: Duration,
+) {
+    let p = worker.pipeline();
+    let tables = p.tables();
+    while let Some(ip) = tables.neigh.take_pending() {
+        if tables.neigh.lookup(ip).is_some() {
+            continue;
+        }
+        let now = Instant::now();
+        if asked.get(&ip).is_some_and(|t| now.duration_since(*t) < interval) {
+            continue;
+        }
+        if asked.len() > 4096 {
+            asked.retain(|_, t| now.duration_since(*t) < interval);
+        }
+        asked.insert(ip, now);
+        let Some(hop) = tables.routes.lookup(ip) else {
+            continue;
+        };
+        let Some(iface) = p.interfaces().get(hop.iface as usize) else {
+            continue;
+        };
+        let _ = match ip {
+            IpAddr::V4(t) => match iface.ipv4 {
+                Some(me) => io.send_frame(hop.iface, &arp_request(iface.mac, me, t)),
+                None => continue,
+            },
+            IpAddr::V6(t) => match iface.ipv6 {
+                Some(me) => io.send_frame(hop.iface, &neighbor_solicit(iface.mac, me, t)),
+                None => continue,
+            },
+        };
+    }
+}
