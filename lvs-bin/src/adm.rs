@@ -133,10 +133,15 @@ Options:\n\
 }
 
 /// The exit code ipvsadm gives a command-line error: popt's own errors and `tryhelp_exit`
-/// return -1 (255), every `fail(2, …)` exits 2.
+/// return -1 (255), every `fail(2, …)` exits 2. An unknown scheduler is the kernel's ENOENT
+/// in ipvsadm (the rules parser reports it early), so it is 255 too.
 pub fn parse_error_code(e: &ParseError) -> u32 {
     let m = e.0.as_str();
-    if m == TRY_HELP || m.ends_with(": unknown option") || m.ends_with(": missing argument") {
+    if m == TRY_HELP
+        || m.ends_with(": unknown option")
+        || m.ends_with(": missing argument")
+        || m == "Scheduler or persistence engine not found"
+    {
         EXIT_REFUSED
     } else {
         EXIT_USAGE
