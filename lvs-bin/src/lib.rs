@@ -1,7 +1,9 @@
-//! Library side of the `lvs` binary: the namespace lab used by `lvs demo` and the end-to-end
-//! tests, and the small test servers that run in it.
+//! Library side of the `lvs` binary: the ipvsadm control plane and client, the control
+//! socket, the namespace lab used by `lvs demo` and the end-to-end tests, and the small test
+//! servers that run in it.
 #![forbid(unsafe_code)]
 
+pub mod adm;
 pub mod config;
 pub mod control;
 pub mod decap;

@@ -2,7 +2,10 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +19,29 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// ipvsadm over the daemon's control socket: `lvs adm -L -n`, `lvs adm -A -t VIP:80 -s rr`.
+    #[command(disable_help_flag = true)]
+    Adm {
+        /// Control socket (default: $LVS_SOCKET, else /run/lvs/lvs.sock); must come first.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// ipvsadm arguments, passed on verbatim.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Runs only the control plane (rules, listings, no packet path) on a control socket.
+    #[command(hide = true)]
+    ControlOnly {
+        /// Control socket path.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// ipvsadm-save rules file loaded at start.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Connection table capacity.
+        #[arg(long, default_value_t = 4096)]
+        conn_capacity: usize,
+    },
     /// Decapsulates IPIP / IPv6-in-IPv6 for a TUN-mode real server without the ipip module.
     Decap {
         /// Interface the tunnelled packets arrive on.
@@ -40,9 +66,78 @@ enum Cmd {
     },
 }
 
+/// `lvs adm` / `lvsadm`: runs the client and maps its code to the process exit status.
+fn adm(program: &str, socket: Option<PathBuf>, args: Vec<String>) -> ExitCode {
+    let socket = lvs_bin::adm::socket_path(socket);
+    let code = lvs_bin::adm::run_client(
+        program,
+        &socket,
+        args,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    ExitCode::from(code.min(255) as u8)
+}
+
+/// Invoked as `lvsadm` (e.g. through a symlink): every argument is an ipvsadm argument, with an
+/// optional leading `--socket PATH`.
+fn lvsadm(mut args: Vec<String>) -> ExitCode {
+    let mut socket = None;
+    if args.first().map(String::as_str) == Some("--socket") && args.len() >= 2 {
+        socket = Some(PathBuf::from(args[1].clone()));
+        args.drain(..2);
+    } else if let Some(p) = args.first().and_then(|a| a.strip_prefix("--socket=")) {
+        socket = Some(PathBuf::from(p));
+        args.remove(0);
+    }
+    adm("lvsadm", socket, args)
+}
+
+fn control_only(socket: Option<PathBuf>, rules: Option<&Path>, capacity: usize) -> Result<(), String> {
+    use lvs_bin::adm::{ControlPlane, serve, socket_path};
+    let start = Instant::now();
+    let services = Arc::new(lvs_core::ServiceTable::new());
+    let conns = Arc::new(lvs_core::conn::ConnTable::with_capacity(capacity));
+    let mut plane = ControlPlane::new(services, conns, move || {
+        lvs_core::Time::from_millis(start.elapsed().as_millis() as u64)
+    });
+    if let Some(path) = rules {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        plane
+            .load_rules(&text)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let plane = Arc::new(Mutex::new(plane));
+    let path = socket_path(socket);
+    let _server = serve(plane.clone(), &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        plane.lock().unwrap_or_else(|e| e.into_inner()).tick_now();
+    }
+}
+
 fn main() -> ExitCode {
+    let mut argv = std::env::args();
+    let argv0 = argv.next().unwrap_or_default();
+    if Path::new(&argv0).file_name().is_some_and(|n| n == "lvsadm") {
+        return lvsadm(argv.collect());
+    }
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Adm { socket, args } => adm("lvs adm", socket, args),
+        Cmd::ControlOnly {
+            socket,
+            rules,
+            conn_capacity,
+        } => match control_only(socket, rules.as_deref(), conn_capacity) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lvs control-only: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Decap { iface, tun } => match lvs_bin::decap::run(&iface, &tun) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -17,8 +17,7 @@ pub mod simulate;
 
 pub use parse::{Command, ListOptions, MAX_TIMEOUT, ParseError, Timeouts, parse_args, parse_line};
 pub use print::{
-    ConnView, DEFAULT_TABLE_SIZE, DestView, ServiceView, config_views, format_conns, format_list,
-    format_save, format_timeouts, views,
+    DEFAULT_TABLE_SIZE, DestView, ServiceView, config_views, format_list, format_save, format_timeouts, views,
 };
 pub use ruleset::{BatchError, Outcome, RuleError, RuleSet};
 pub use simulate::{Pick, ServiceRun, SimOptions, Simulation, simulate};

@@ -1,6 +1,6 @@
 //! ipvsadm 1.31's listings, byte for byte: `-L -n` (and its `--stats`, `--rate`,
 //! `--thresholds`, `--persistent-conn`, `--exact` variants, and `-L` of one service), `-S -n`
-//! save format and `-L --timeout`.
+//! save format and `-L --timeout`. The `-L -c` connection listing is [`crate::conn::listing`].
 //!
 //! Printers take plain [`ServiceView`]s, built from a live [`ServiceSet`] (counters and rates
 //! included) or from bare configuration. Addresses are always printed numerically.
@@ -577,59 +577,6 @@ pub fn format_list(services: &[ServiceView], opts: &ListOptions, size: u32) -> R
     Ok(out)
 }
 
-/// One connection as `ipvsadm -L -c` shows it (a line of `/proc/net/ip_vs_conn`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnView {
-    /// Protocol name as the kernel prints it ("TCP", "UDP", "SCTP", "IP" for templates).
-    pub proto: &'static str,
-    /// Seconds until the entry expires.
-    pub expires_secs: u32,
-    /// State name ("ESTABLISHED", "FIN_WAIT", "NONE" ...).
-    pub state: &'static str,
-    /// Client address and port.
-    pub client: (IpAddr, u16),
-    /// Virtual address and port.
-    pub virt: (IpAddr, u16),
-    /// Real server address and port.
-    pub dest: (IpAddr, u16),
-}
-
-/// `ipvsadm -L -c -n`: the "IPVS connection entries" header, the column title (the
-/// `--persistent-conn` one adds "pe name" and "pe_data") and one line per connection.
-pub fn format_conns(conns: &[ConnView], persistent_conn: bool) -> String {
-    let mut out = String::from("IPVS connection entries\n");
-    if persistent_conn {
-        // printf("pro expire %-11s %-18s %-18s %-18s %-16s %s\n", ...)
-        let _ = writeln!(
-            out,
-            "pro expire {:<11} {:<18} {:<18} {:<18} {:<16} pe_data",
-            "state", "source", "virtual", "destination", "pe name"
-        );
-    } else {
-        // printf("pro expire %-11s %-18s %-18s %s\n", ...)
-        let _ = writeln!(
-            out,
-            "pro expire {:<11} {:<18} {:<18} destination",
-            "state", "source", "virtual"
-        );
-    }
-    for c in conns {
-        // print_conn: "%02d:%02d" expiry, then "%-3s %-6s %-11s %-18s %-18s %s\n".
-        let expire = format!("{:02}:{:02}", c.expires_secs / 60, c.expires_secs % 60);
-        let _ = writeln!(
-            out,
-            "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
-            c.proto,
-            expire,
-            c.state,
-            addr_port(&c.client.0, c.client.1),
-            addr_port(&c.virt.0, c.virt.1),
-            addr_port(&c.dest.0, c.dest.1)
-        );
-    }
-    out
-}
-
 /// `ipvsadm -L --timeout`.
 pub fn format_timeouts(t: &Timeouts) -> String {
     format!("Timeout (tcp tcpfin udp): {} {} {}\n", t.tcp, t.tcp_fin, t.udp)
@@ -638,30 +585,6 @@ pub fn format_timeouts(t: &Timeouts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn connection_listing() {
-        // "pro expire %-11s %-18s %-18s %s\n" and "%-3s %-6s %-11s %-18s %-18s %s\n".
-        let c = ConnView {
-            proto: "TCP",
-            expires_secs: 14 * 60 + 59,
-            state: "ESTABLISHED",
-            client: ([10, 200, 0, 1].into(), 1024),
-            virt: ([10, 0, 0, 1].into(), 80),
-            dest: ([192, 168, 1, 2].into(), 80),
-        };
-        assert_eq!(
-            format_conns(&[c], false),
-            concat!(
-                "IPVS connection entries\n",
-                "pro expire state       source             virtual            destination\n",
-                "TCP 14:59  ESTABLISHED 10.200.0.1:1024    10.0.0.1:80        192.168.1.2:80\n",
-            )
-        );
-        assert!(format_conns(&[], true).ends_with(
-            "pro expire state       source             virtual            destination        pe name          pe_data\n"
-        ));
-    }
 
     #[test]
     fn largenum_widths_and_units() {
