@@ -90,6 +90,36 @@ pub enum OnFailureName {
     Remove,
 }
 
+/// `[[fwmark]]`: what iptables' MARK target does for kernel IPVS: packets of `proto` to
+/// `addr` on one of `ports` belong to the firewall-mark service `mark` (`-f mark`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FwmarkSection {
+    /// The mark (the `-f` service).
+    pub mark: u32,
+    /// `tcp`, `udp` or `sctp`.
+    pub proto: String,
+    /// Virtual address.
+    pub addr: IpAddr,
+    /// Ports and ranges: `["80", "443", "8000-8099"]`.
+    pub ports: Vec<String>,
+}
+
+/// A firewall-mark rule, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FwmarkRule {
+    /// Mark.
+    pub mark: u32,
+    /// Protocol.
+    pub proto: lvs_core::Protocol,
+    /// Virtual address.
+    pub addr: IpAddr,
+    /// First port.
+    pub first_port: u16,
+    /// Last port.
+    pub last_port: u16,
+}
+
 /// The TOML file as written.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +147,11 @@ pub struct FileConfig {
     /// Health checks.
     #[serde(default, rename = "check")]
     pub checks: Vec<CheckSection>,
+    /// Firewall-mark rules.
+    #[serde(default, rename = "fwmark")]
+    pub fwmarks: Vec<FwmarkSection>,
+    /// Put the client address in a TOA TCP option for FULLNAT real servers (default true).
+    pub toa: Option<bool>,
 }
 
 /// Flags of `lvs run` that override the file.
@@ -175,6 +210,10 @@ pub struct Config {
     pub slow_start: Duration,
     /// Health checks.
     pub checks: Vec<CheckRule>,
+    /// Firewall-mark rules.
+    pub fwmarks: Vec<FwmarkRule>,
+    /// TOA for FULLNAT.
+    pub toa: bool,
 }
 
 /// A configuration problem, already worded for the operator.
@@ -305,6 +344,46 @@ impl Config {
                 config,
             });
         }
+        let mut fwmarks = Vec::new();
+        for (i, f) in file.fwmarks.iter().enumerate() {
+            let proto = match f.proto.as_str() {
+                "tcp" => lvs_core::Protocol::Tcp,
+                "udp" => lvs_core::Protocol::Udp,
+                "sctp" => lvs_core::Protocol::Sctp,
+                p => {
+                    return Err(ConfigError(format!(
+                        "fwmark #{}: unknown proto {p:?} (tcp, udp or sctp)",
+                        i + 1
+                    )));
+                }
+            };
+            if f.mark == 0 {
+                return Err(ConfigError(format!("fwmark #{}: mark must not be 0", i + 1)));
+            }
+            for spec in &f.ports {
+                let bad = || ConfigError(format!("fwmark #{}: bad port or range {spec:?}", i + 1));
+                let (a, b) = match spec.split_once('-') {
+                    Some((a, b)) => (
+                        a.trim().parse::<u16>().map_err(|_| bad())?,
+                        b.trim().parse::<u16>().map_err(|_| bad())?,
+                    ),
+                    None => {
+                        let p = spec.trim().parse::<u16>().map_err(|_| bad())?;
+                        (p, p)
+                    }
+                };
+                if a == 0 || a > b {
+                    return Err(bad());
+                }
+                fwmarks.push(FwmarkRule {
+                    mark: f.mark,
+                    proto,
+                    addr: f.addr,
+                    first_port: a,
+                    last_port: b,
+                });
+            }
+        }
         let mut lips = file.lips;
         if !flags.lips.is_empty() {
             lips = flags.lips;
@@ -324,6 +403,8 @@ impl Config {
             conn_capacity,
             slow_start,
             checks,
+            fwmarks,
+            toa: file.toa.unwrap_or(true),
         })
     }
 }
@@ -415,5 +496,30 @@ expect = "ok"
             ..Overrides::default()
         };
         assert!(Config::resolve(file, flags).unwrap_err().0.contains("only apply"));
+    }
+
+    #[test]
+    fn fwmark_sections_expand_ports_and_ranges() {
+        let file = FileConfig::parse(
+            "[[fwmark]]\nmark = 7\nproto = \"tcp\"\naddr = \"10.0.0.1\"\nports = [\"80\", \"8000-8099\"]\n",
+            "f",
+        )
+        .unwrap();
+        let flags = Overrides {
+            interfaces: vec!["eth0".into()],
+            ..Overrides::default()
+        };
+        let c = Config::resolve(file, flags.clone()).unwrap();
+        assert_eq!(c.fwmarks.len(), 2);
+        assert_eq!(
+            (c.fwmarks[1].first_port, c.fwmarks[1].last_port, c.fwmarks[1].mark),
+            (8000, 8099, 7)
+        );
+        let bad = FileConfig::parse(
+            "[[fwmark]]\nmark = 7\nproto = \"tcp\"\naddr = \"10.0.0.1\"\nports = [\"90-80\"]\n",
+            "f",
+        )
+        .unwrap();
+        assert!(Config::resolve(bad, flags).unwrap_err().0.contains("bad port"));
     }
 }

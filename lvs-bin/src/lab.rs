@@ -273,6 +273,46 @@ impl Lab {
         Ok(pid)
     }
 
+    /// Starts a command inside namespace `ns` with its stdout and stderr appended to `log`;
+    /// it is killed when the lab is dropped.
+    pub fn spawn_logged(
+        &mut self,
+        ns: &str,
+        program: &str,
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> io::Result<u32> {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// Sends SIGTERM to process `pid` started by this lab and waits up to `timeout` for it
+    /// to exit; returns its exit status (None if it had to be killed).
+    pub fn terminate(&mut self, pid: u32, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let pos = self.children.iter().position(|c| c.id() == pid)?;
+        let mut c = self.children.remove(pos);
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     /// Kills process `pid` started with [`Lab::spawn`].
     pub fn kill(&mut self, pid: u32) {
         if let Some(pos) = self.children.iter().position(|c| c.id() == pid) {

@@ -6,6 +6,7 @@
 pub mod adm;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod decap;
 pub mod health;
 pub mod lab;

@@ -19,6 +19,34 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Runs the load balancer in the foreground (logs to stderr; SIGINT/SIGTERM stop it,
+    /// SIGHUP re-reads --rules).
+    Run {
+        /// Configuration file (TOML); flags override it.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Interface to serve (repeatable).
+        #[arg(long = "iface")]
+        ifaces: Vec<String>,
+        /// Packet I/O backend.
+        #[arg(long, value_enum)]
+        backend: Option<lvs_bin::config::Backend>,
+        /// XDP attach mode (afxdp backend).
+        #[arg(long, value_enum)]
+        xdp_mode: Option<lvs_bin::config::XdpMode>,
+        /// Packet workers (one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// ipvsadm-save rules file.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// FULLNAT local address (repeatable).
+        #[arg(long = "lip")]
+        lips: Vec<std::net::IpAddr>,
+        /// Control socket path.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
     /// ipvsadm over the daemon's control socket: `lvs adm -L -n`, `lvs adm -A -t VIP:80 -s rr`.
     #[command(disable_help_flag = true)]
     Adm {
@@ -118,14 +146,84 @@ fn control_only(socket: Option<PathBuf>, rules: Option<&Path>, capacity: usize) 
     }
 }
 
+/// `lvs run`: exit status 2 for a configuration problem (nothing started), 1 for a failure.
+fn run(config: Option<&Path>, flags: lvs_bin::config::Overrides) -> ExitCode {
+    use lvs_bin::config::{Config, FileConfig};
+    use lvs_bin::daemon::DaemonError;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LVS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let file = match config {
+        Some(p) => match FileConfig::load(p) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("lvs run: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => FileConfig::default(),
+    };
+    let cfg = match Config::resolve(file, flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lvs run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match lvs_bin::daemon::run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(DaemonError::Config(e)) => {
+            eprintln!("lvs run: {e}");
+            ExitCode::from(2)
+        }
+        Err(DaemonError::Runtime(e)) => {
+            eprintln!("lvs run: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let mut argv = std::env::args();
     let argv0 = argv.next().unwrap_or_default();
     if Path::new(&argv0).file_name().is_some_and(|n| n == "lvsadm") {
         return lvsadm(argv.collect());
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
     match cli.command {
+        Cmd::Run {
+            config,
+            ifaces,
+            backend,
+            xdp_mode,
+            workers,
+            rules,
+            lips,
+            socket,
+        } => {
+            let flags = lvs_bin::config::Overrides {
+                interfaces: ifaces,
+                backend,
+                xdp_mode,
+                workers,
+                rules,
+                lips,
+                socket,
+            };
+            run(config.as_deref(), flags)
+        }
         Cmd::Adm { socket, args } => adm("lvs adm", socket, args),
         Cmd::ControlOnly {
             socket,

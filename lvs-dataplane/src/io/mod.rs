@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::verdict::Verdict;
 
+pub mod arp_listener;
 pub mod mem;
 pub mod netlink;
 #[allow(unsafe_code)]

@@ -1,0 +1,112 @@
+//! End to end, per forwarding method and backend: a real kernel client talks through `lvs
+//! run` to real servers in network namespaces the test builds and removes.
+
+mod e2e_support;
+
+use e2e_support::*;
+use lvs_bin::lab::{self, LabMethod};
+
+fn rules(method: LabMethod, sched: &str) -> String {
+    let f = flag(method);
+    let port = |p: u16| {
+        if matches!(method, LabMethod::DirectRoute | LabMethod::Tunnel) {
+            String::new()
+        } else {
+            format!(":{p}")
+        }
+    };
+    format!(
+        "-A -t {vip}:80 -s {sched}\n-a -t {vip}:80 -r {rs1}{p1} {f}\n-a -t {vip}:80 -r {rs2}{p1} {f}\n\
+         -A -u {vip}:9000 -s {sched}\n-a -u {vip}:9000 -r {rs1}{p2} {f}\n-a -u {vip}:9000 -r {rs2}{p2} {f}\n",
+        vip = lab::VIP,
+        rs1 = lab::rs_ip(0),
+        rs2 = lab::rs_ip(1),
+        p1 = port(8080),
+        p2 = port(9000),
+    )
+}
+
+fn method_round(method: LabMethod, backend: &str) {
+    if !require_root() {
+        return;
+    }
+    // DR/TUN keep the port: the servers listen on 8080, so the VIP service is on 8080 too.
+    let vport = if matches!(method, LabMethod::DirectRoute | LabMethod::Tunnel) {
+        8080
+    } else {
+        80
+    };
+    let r = rules(method, "rr").replace(":80 ", &format!(":{vport} "));
+    let mut e = E2e::start(method, 2, backend, &r, &[]);
+    let first = e.until_ok(|e| e.http(vport));
+    let mut names = vec![who(&first).to_string()];
+    for _ in 0..5 {
+        names.push(who(&e.http(vport).expect("http")).to_string());
+    }
+    // rr alternates between the two servers.
+    for w in names.windows(2) {
+        assert_ne!(w[0], w[1], "rr alternates: {names:?}");
+    }
+    assert!(names.iter().all(|n| n == "rs1" || n == "rs2"), "{names:?}");
+    // The server sees the client (NAT, DR, TUN) or the LIP (FULLNAT).
+    let seen = seen_client(&first);
+    let want = if method == LabMethod::FullNat {
+        lab::LIP.to_string()
+    } else {
+        lab::CLIENT_IP.to_string()
+    };
+    assert_eq!(seen, want, "address the server saw: {first:?}");
+    // UDP through the VIP, answered by one of the servers.
+    let u = e.until_ok(|e| e.udp(9000));
+    assert!(u.starts_with("rs1 ") || u.starts_with("rs2 "), "udp answer {u:?}");
+    // Counters: lvs counted the connections it scheduled.
+    let (code, stats, _) = e.adm(&["-L", "-n", "--stats", "--exact"]);
+    assert_eq!(code, 0);
+    let tcp_line = stats
+        .lines()
+        .find(|l| l.starts_with("TCP"))
+        .expect("TCP service in --stats");
+    let conns: u64 = tcp_line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert_eq!(conns, 6, "6 HTTP connections scheduled:\n{stats}");
+    e.stop();
+}
+
+#[test]
+fn nat_afxdp() {
+    method_round(LabMethod::Nat, "afxdp");
+}
+
+#[test]
+fn nat_afpacket() {
+    method_round(LabMethod::Nat, "afpacket");
+}
+
+#[test]
+fn fullnat_afxdp() {
+    method_round(LabMethod::FullNat, "afxdp");
+}
+
+#[test]
+fn fullnat_afpacket() {
+    method_round(LabMethod::FullNat, "afpacket");
+}
+
+#[test]
+fn dr_afxdp() {
+    method_round(LabMethod::DirectRoute, "afxdp");
+}
+
+#[test]
+fn dr_afpacket() {
+    method_round(LabMethod::DirectRoute, "afpacket");
+}
+
+#[test]
+fn tun_afxdp() {
+    method_round(LabMethod::Tunnel, "afxdp");
+}
+
+#[test]
+fn tun_afpacket() {
+    method_round(LabMethod::Tunnel, "afpacket");
+}

@@ -1,0 +1,238 @@
+//! Shared harness of the end-to-end tests: a namespace lab with real servers, `lvs run` in
+//! the director namespace, and a real kernel client (curl, bash's /dev/udp).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lvs_bin::lab::{self, Lab, LabMethod};
+
+/// Fails loudly when not root, unless LVS_SKIP_PRIVILEGED=1 says skipping is intended.
+pub fn require_root() -> bool {
+    if lab::have_privileges() {
+        return true;
+    }
+    if std::env::var("LVS_SKIP_PRIVILEGED").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: needs root to create network namespaces (LVS_SKIP_PRIVILEGED=1)");
+        return false;
+    }
+    panic!(
+        "this test needs root to create network namespaces; run as root or set LVS_SKIP_PRIVILEGED=1 to skip"
+    );
+}
+
+/// The lvs binary under test.
+pub fn lvs() -> &'static str {
+    env!("CARGO_BIN_EXE_lvs")
+}
+
+/// A running lab with lvs in it.
+pub struct E2e {
+    /// The lab (dropping it removes everything).
+    pub lab: Lab,
+    /// Scratch directory for rules, logs and the control socket.
+    pub dir: PathBuf,
+    /// Pid of `lvs run`.
+    pub lvs_pid: u32,
+    /// Control socket.
+    pub socket: PathBuf,
+    /// Forwarding method.
+    pub method: LabMethod,
+}
+
+impl Drop for E2e {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Ok(log) = std::fs::read_to_string(self.dir.join("lvs.log"))
+        {
+            eprintln!("---- lvs run log ----\n{log}");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The method's ipvsadm forwarding flag.
+pub fn flag(method: LabMethod) -> &'static str {
+    match method {
+        LabMethod::Nat => "-m",
+        LabMethod::DirectRoute => "-g",
+        LabMethod::Tunnel => "-i",
+        LabMethod::FullNat => "--fullnat",
+    }
+}
+
+impl E2e {
+    /// Builds the lab for `method` with `servers` real servers (HTTP on :8080, UDP echo on
+    /// :9000, named rs1, rs2, ...), writes `rules` and starts `lvs run` with `backend`.
+    pub fn start(method: LabMethod, servers: usize, backend: &str, rules: &str, extra: &[&str]) -> E2e {
+        let mut lab = Lab::build(method, servers).expect("build the lab");
+        let dir =
+            std::env::temp_dir().join(format!("lvs-e2e-{}-{}", std::process::id(), lab.namespaces()[0]));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, ns) in lab.servers.clone().iter().enumerate() {
+            let name = format!("rs{}", i + 1);
+            // DR/TUN servers answer from the VIP: the UDP socket binds it.
+            let udp = match method {
+                LabMethod::DirectRoute | LabMethod::Tunnel => format!("{}:9000", lab::VIP),
+                _ => "0.0.0.0:9000".to_string(),
+            };
+            lab.spawn(
+                ns,
+                lvs(),
+                &[
+                    "testsrv",
+                    "--name",
+                    &name,
+                    "--http",
+                    "0.0.0.0:8080",
+                    "--udp",
+                    &udp,
+                ],
+            )
+            .unwrap();
+            if method == LabMethod::Tunnel {
+                lab.spawn_logged(
+                    ns,
+                    lvs(),
+                    &["decap", "--iface", "eth0"],
+                    &dir.join(format!("decap{i}.log")),
+                )
+                .unwrap();
+            }
+        }
+        let rules_path = dir.join("rules");
+        std::fs::write(&rules_path, rules).unwrap();
+        let socket = dir.join("lvs.sock");
+        let rules_s = rules_path.to_string_lossy().into_owned();
+        let socket_s = socket.to_string_lossy().into_owned();
+        let lip = lab::LIP.to_string();
+        let mut args = vec![
+            "run",
+            "--iface",
+            "eth0",
+            "--backend",
+            backend,
+            "--rules",
+            &rules_s,
+            "--socket",
+            &socket_s,
+        ];
+        if method == LabMethod::FullNat {
+            args.extend(["--lip", &lip]);
+        }
+        args.extend_from_slice(extra);
+        let director = lab.director.clone();
+        let lvs_pid = lab
+            .spawn_logged(&director, lvs(), &args, &dir.join("lvs.log"))
+            .unwrap();
+        let e = E2e {
+            lab,
+            dir,
+            lvs_pid,
+            socket,
+            method,
+        };
+        e.wait_ready();
+        if let Ok(secs) = std::env::var("LVS_E2E_PAUSE") {
+            eprintln!(
+                "PAUSE: namespaces {:?}, dir {}",
+                e.lab.namespaces(),
+                e.dir.display()
+            );
+            std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(60)));
+        }
+        e
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.adm(&["-L", "-n"]).0 == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(self.dir.join("lvs.log")).unwrap_or_default();
+        panic!("lvs did not come up within 15 s; log:\n{log}");
+    }
+
+    /// Runs `lvs adm ARGS` against this daemon: (exit code, stdout, stderr).
+    pub fn adm(&self, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(lvs())
+            .arg("adm")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run lvs adm");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// One HTTP GET of VIP:port from the client with curl; the body ("rsN CLIENT:PORT").
+    pub fn http(&self, port: u16) -> Result<String, String> {
+        let url = format!("http://{}:{port}/", lab::VIP);
+        let r = self
+            .lab
+            .exec(&self.lab.client, &["curl", "-s", "--max-time", "3", &url]);
+        match r {
+            Ok(o) => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// One UDP datagram to VIP:port from the client (a kernel UDP socket through bash's
+    /// /dev/udp); the answer.
+    pub fn udp(&self, port: u16) -> Result<String, String> {
+        let script = format!(
+            "exec 3<>/dev/udp/{}/{port} && printf ping >&3 && timeout 3 dd bs=512 count=1 status=none <&3",
+            lab::VIP
+        );
+        match self.lab.exec(&self.lab.client, &["bash", "-c", &script]) {
+            Ok(o) => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Retries `f` until it answers (the first packets may wait for ARP), bounded in time.
+    pub fn until_ok(&self, mut f: impl FnMut(&Self) -> Result<String, String>) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match f(self) {
+                Ok(s) if !s.trim().is_empty() => return s,
+                Ok(s) => last = s,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(self.dir.join("lvs.log")).unwrap_or_default();
+        panic!("no answer through the VIP within 10 s (last: {last:?}); lvs log:\n{log}");
+    }
+
+    /// SIGTERM to lvs; its exit status must be success.
+    pub fn stop(&mut self) {
+        let st = self.lab.terminate(self.lvs_pid, Duration::from_secs(10));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "lvs run did not exit cleanly on SIGTERM: {st:?}"
+        );
+    }
+}
+
+/// The server name in an answer: "rs2 10.77.1.10:40000" → "rs2".
+pub fn who(answer: &str) -> &str {
+    answer.split_whitespace().next().unwrap_or("")
+}
+
+/// The client address the server saw, without port.
+pub fn seen_client(answer: &str) -> String {
+    let a = answer.split_whitespace().nth(1).unwrap_or("");
+    a.rsplit_once(':')
+        .map(|(ip, _)| ip.to_string())
+        .unwrap_or_default()
+}
