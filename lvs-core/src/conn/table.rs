@@ -634,12 +634,12 @@ impl ConnTable {
     }
 
     /// Looks up a burst of client packets at once: `out[i]` gets `lookup_in(&keys[i])`.
-    /// The work is staged over the burst (hashes and home buckets of every key, then the
+    /// The work is staged over up to 64 keys at a time (hashes and home buckets of every key, then the
     /// control words of every candidate entry, then the checks), so the cache misses of
     /// different packets overlap instead of following one another. Same results and the
     /// same guarantees as [`lookup_in`](Self::lookup_in); no allocation.
     pub fn lookup_in_batch(&self, keys: &[ConnKeyIn], out: &mut [Option<ConnRef>]) {
-        const B: usize = 16;
+        const B: usize = 64;
         let n = keys.len().min(out.len());
         let mut start = 0;
         while start < n {
