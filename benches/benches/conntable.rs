@@ -1,5 +1,5 @@
 //! Connection table benchmarks: `lookup_hit/1M`, `lookup_miss/1M`, `insert_remove/1M`,
-//! `lookup_hit_2threads/1M` (bursts of 16 through `lookup_in_batch`, per lookup), and
+//! `lookup_hit_2threads/1M` (bursts of 64 through `lookup_in_batch`, per lookup), and
 //! `lookup_hit_single/1M` (one `lookup_in` at a time).
 //!
 //! One table of 1M NAT connections is built once, outside the measurements. Lookup keys are
@@ -17,7 +17,7 @@ use lvs_core::conn::{ConnKeyIn, ConnTable, NewConn};
 use lvs_core::{DestState, ForwardMethod, Protocol, Time};
 
 const N: usize = 1 << 20;
-const BURST: usize = 16;
+const BURST: usize = 64;
 
 struct Rng(u64);
 impl Rng {
@@ -92,7 +92,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("conntable");
     g.throughput(Throughput::Elements(1));
 
-    // Bursts of 16 through `lookup_in_batch`, as a worker looks up its receive burst;
+    // Bursts of 64 through `lookup_in_batch`, as a worker looks up its receive burst;
     // reported per lookup.
     g.bench_function("lookup_hit/1M", |b| {
         let mut i = 0;

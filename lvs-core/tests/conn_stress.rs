@@ -11,7 +11,8 @@ mod conn {
     use std::time::{Duration, Instant};
 
     use lvs_core::conn::*;
-    use lvs_core::{DestState, ForwardMethod, Protocol, Time};
+    use lvs_core::{DestConfig, DestState, Destination, ForwardMethod, PersistNetmask, Protocol, Time};
+    use std::net::IpAddr;
 
     const KEYS: u16 = 512;
     const WORKERS: usize = 4;
@@ -214,5 +215,137 @@ mod conn {
     fn concurrent_churn_on_a_table_smaller_than_the_key_set() {
         // Capacity below the key count: inserts hit the full table and reclaim SYN_RECV entries.
         run(300, 0xdead_beef);
+    }
+
+    #[test]
+    fn concurrent_templates_keep_persistent_counters_and_free_every_slot() {
+        let capacity = 1024;
+        let table = ConnTable::with_capacity(capacity);
+        let dests: Vec<Destination> = (0..3)
+            .map(|j| Destination::new(DestConfig::new(format!("10.1.0.{}", j + 1).parse().unwrap(), 80)))
+            .collect();
+        let clock = AtomicU64::new(5_000_000);
+        let deadline = Instant::now() + Duration::from_millis(1200);
+        let mask = PersistNetmask::V4("255.255.255.255".parse().unwrap());
+        let vip: IpAddr = "192.0.2.1".parse().unwrap();
+        std::thread::scope(|s| {
+            for w in 0..WORKERS {
+                let (table, dests, clock) = (&table, &dests, &clock);
+                s.spawn(move || {
+                    let mut rng = Rng(0x51ed_270b_ab3c_1d55 ^ (w as u64 + 1).wrapping_mul(0x9e37_79b9));
+                    let mut ops = 0u64;
+                    while Instant::now() < deadline && ops < 2_000_000 {
+                        ops += 1;
+                        let r = rng.next();
+                        let client = (r % 64) as u8;
+                        let caddr: IpAddr = IpAddr::V4([10, 0, 0, client].into());
+                        let now = Time::from_millis(clock.load(Ordering::Relaxed));
+                        let tk = TemplateKey::service(Protocol::Tcp, caddr, mask, vip, 80);
+                        let d = &dests[client as usize % 3];
+                        let tpl = match table.lookup_template(&tk) {
+                            Some(t) => t,
+                            None => match table.insert_template(
+                                &tk,
+                                SocketAddr::new(d.config.addr, 80),
+                                &d.state,
+                                Duration::from_secs(2),
+                                now,
+                            ) {
+                                Ok(t) => t,
+                                Err(_) => continue,
+                            },
+                        };
+                        match (r >> 40) % 8 {
+                            0 => {
+                                // Destination "removed": the template is dropped.
+                                table.check_template(&tpl, None, now);
+                            }
+                            1 => {
+                                let k = ConnKeyIn::new(
+                                    Protocol::Tcp,
+                                    SocketAddr::new(caddr, 2000 + (r >> 48) as u16 % 8),
+                                    "192.0.2.1:80".parse().unwrap(),
+                                );
+                                if let Some(c) = table.lookup_in(&k) {
+                                    table.remove(&c, now);
+                                }
+                            }
+                            _ => {
+                                let k = ConnKeyIn::new(
+                                    Protocol::Tcp,
+                                    SocketAddr::new(caddr, 2000 + (r >> 48) as u16 % 8),
+                                    "192.0.2.1:80".parse().unwrap(),
+                                );
+                                if table.lookup_in(&k).is_none() {
+                                    let mut nc =
+                                        NewConn::new(k, ForwardMethod::Masq, tpl.dest_addr(), &d.state);
+                                    nc.template = Some(tpl);
+                                    if let Ok(c) = table.insert(nc, now) {
+                                        table.on_packet(&c, Direction::Input, TcpFlags::SYN, now);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+            let (table, clock) = (&table, &clock);
+            s.spawn(move || {
+                while Instant::now() < deadline {
+                    let now = clock.fetch_add(250, Ordering::Relaxed) + 250;
+                    table.expire(Time::from_millis(now), 256);
+                }
+            });
+        });
+        let now = Time::from_millis(clock.load(Ordering::Relaxed));
+        table.expire(now, 0);
+        let listed: Vec<ConnInfo> = table.iter(now).collect();
+        let ctr = table.counters();
+        println!("{ctr:?}");
+        assert!(ctr.templates > 0 || ctr.inserted > 1000, "{ctr:?}");
+        for d in &dests {
+            let tpls = listed
+                .iter()
+                .filter(|e| e.template && e.dest.ip() == d.config.addr)
+                .count();
+            let conns = listed
+                .iter()
+                .filter(|e| !e.template && e.dest.ip() == d.config.addr)
+                .count();
+            assert_eq!(d.state.persistent_conns() as usize, tpls);
+            assert_eq!(d.state.total_conns() as usize, conns);
+        }
+        assert_eq!(listed.iter().filter(|e| e.template).count() as u64, ctr.templates);
+        assert_eq!(listed.iter().filter(|e| !e.template).count() as u64, ctr.conns);
+        // Everything ends; templates (also removed ones still pinned) are freed.
+        let far = clock.load(Ordering::Relaxed) + 3_600_000;
+        for step in 0..4 {
+            table.expire(Time::from_millis(far + step * 10_000), usize::MAX);
+        }
+        assert_eq!(table.len(), 0);
+        assert!(
+            dests
+                .iter()
+                .all(|d| d.state.total_conns() == 0 && d.state.persistent_conns() == 0)
+        );
+        let t1 = Time::from_millis(far + 100_000);
+        for n in 0..capacity {
+            let k = ConnKeyIn::new(
+                Protocol::Udp,
+                format!("10.9.{}.{}:1", n / 250, n % 250).parse().unwrap(),
+                "192.0.2.1:53".parse().unwrap(),
+            );
+            table
+                .insert(
+                    NewConn::new(
+                        k,
+                        ForwardMethod::Masq,
+                        "10.1.0.1:53".parse().unwrap(),
+                        &dests[0].state,
+                    ),
+                    t1,
+                )
+                .expect("slot leaked");
+        }
     }
 }

@@ -550,4 +550,25 @@ mod conn {
         assert!(out[3].is_none());
         assert_eq!(out.iter().filter(|o| o.is_some()).count(), 33);
     }
+
+    #[test]
+    fn inserts_recycle_removed_slots_themselves_when_housekeeping_is_late() {
+        let t = ConnTable::with_capacity(10);
+        let d = Arc::new(DestState::new(0, 0));
+        t.expire(T0, 10);
+        // Far more insert/remove pairs than the arena has spare slots, no housekeeping.
+        for i in 0..2000u32 {
+            let k = key(
+                &format!("10.0.{}.{}:{}", i / 250, i % 250, 1000 + i % 7),
+                "192.0.2.1:80",
+            );
+            let c = t
+                .insert(NewConn::new(k, ForwardMethod::Masq, sa("10.1.0.5:80"), &d), T0)
+                .expect("removed slots must be reusable");
+            assert!(t.remove(&c, T0));
+        }
+        assert_eq!(t.counters().refused_full, 0);
+        assert_eq!(t.len(), 0);
+        assert_eq!(d.total_conns(), 0);
+    }
 }

@@ -49,6 +49,11 @@
 //!   ones are never evicted. Before refusing, an insert samples 32 arena slots and
 //!   reclaims one connection still in SYN_RECV or SYNACK (`reclaimed_synrecv`), the
 //!   kernel's drop_entry defence against SYN floods, bounded.
+//! * **Housekeeping cadence.** Removed entries are recycled by the next
+//!   [`ConnTable::expire`]; the arena's `capacity/8 + 256` spare slots hold them meanwhile.
+//!   An insert that finds no spare slot drains the pending and removed lists itself if no
+//!   housekeeping is running (bounded by the number of dead entries, never a scan); if
+//!   removals outpace housekeeping further, inserts are refused and counted until it runs.
 //! * **Expiry.** A wheel of 4096 slots of 250 ms. A packet moves the deadline (one store);
 //!   a deadline that moves earlier (e.g. ESTABLISHED → CLOSE) puts the entry on a small
 //!   lock-free list that the next [`ConnTable::expire`] re-files. Templates are re-armed

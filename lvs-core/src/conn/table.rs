@@ -652,12 +652,12 @@ impl ConnTable {
     }
 
     /// Looks up a burst of client packets at once: `out[i]` gets `lookup_in(&keys[i])`.
-    /// The work is staged over the burst (hashes and home buckets of every key, then the
+    /// The work is staged over up to 64 keys at a time (hashes and home buckets of every key, then the
     /// control words of every candidate entry, then the checks), so the cache misses of
     /// different packets overlap instead of following one another. Same results and the
     /// same guarantees as [`lookup_in`](Self::lookup_in); no allocation.
     pub fn lookup_in_batch(&self, keys: &[ConnKeyIn], out: &mut [Option<ConnRef>]) {
-        const B: usize = 16;
+        const B: usize = 64;
         let n = keys.len().min(out.len());
         let mut start = 0;
         while start < n {
@@ -912,7 +912,19 @@ impl ConnTable {
     /// Takes a free slot for writing; undoes the reservation on failure.
     fn alloc(&self) -> Result<u32, TableFull> {
         self.reserve()?;
-        match self.pop_free() {
+        let mut slot = self.pop_free();
+        if slot.is_none() {
+            // Every spare slot is dead but not yet recycled: the housekeeper is late. Recycle
+            // now if nobody else is housekeeping (work bounded by the dead entries, no scan).
+            if let Ok(mut w) = self.wheel.try_lock()
+                && w.started
+            {
+                let now_ms = w.next_tick * TICK_MS;
+                self.drain_lists(&mut w, now_ms);
+            }
+            slot = self.pop_free();
+        }
+        match slot {
             Some(i) => Ok(i),
             None => {
                 self.live.fetch_sub(1, Ordering::AcqRel);
@@ -1381,30 +1393,7 @@ impl ConnTable {
             w.started = true;
             w.next_tick = now_ms / TICK_MS;
         }
-        // New entries into the wheel.
-        let mut i = self.pending.swap(NIL, Ordering::AcqRel);
-        while i != NIL {
-            let e = &self.entries[i as usize];
-            let next = e.gc_next.load(Ordering::Relaxed);
-            if e.link
-                .compare_exchange(L_PENDING, L_WHEEL, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                let tick = w.next_tick;
-                w.link(i, e.deadline.load(Ordering::Relaxed), tick);
-            } else {
-                self.reclaim_slot(&mut w, i, now_ms);
-            }
-            i = next;
-        }
-        // Killed entries out of the wheel.
-        let mut i = self.graveyard.swap(NIL, Ordering::AcqRel);
-        while i != NIL {
-            let next = self.entries[i as usize].gc_next.load(Ordering::Relaxed);
-            w.unlink(i);
-            self.reclaim_slot(&mut w, i, now_ms);
-            i = next;
-        }
+        self.drain_lists(&mut w, now_ms);
         // Entries whose deadline moved earlier: file them again.
         let mut i = self.resched.swap(NIL, Ordering::AcqRel);
         while i != NIL {
@@ -1434,6 +1423,34 @@ impl ConnTable {
         }
         self.stats.expired.fetch_add(expired as u64, Ordering::Relaxed);
         expired
+    }
+
+    /// Files newly inserted entries in the wheel and recycles killed ones.
+    fn drain_lists(&self, w: &mut Wheel, now_ms: u64) {
+        // New entries into the wheel.
+        let mut i = self.pending.swap(NIL, Ordering::AcqRel);
+        while i != NIL {
+            let e = &self.entries[i as usize];
+            let next = e.gc_next.load(Ordering::Relaxed);
+            if e.link
+                .compare_exchange(L_PENDING, L_WHEEL, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let tick = w.next_tick;
+                w.link(i, e.deadline.load(Ordering::Relaxed), tick);
+            } else {
+                self.reclaim_slot(w, i, now_ms);
+            }
+            i = next;
+        }
+        // Killed entries out of the wheel.
+        let mut i = self.graveyard.swap(NIL, Ordering::AcqRel);
+        while i != NIL {
+            let next = self.entries[i as usize].gc_next.load(Ordering::Relaxed);
+            w.unlink(i);
+            self.reclaim_slot(w, i, now_ms);
+            i = next;
+        }
     }
 
     /// An entry just popped from the wheel slot of `tick`.

@@ -43,12 +43,13 @@ impl Wheel {
     }
 
     /// Files `idx` under the tick of `deadline_ms`, but never before `min_tick` and never a
-    /// full turn or more after it (so a re-file never lands in the slot being processed).
+    /// full turn or more after the tick being processed (`next_tick`), so that a re-file
+    /// never lands in the slot being processed; a later deadline is re-filed on the way.
     pub(crate) fn link(&mut self, idx: u32, deadline_ms: u64, min_tick: u64) {
         debug_assert!(!self.is_linked(idx));
         let tick = (deadline_ms / TICK_MS)
             .max(min_tick)
-            .min(min_tick + WHEEL_SLOTS - 1);
+            .min(self.next_tick + WHEEL_SLOTS - 1);
         let slot = (tick % WHEEL_SLOTS) as usize;
         let head = self.heads[slot];
         self.prev[idx as usize] = self.arena + slot as u32;
@@ -103,9 +104,13 @@ mod tests {
         assert_eq!(w.pop(4), Some(2));
         assert_eq!(w.pop(4), None);
         assert_eq!(w.pop(20), Some(3));
-        // A deadline past the horizon lands in the last slot before the turn.
-        w.link(4, (WHEEL_SLOTS + 50) * TICK_MS, 10);
+        // A deadline past the horizon lands in the last slot before the turn of the tick
+        // being processed, never in that tick's own slot (which would loop forever).
+        w.next_tick = 10;
+        w.link(4, (WHEEL_SLOTS + 50) * TICK_MS, 11);
+        assert_eq!(w.pop(10), None);
         assert_eq!(w.pop(10 + WHEEL_SLOTS - 1), Some(4));
+        w.next_tick = 0;
         // A deadline in the past lands at min_tick.
         w.link(5, 0, 7);
         assert_eq!(w.pop(7), Some(5));
