@@ -61,6 +61,9 @@ struct Owned {
     real_servers: HashSet<SocketAddr>,
 }
 
+/// Most ports steered per port-keeping fwmark real server.
+const MAX_STEERED_PORTS: usize = 4096;
+
 fn owned(plane: &ControlPlane, lips: &[IpAddr], fwmarks: &[FwmarkRule]) -> Owned {
     let mut o = Owned::default();
     for svc in &plane.rules().services {
@@ -68,8 +71,23 @@ fn owned(plane: &ControlPlane, lips: &[IpAddr], fwmarks: &[FwmarkRule]) -> Owned
             o.local.insert(addr);
         }
         for d in &svc.dests {
-            if d.method == ForwardMethod::Masq || d.method == ForwardMethod::FullNat {
-                o.real_servers.insert(SocketAddr::new(d.addr, d.port));
+            if d.method != ForwardMethod::Masq && d.method != ForwardMethod::FullNat {
+                continue;
+            }
+            match (d.port, svc.key) {
+                // A port-keeping destination of a firewall-mark service answers from every
+                // port the mark covers: steer each of them (bounded, the map is finite).
+                (0, ServiceKey::Fwmark { mark, .. }) => {
+                    let ports = fwmarks
+                        .iter()
+                        .filter(|f| f.mark == mark)
+                        .flat_map(|f| f.first_port..=f.last_port)
+                        .take(MAX_STEERED_PORTS);
+                    o.real_servers.extend(ports.map(|p| SocketAddr::new(d.addr, p)));
+                }
+                _ => {
+                    o.real_servers.insert(SocketAddr::new(d.addr, d.port));
+                }
             }
         }
     }

@@ -85,12 +85,15 @@ enum Cmd {
         /// Name to answer with.
         #[arg(long)]
         name: String,
-        /// HTTP listen address.
+        /// HTTP listen address (repeatable).
         #[arg(long)]
-        http: Option<SocketAddr>,
+        http: Vec<SocketAddr>,
         /// UDP echo listen address.
         #[arg(long)]
         udp: Option<SocketAddr>,
+        /// Read TOA options off the wire (AF_PACKET) and report them in HTTP answers.
+        #[arg(long)]
+        toa: bool,
     },
 }
 
@@ -243,7 +246,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Testsrv { name, http, udp } => match lvs_bin::testsrv::serve(&name, http, udp) {
+        Cmd::Testsrv { name, http, udp, toa } => match lvs_bin::testsrv::serve(&name, &http, udp, toa) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lvs testsrv: {e}");

@@ -62,10 +62,116 @@ pub fn flag(method: LabMethod) -> &'static str {
     }
 }
 
+/// Options of [`E2e::start_with`] beyond the defaults of [`E2e::start`].
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// HTTP ports every real server listens on (default: 8080).
+    pub http_ports: Vec<u16>,
+    /// Real servers read TOA options (testsrv --toa).
+    pub toa: bool,
+    /// `lvs.toml` contents passed with `-c` (none by default).
+    pub toml: Option<String>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            http_ports: vec![8080],
+            toa: false,
+            toml: None,
+        }
+    }
+}
+
+/// One service or destination line of `-L -n --stats --exact`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatLine {
+    /// "TCP 10.77.1.100:80", "FWM 1" for services; "10.77.2.11:8080" for destinations.
+    pub name: String,
+    /// Conns, InPkts, OutPkts, InBytes, OutBytes.
+    pub conns: u64,
+    /// Packets client → server.
+    pub in_pkts: u64,
+    /// Packets server → client.
+    pub out_pkts: u64,
+}
+
+/// A service of the stats listing with its destinations.
+#[derive(Debug, Clone)]
+pub struct StatService {
+    /// The service line.
+    pub svc: StatLine,
+    /// Its destination lines.
+    pub dests: Vec<StatLine>,
+}
+
+/// Parses `-L -n --stats --exact` output.
+pub fn parse_stats(text: &str) -> Vec<StatService> {
+    let nums = |toks: &[&str]| -> Option<(u64, u64, u64)> {
+        Some((
+            toks.first()?.parse().ok()?,
+            toks.get(1)?.parse().ok()?,
+            toks.get(2)?.parse().ok()?,
+        ))
+    };
+    let mut out: Vec<StatService> = Vec::new();
+    for l in text.lines() {
+        let toks: Vec<&str> = l.split_whitespace().collect();
+        if let Some(rest) = l.strip_prefix("  -> ") {
+            let t: Vec<&str> = rest.split_whitespace().collect();
+            if let (Some(svc), Some((c, i, o))) = (out.last_mut(), nums(&t[1.min(t.len())..])) {
+                svc.dests.push(StatLine {
+                    name: t[0].to_string(),
+                    conns: c,
+                    in_pkts: i,
+                    out_pkts: o,
+                });
+            }
+        } else if toks.len() >= 5
+            && ["TCP", "UDP", "FWM", "SCTP"].contains(&toks[0])
+            && let Some((c, i, o)) = nums(&toks[2..])
+        {
+            out.push(StatService {
+                svc: StatLine {
+                    name: format!("{} {}", toks[0], toks[1]),
+                    conns: c,
+                    in_pkts: i,
+                    out_pkts: o,
+                },
+                dests: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
+/// What a lab server counted: (HTTP requests, UDP datagrams received, UDP answers sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerCounts {
+    /// HTTP requests.
+    pub http: u64,
+    /// UDP datagrams received.
+    pub udp: u64,
+    /// UDP answers sent.
+    pub udp_answered: u64,
+}
+
 impl E2e {
     /// Builds the lab for `method` with `servers` real servers (HTTP on :8080, UDP echo on
     /// :9000, named rs1, rs2, ...), writes `rules` and starts `lvs run` with `backend`.
     pub fn start(method: LabMethod, servers: usize, backend: &str, rules: &str, extra: &[&str]) -> E2e {
+        Self::start_with(method, servers, backend, rules, extra, &Opts::default())
+    }
+
+    /// [`E2e::start`] with more options: HTTP ports, TOA-reading servers, a TOML config.
+    pub fn start_with(
+        method: LabMethod,
+        servers: usize,
+        backend: &str,
+        rules: &str,
+        extra: &[&str],
+        opts: &Opts,
+    ) -> E2e {
         let mut lab = Lab::build(method, servers).expect("build the lab");
         let dir =
             std::env::temp_dir().join(format!("lvs-e2e-{}-{}", std::process::id(), lab.namespaces()[0]));
@@ -77,20 +183,16 @@ impl E2e {
                 LabMethod::DirectRoute | LabMethod::Tunnel => format!("{}:9000", lab::VIP),
                 _ => "0.0.0.0:9000".to_string(),
             };
-            lab.spawn(
-                ns,
-                lvs(),
-                &[
-                    "testsrv",
-                    "--name",
-                    &name,
-                    "--http",
-                    "0.0.0.0:8080",
-                    "--udp",
-                    &udp,
-                ],
-            )
-            .unwrap();
+            let mut args: Vec<String> = vec!["testsrv".into(), "--name".into(), name.clone()];
+            for p in &opts.http_ports {
+                args.extend(["--http".into(), format!("0.0.0.0:{p}")]);
+            }
+            args.extend(["--udp".into(), udp]);
+            if opts.toa {
+                args.push("--toa".into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            lab.spawn(ns, lvs(), &args).unwrap();
             if method == LabMethod::Tunnel {
                 lab.spawn_logged(
                     ns,
@@ -120,6 +222,12 @@ impl E2e {
         ];
         if method == LabMethod::FullNat {
             args.extend(["--lip", &lip]);
+        }
+        let toml_path = dir.join("lvs.toml");
+        let toml_s = toml_path.to_string_lossy().into_owned();
+        if let Some(t) = &opts.toml {
+            std::fs::write(&toml_path, t).unwrap();
+            args.extend(["-c", &toml_s]);
         }
         args.extend_from_slice(extra);
         let director = lab.director.clone();
@@ -179,6 +287,53 @@ impl E2e {
         let r = self
             .lab
             .exec(&self.lab.client, &["curl", "-s", "--max-time", "3", &url]);
+        match r {
+            Ok(o) => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// `-L -n --stats --exact`, parsed.
+    pub fn stats(&self) -> Vec<StatService> {
+        let (code, out, err) = self.adm(&["-L", "-n", "--stats", "--exact"]);
+        assert_eq!(code, 0, "lvs adm --stats failed: {err}");
+        parse_stats(&out)
+    }
+
+    /// What real server `i` (0-based) counted, asked over its own loopback (not through lvs,
+    /// and not counted by it).
+    pub fn server_counts(&self, i: usize) -> ServerCounts {
+        let ns = &self.lab.servers[i];
+        let o = self
+            .lab
+            .exec(
+                ns,
+                &["curl", "-s", "--max-time", "3", "http://127.0.0.1:8080/count"],
+            )
+            .expect("ask a server for its counts");
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let field = |k: &str| -> u64 {
+            text.split_whitespace()
+                .find_map(|t| t.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {k}= in {text:?}"))
+        };
+        ServerCounts {
+            http: field("http"),
+            udp: field("udp"),
+            udp_answered: field("udp_answered"),
+        }
+    }
+
+    /// One HTTP GET of VIP:port from the client with curl, from a chosen local port
+    /// (`--local-port`); the body.
+    pub fn http_from(&self, port: u16, local_port: u16) -> Result<String, String> {
+        let url = format!("http://{}:{port}/", lab::VIP);
+        let lp = local_port.to_string();
+        let r = self.lab.exec(
+            &self.lab.client,
+            &["curl", "-s", "--max-time", "3", "--local-port", &lp, &url],
+        );
         match r {
             Ok(o) => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
             Err(e) => Err(e.to_string()),
