@@ -10,4 +10,6 @@ pub mod daemon;
 pub mod decap;
 pub mod health;
 pub mod lab;
+pub mod labbench;
+pub mod loadgen;
 pub mod testsrv;

@@ -95,6 +95,114 @@ enum Cmd {
         #[arg(long)]
         toa: bool,
     },
+    /// Bounded load generators and the counting sink of the lab benchmark.
+    #[command(hide = true)]
+    Loadgen {
+        #[command(subcommand)]
+        kind: LoadgenCmd,
+    },
+    /// Lab speed benchmark: new TCP connections/s and UDP packets/s through lvs NAT (both
+    /// backends) next to kernel routing and nftables DNAT, in a namespace lab (root).
+    #[command(hide = true)]
+    Labbench {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Parallel connecting threads.
+        #[arg(long, default_value_t = 16)]
+        conns_parallel: usize,
+        /// UDP flows.
+        #[arg(long, default_value_t = 8)]
+        flows: usize,
+        /// UDP payload bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// lvs run workers.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Variants, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "routing,nft,lvs-afpacket,lvs-afxdp"
+        )]
+        variants: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LoadgenCmd {
+    /// Opens and closes TCP connections; prints `ok= failed= seconds= syn_retrans=`.
+    Tcp {
+        /// Target (repeatable: round robin).
+        #[arg(long = "target", required = true)]
+        targets: Vec<SocketAddr>,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Parallel connecting threads.
+        #[arg(long, default_value_t = 16)]
+        conns_parallel: usize,
+    },
+    /// Sends small UDP datagrams; prints `sent= errors= seconds=`.
+    Udp {
+        /// Target (repeatable: flows round robin over them).
+        #[arg(long = "target", required = true)]
+        targets: Vec<SocketAddr>,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Client sockets (flows).
+        #[arg(long, default_value_t = 8)]
+        flows: usize,
+    },
+    /// Real-server side: accepts and closes TCP, counts UDP.
+    Sink {
+        /// TCP listen address.
+        #[arg(long)]
+        tcp: Option<SocketAddr>,
+        /// UDP listen address.
+        #[arg(long)]
+        udp: Option<SocketAddr>,
+    },
+    /// Asks a sink (over loopback) how many datagrams it counted.
+    Count {
+        /// The sink's UDP address.
+        #[arg(long)]
+        target: SocketAddr,
+    },
+}
+
+fn loadgen(kind: LoadgenCmd) -> std::io::Result<()> {
+    use lvs_bin::loadgen;
+    match kind {
+        LoadgenCmd::Tcp {
+            targets,
+            seconds,
+            conns_parallel,
+        } => {
+            let r = loadgen::tcp(&targets, seconds, conns_parallel)?;
+            println!(
+                "ok={} failed={} seconds={:.3} syn_retrans={}",
+                r.ok, r.failed, r.seconds, r.syn_retrans
+            );
+        }
+        LoadgenCmd::Udp {
+            targets,
+            seconds,
+            size,
+            flows,
+        } => {
+            let (sent, errors, secs) = loadgen::udp(&targets, seconds, size, flows)?;
+            println!("sent={sent} errors={errors} seconds={secs:.3}");
+        }
+        LoadgenCmd::Sink { tcp, udp } => loadgen::sink(tcp, udp)?,
+        LoadgenCmd::Count { target } => println!("{}", loadgen::count(target)?),
+    }
+    Ok(())
 }
 
 /// `lvs adm` / `lvsadm`: runs the client and maps its code to the process exit status.
@@ -246,6 +354,41 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Loadgen { kind } => match loadgen(kind) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lvs loadgen: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Labbench {
+            seconds,
+            conns_parallel,
+            flows,
+            size,
+            workers,
+            variants,
+        } => {
+            if !lvs_bin::lab::have_privileges() {
+                eprintln!("lvs labbench: needs root (network namespaces)");
+                return ExitCode::from(2);
+            }
+            let o = lvs_bin::labbench::BenchOpts {
+                seconds,
+                conns_parallel,
+                flows,
+                size,
+                variants,
+                workers,
+            };
+            match lvs_bin::labbench::run(&o) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lvs labbench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Testsrv { name, http, udp, toa } => match lvs_bin::testsrv::serve(&name, &http, udp, toa) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

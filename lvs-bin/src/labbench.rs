@@ -1,0 +1,312 @@
+//! `lvs labbench`: the lab speed benchmark. For each variant it builds a fresh NAT lab (client,
+//! director, two real servers running `lvs loadgen sink`), sets the director up, and measures
+//! from the client namespace new TCP connections per second and small UDP packets per second
+//! (counted where they arrive, at the real servers):
+//! - `routing`: the director's kernel routes (ip_forward=1), the client talks to the real
+//!   servers' addresses directly (no balancing at all: the ceiling of the kernel path);
+//! - `nft`: the kernel's L4 balancer peer: nftables DNAT of the VIP with `numgen inc mod 2`;
+//! - `lvs-afpacket`, `lvs-afxdp`: `lvs run` NAT (rr) on each backend.
+//!
+//! Run (root, release build): `cargo build --release -p lvs-bin && sudo target/release/lvs
+//! labbench --seconds 3`. Every run is bounded in time; the lab is removed afterwards.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::lab::{self, Lab, LabMethod};
+
+/// TCP port of the sinks (and of the VIP service).
+pub const TCP_PORT: u16 = 8080;
+/// UDP port of the sinks (and of the VIP service).
+pub const UDP_PORT: u16 = 9000;
+
+/// Benchmark parameters.
+#[derive(Debug, Clone)]
+pub struct BenchOpts {
+    /// Seconds per measurement.
+    pub seconds: f64,
+    /// Parallel connecting threads of the TCP generator.
+    pub conns_parallel: usize,
+    /// UDP flows (client sockets).
+    pub flows: usize,
+    /// UDP payload size.
+    pub size: usize,
+    /// Variants to run, in order.
+    pub variants: Vec<String>,
+    /// `lvs run` workers.
+    pub workers: usize,
+}
+
+/// One variant's figures.
+#[derive(Debug, Clone, Default)]
+pub struct BenchRow {
+    /// Variant name.
+    pub variant: String,
+    /// Completed connections per second.
+    pub conn_rate: f64,
+    /// Failed connections.
+    pub conn_failed: u64,
+    /// SYN retransmissions seen by the client.
+    pub syn_retrans: u64,
+    /// UDP datagrams per second that arrived at the servers.
+    pub pps: f64,
+    /// UDP datagrams per second the client sent.
+    pub sent_pps: f64,
+    /// 1-minute load average before the variant ran.
+    pub load: String,
+}
+
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn stdout_of(lab: &Lab, ns: &str, args: &[&str]) -> io::Result<String> {
+    Ok(String::from_utf8_lossy(&lab.exec(ns, args)?.stdout).into_owned())
+}
+
+/// `key=value` from a generator's output line.
+fn field(out: &str, key: &str) -> f64 {
+    out.split_whitespace()
+        .find_map(|t| t.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Runs one variant in a fresh lab.
+pub fn run_variant(
+    exe: &str,
+    variant: &str,
+    o: &BenchOpts,
+    scratch: &std::path::Path,
+) -> io::Result<BenchRow> {
+    let mut lab = Lab::build(LabMethod::Nat, 2)?;
+    let load = load_avg();
+    for ns in lab.servers.clone() {
+        lab.spawn(
+            &ns,
+            exe,
+            &[
+                "loadgen",
+                "sink",
+                "--tcp",
+                &format!("0.0.0.0:{TCP_PORT}"),
+                "--udp",
+                &format!("0.0.0.0:{UDP_PORT}"),
+            ],
+        )?;
+    }
+    let (client, director) = (lab.client.clone(), lab.director.clone());
+    // Many source ports: no port is reused within a run.
+    lab.exec(
+        &client,
+        &["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65000"],
+    )?;
+    let vip = lab::VIP.to_string();
+    let rs: Vec<String> = (0..2).map(|i| lab::rs_ip(i).to_string()).collect();
+    let mut lvs_pid = None;
+    let targets: Vec<String> = match variant {
+        "routing" => {
+            lab.exec(&director, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])?;
+            rs.clone()
+        }
+        "nft" => {
+            lab.exec(&director, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])?;
+            // The director's kernel must answer ARP for the VIP (the client's subnet).
+            lab.exec(
+                &director,
+                &["ip", "addr", "add", &format!("{vip}/32"), "dev", "eth0"],
+            )?;
+            let map = format!("{{ 0 : {}, 1 : {} }}", rs[0], rs[1]);
+            let ruleset = format!(
+                "table ip lvsbench {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n    \
+                 ip daddr {vip} tcp dport {TCP_PORT} dnat to numgen inc mod 2 map {map}\n    \
+                 ip daddr {vip} udp dport {UDP_PORT} dnat to numgen inc mod 2 map {map}\n  }}\n}}\n"
+            );
+            let path = scratch.join("nft.rules");
+            std::fs::write(&path, ruleset)?;
+            lab.exec(&director, &["nft", "-f", &path.to_string_lossy()])?;
+            vec![vip.clone()]
+        }
+        "lvs-afpacket" | "lvs-afxdp" => {
+            let backend = variant.trim_start_matches("lvs-");
+            let rules = scratch.join(format!("{variant}.rules"));
+            let mut text = String::new();
+            for (proto, port) in [("-t", TCP_PORT), ("-u", UDP_PORT)] {
+                text.push_str(&format!("-A {proto} {vip}:{port} -s rr\n"));
+                for r in &rs {
+                    text.push_str(&format!("-a {proto} {vip}:{port} -r {r}:{port} -m\n"));
+                }
+            }
+            std::fs::write(&rules, text)?;
+            let socket = scratch.join(format!("{variant}.sock"));
+            let (rules_s, socket_s) = (
+                rules.to_string_lossy().into_owned(),
+                socket.to_string_lossy().into_owned(),
+            );
+            let workers = o.workers.to_string();
+            let pid = lab.spawn_logged(
+                &director,
+                exe,
+                &[
+                    "run",
+                    "--iface",
+                    "eth0",
+                    "--backend",
+                    backend,
+                    "--rules",
+                    &rules_s,
+                    "--socket",
+                    &socket_s,
+                    "--workers",
+                    &workers,
+                ],
+                &scratch.join(format!("{variant}.log")),
+            )?;
+            lvs_pid = Some(pid);
+            // Wait (bounded) for the control socket to answer.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let up = std::process::Command::new(exe)
+                    .args(["adm", "--socket", &socket_s, "-L", "-n"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if up {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(io::Error::other(format!("lvs run ({variant}) did not come up")));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            vec![vip.clone()]
+        }
+        other => return Err(io::Error::other(format!("unknown variant {other:?}"))),
+    };
+    let tcp_targets: Vec<String> = targets.iter().map(|t| format!("{t}:{TCP_PORT}")).collect();
+    let udp_targets: Vec<String> = targets.iter().map(|t| format!("{t}:{UDP_PORT}")).collect();
+    let gen_args = |kind: &str, secs: f64, list: &[String]| -> Vec<String> {
+        let mut a = vec![
+            "loadgen".to_string(),
+            kind.to_string(),
+            "--seconds".into(),
+            secs.to_string(),
+        ];
+        for t in list {
+            a.extend(["--target".to_string(), t.clone()]);
+        }
+        a
+    };
+    let run_gen = |extra: &[String], args: Vec<String>| -> io::Result<String> {
+        let mut full: Vec<&str> = vec![exe];
+        full.extend(args.iter().map(String::as_str));
+        full.extend(extra.iter().map(String::as_str));
+        stdout_of(&lab, &client, &full)
+    };
+    let par = vec!["--conns-parallel".to_string(), o.conns_parallel.to_string()];
+    // Warm-up: neighbours resolved, first packets through, then the measured run.
+    run_gen(&par, gen_args("tcp", 0.5, &tcp_targets))?;
+    let tcp_out = run_gen(&par, gen_args("tcp", o.seconds, &tcp_targets))?;
+    let udp_extra = vec![
+        "--size".to_string(),
+        o.size.to_string(),
+        "--flows".to_string(),
+        o.flows.to_string(),
+    ];
+    let before: u64 = sink_total(&lab, exe)?;
+    let udp_out = run_gen(&udp_extra, gen_args("udp", o.seconds, &udp_targets))?;
+    // Let queued datagrams drain before counting.
+    std::thread::sleep(Duration::from_millis(200));
+    let after: u64 = sink_total(&lab, exe)?;
+    let udp_secs = field(&udp_out, "seconds").max(1e-3);
+    if let Some(pid) = lvs_pid {
+        lab.terminate(pid, Duration::from_secs(10));
+    }
+    Ok(BenchRow {
+        variant: variant.to_string(),
+        conn_rate: field(&tcp_out, "ok") / field(&tcp_out, "seconds").max(1e-3),
+        conn_failed: field(&tcp_out, "failed") as u64,
+        syn_retrans: field(&tcp_out, "syn_retrans") as u64,
+        pps: (after - before) as f64 / udp_secs,
+        sent_pps: field(&udp_out, "sent") / udp_secs,
+        load,
+    })
+}
+
+fn sink_total(lab: &Lab, exe: &str) -> io::Result<u64> {
+    let mut total = 0;
+    for ns in &lab.servers {
+        let out = stdout_of(
+            lab,
+            ns,
+            &[
+                exe,
+                "loadgen",
+                "count",
+                "--target",
+                &format!("127.0.0.1:{UDP_PORT}"),
+            ],
+        )?;
+        total += out
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| io::Error::other(format!("bad sink count {out:?}")))?;
+    }
+    Ok(total)
+}
+
+/// Runs every variant and prints the table with ratios.
+pub fn run(o: &BenchOpts) -> io::Result<Vec<BenchRow>> {
+    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+    let scratch: PathBuf = std::env::temp_dir().join(format!("lvs-labbench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let mut rows = Vec::new();
+    for v in &o.variants {
+        eprintln!("labbench: {v} ...");
+        match run_variant(&exe, v, o, &scratch) {
+            Ok(r) => rows.push(r),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(io::Error::other(format!("{v}: {e}")));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    print!("{}", table(&rows, o));
+    Ok(rows)
+}
+
+/// The result table: rates per variant and lvs's ratios to nft and to routing.
+pub fn table(rows: &[BenchRow], o: &BenchOpts) -> String {
+    let mut s = format!(
+        "lab benchmark: {:.1} s per run, {} connecting threads, {} UDP flows of {} bytes, lvs workers {}\n",
+        o.seconds, o.conns_parallel, o.flows, o.size, o.workers
+    );
+    s.push_str(&format!(
+        "{:<14} {:>10} {:>8} {:>8} {:>11} {:>11} {:>6}\n",
+        "variant", "conn/s", "failed", "synretx", "pps(recv)", "pps(sent)", "load"
+    ));
+    for r in rows {
+        s.push_str(&format!(
+            "{:<14} {:>10.0} {:>8} {:>8} {:>11.0} {:>11.0} {:>6}\n",
+            r.variant, r.conn_rate, r.conn_failed, r.syn_retrans, r.pps, r.sent_pps, r.load
+        ));
+    }
+    let find = |n: &str| rows.iter().find(|r| r.variant == n);
+    for lvs in rows.iter().filter(|r| r.variant.starts_with("lvs-")) {
+        for peer in ["nft", "routing"] {
+            if let Some(p) = find(peer) {
+                s.push_str(&format!(
+                    "{}/{peer}: conn/s {:.2}  pps {:.2}\n",
+                    lvs.variant,
+                    lvs.conn_rate / p.conn_rate.max(1e-9),
+                    lvs.pps / p.pps.max(1e-9)
+                ));
+            }
+        }
+    }
+    s
+}
