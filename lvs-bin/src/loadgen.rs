@@ -96,38 +96,61 @@ pub fn tcp(targets: &[SocketAddr], seconds: f64, parallel: usize) -> io::Result<
     })
 }
 
-/// Sends `size`-byte datagrams for `seconds` over `flows` connected sockets (round robin,
-/// each socket to the next of `targets`); returns (datagrams sent, send errors, seconds).
-pub fn udp(targets: &[SocketAddr], seconds: f64, size: usize, flows: usize) -> io::Result<(u64, u64, f64)> {
-    if targets.is_empty() || flows == 0 || flows > 4096 || size > 1400 {
-        return Err(io::Error::other("need a target, 1..=4096 flows, size <= 1400"));
+/// Sends `size`-byte datagrams for `seconds` from `threads` threads over `flows` connected
+/// sockets in all (round robin within a thread, each socket to the next of `targets`); returns
+/// (datagrams sent, send errors, seconds).
+pub fn udp(
+    targets: &[SocketAddr],
+    seconds: f64,
+    size: usize,
+    flows: usize,
+    threads: usize,
+) -> io::Result<(u64, u64, f64)> {
+    if targets.is_empty() || flows == 0 || flows > 4096 || size > 1400 || threads == 0 || threads > 64 {
+        return Err(io::Error::other(
+            "need a target, 1..=4096 flows, 1..=64 threads, size <= 1400",
+        ));
     }
     let seconds = seconds.clamp(0.05, MAX_SECONDS);
-    let socks: Vec<UdpSocket> = (0..flows)
-        .map(|i| {
-            let s = UdpSocket::bind("0.0.0.0:0")?;
-            s.connect(targets[i % targets.len()])?;
-            Ok(s)
-        })
-        .collect::<io::Result<_>>()?;
-    let payload = vec![0x5au8; size];
-    let (mut sent, mut errors) = (0u64, 0u64);
+    let threads = threads.min(flows);
+    let mut per_thread: Vec<Vec<UdpSocket>> = (0..threads).map(|_| Vec::new()).collect();
+    for i in 0..flows {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.connect(targets[i % targets.len()])?;
+        per_thread[i % threads].push(s);
+    }
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(seconds);
-    'outer: for round in 0..MAX_OPS {
-        // Check the clock every 64 rounds.
-        if round % 64 == 0 && Instant::now() >= deadline {
-            break;
-        }
-        for s in &socks {
-            match s.send(&payload) {
-                Ok(_) => sent += 1,
-                Err(_) => errors += 1,
-            }
-            if sent + errors >= MAX_OPS {
-                break 'outer;
-            }
-        }
+    let handles: Vec<_> = per_thread
+        .into_iter()
+        .map(|socks| {
+            thread::spawn(move || {
+                let payload = vec![0x5au8; size];
+                let (mut sent, mut errors) = (0u64, 0u64);
+                'outer: for round in 0..MAX_OPS {
+                    // Check the clock every 64 rounds.
+                    if round % 64 == 0 && Instant::now() >= deadline {
+                        break;
+                    }
+                    for s in &socks {
+                        match s.send(&payload) {
+                            Ok(_) => sent += 1,
+                            Err(_) => errors += 1,
+                        }
+                        if sent + errors >= MAX_OPS {
+                            break 'outer;
+                        }
+                    }
+                }
+                (sent, errors)
+            })
+        })
+        .collect();
+    let (mut sent, mut errors) = (0, 0);
+    for h in handles {
+        let (s, e) = h.join().map_err(|_| io::Error::other("sender thread panicked"))?;
+        sent += s;
+        errors += e;
     }
     Ok((sent, errors, start.elapsed().as_secs_f64()))
 }

@@ -117,9 +117,18 @@ enum Cmd {
         /// UDP payload bytes.
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// UDP sending threads.
+        #[arg(long, default_value_t = 2)]
+        udp_threads: usize,
+        /// Runs per variant; the best run is reported (the machine is shared).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
         /// lvs run workers.
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// Spread receive processing over every CPU (RPS on every lab interface).
+        #[arg(long)]
+        rps: bool,
         /// Variants, comma-separated.
         #[arg(
             long,
@@ -158,6 +167,9 @@ enum LoadgenCmd {
         /// Client sockets (flows).
         #[arg(long, default_value_t = 8)]
         flows: usize,
+        /// Sending threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
     },
     /// Real-server side: accepts and closes TCP, counts UDP.
     Sink {
@@ -195,8 +207,9 @@ fn loadgen(kind: LoadgenCmd) -> std::io::Result<()> {
             seconds,
             size,
             flows,
+            threads,
         } => {
-            let (sent, errors, secs) = loadgen::udp(&targets, seconds, size, flows)?;
+            let (sent, errors, secs) = loadgen::udp(&targets, seconds, size, flows, threads)?;
             println!("sent={sent} errors={errors} seconds={secs:.3}");
         }
         LoadgenCmd::Sink { tcp, udp } => loadgen::sink(tcp, udp)?,
@@ -366,7 +379,10 @@ fn main() -> ExitCode {
             conns_parallel,
             flows,
             size,
+            udp_threads,
+            repeat,
             workers,
+            rps,
             variants,
         } => {
             if !lvs_bin::lab::have_privileges() {
@@ -380,6 +396,9 @@ fn main() -> ExitCode {
                 size,
                 variants,
                 workers,
+                rps,
+                udp_threads,
+                repeat,
             };
             match lvs_bin::labbench::run(&o) {
                 Ok(_) => ExitCode::SUCCESS,
