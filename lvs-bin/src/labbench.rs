@@ -63,6 +63,10 @@ pub struct BenchRow {
     pub load: String,
     /// lvs's packet counters after the run (lvs variants).
     pub lvs_stats: String,
+    /// UDP datagrams the servers' kernels dropped for a full socket buffer (Udp RcvbufErrors).
+    pub rcvbuf_lost: u64,
+    /// Non-zero drop/XDP counters of the director's eth0 (`ethtool -S`).
+    pub director_drops: String,
 }
 
 fn load_avg() -> String {
@@ -249,18 +253,31 @@ pub fn run_variant(
         o.udp_threads.to_string(),
     ];
     let before: u64 = sink_total(&lab, exe)?;
+    let rcvbuf0 = rcvbuf_errors(&lab);
     let udp_out = run_gen(&udp_extra, gen_args("udp", o.seconds, &udp_targets))?;
     // Let queued datagrams drain before counting.
     std::thread::sleep(Duration::from_millis(200));
     let after: u64 = sink_total(&lab, exe)?;
+    let rcvbuf_lost = rcvbuf_errors(&lab).saturating_sub(rcvbuf0);
+    let director_drops = stdout_of(&lab, &director, &["ethtool", "-S", "eth0"])
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("drop") || l.contains("xdp"))
+        .filter(|l| !l.trim_end().ends_with(" 0"))
+        .map(|l| l.trim().replace(' ', ""))
+        .collect::<Vec<_>>()
+        .join(" ");
     let udp_secs = field(&udp_out, "seconds").max(1e-3);
     let mut lvs_stats = String::new();
     if let Some(pid) = lvs_pid {
         lab.terminate(pid, Duration::from_secs(10));
         // The daemon's last periodic line of frame counters.
         let log = std::fs::read_to_string(scratch.join(format!("{variant}.log"))).unwrap_or_default();
-        if let Some(l) = log.lines().rev().find(|l| l.contains("frames ")) {
-            lvs_stats = l[l.find("frames ").unwrap_or(0)..].to_string();
+        for key in ["INFO frames ", "INFO stopped ("] {
+            if let Some(l) = log.lines().rev().find(|l| l.contains(key)) {
+                lvs_stats.push_str(&l[l.find(key).unwrap_or(0) + 5..]);
+                lvs_stats.push_str("; ");
+            }
         }
     }
     Ok(BenchRow {
@@ -272,7 +289,28 @@ pub fn run_variant(
         sent_pps: field(&udp_out, "sent") / udp_secs,
         load,
         lvs_stats,
+        rcvbuf_lost,
+        director_drops,
     })
+}
+
+/// Sum of the servers' Udp RcvbufErrors.
+fn rcvbuf_errors(lab: &Lab) -> u64 {
+    let mut total = 0;
+    for ns in &lab.servers {
+        let text = stdout_of(lab, ns, &["cat", "/proc/net/snmp"]).unwrap_or_default();
+        let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+        if let (Some(names), Some(values)) = (udp.next(), udp.next())
+            && let Some(i) = names.split_whitespace().position(|n| n == "RcvbufErrors")
+        {
+            total += values
+                .split_whitespace()
+                .nth(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
 }
 
 fn num_cpus() -> usize {
@@ -321,6 +359,10 @@ pub fn run(o: &BenchOpts) -> io::Result<Vec<BenchRow>> {
             eprintln!(
                 "  {v}: {:.0} conn/s ({} failed, {} SYN retransmits), {:.0} pps received of {:.0} sent, load {}",
                 r.conn_rate, r.conn_failed, r.syn_retrans, r.pps, r.sent_pps, r.load
+            );
+            eprintln!(
+                "  UDP lost at the servers' full socket buffers: {}; director eth0: {}",
+                r.rcvbuf_lost, r.director_drops
             );
             if !r.lvs_stats.is_empty() {
                 eprintln!("  lvs: {}", r.lvs_stats);
