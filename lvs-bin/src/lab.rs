@@ -57,6 +57,7 @@ pub struct Lab {
     pub servers: Vec<String>,
     switch: String,
     children: Vec<Child>,
+    queues: u32,
 }
 
 impl fmt::Debug for Lab {
@@ -101,6 +102,12 @@ pub fn have_privileges() -> bool {
 impl Lab {
     /// Builds the lab for `method` with `n_servers` real servers.
     pub fn build(method: LabMethod, n_servers: usize) -> io::Result<Lab> {
+        Self::build_with_queues(method, n_servers, 1)
+    }
+
+    /// [`Lab::build`] with `queues` RX/TX queues on every veth (so a multi-queue receiver,
+    /// e.g. several AF_XDP workers, can be tried).
+    pub fn build_with_queues(method: LabMethod, n_servers: usize, queues: u32) -> io::Result<Lab> {
         let seq = LAB_SEQ.fetch_add(1, Ordering::Relaxed);
         // Short prefix: interface names are limited to 15 bytes.
         let prefix = format!("lvs{}x{}", std::process::id() % 100_000, seq);
@@ -111,6 +118,7 @@ impl Lab {
             switch: format!("{prefix}-sw"),
             prefix,
             children: Vec::new(),
+            queues: queues.clamp(1, 64),
         };
         // On error, `lab` is dropped here and removes whatever was created.
         lab.wire(method)?;
@@ -135,7 +143,28 @@ impl Lab {
             let a = format!("{}a{i}", self.prefix);
             let b = format!("{}b{i}", self.prefix);
             let port = format!("p{i}");
-            run("ip", &["link", "add", &a, "type", "veth", "peer", "name", &b])?;
+            let q = self.queues.to_string();
+            run(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    &a,
+                    "numtxqueues",
+                    &q,
+                    "numrxqueues",
+                    &q,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &b,
+                    "numtxqueues",
+                    &q,
+                    "numrxqueues",
+                    &q,
+                ],
+            )?;
             run("ip", &["link", "set", &a, "netns", ns])?;
             run("ip", &["-n", ns, "link", "set", &a, "name", "eth0"])?;
             run("ip", &["link", "set", &b, "netns", &self.switch])?;

@@ -40,6 +40,8 @@ pub struct BenchOpts {
     pub rps: bool,
     /// UDP sending threads.
     pub udp_threads: usize,
+    /// RX/TX queues per lab veth.
+    pub queues: u32,
     /// Runs per variant (the best is kept: the machine is shared and noisy).
     pub repeat: usize,
 }
@@ -95,7 +97,7 @@ pub fn run_variant(
     o: &BenchOpts,
     scratch: &std::path::Path,
 ) -> io::Result<BenchRow> {
-    let mut lab = Lab::build(LabMethod::Nat, 2)?;
+    let mut lab = Lab::build_with_queues(LabMethod::Nat, 2, o.queues)?;
     let namespaces = lab.namespaces();
     // The switch namespace (last) only bridges: no iptables calls for bridged frames.
     if let Some(sw) = namespaces.last() {
@@ -106,15 +108,12 @@ pub fn run_variant(
     }
     if o.rps {
         let cpus = format!("{:x}", (1u64 << num_cpus().min(63)) - 1);
-        for ns in &namespaces[..namespaces.len() - 1] {
-            lab.exec(
-                ns,
-                &[
-                    "sh",
-                    "-c",
-                    &format!("echo {cpus} > /sys/class/net/eth0/queues/rx-0/rps_cpus"),
-                ],
-            )?;
+        // Every host's eth0 and every bridge port of the switch.
+        for ns in &namespaces {
+            let script = format!(
+                "for q in /sys/class/net/*/queues/rx-0/rps_cpus; do case $q in */lo/*) ;; *) echo {cpus} > $q;; esac; done"
+            );
+            lab.exec(ns, &["sh", "-c", &script])?;
         }
     }
     let load = load_avg();
@@ -393,7 +392,7 @@ pub fn run(o: &BenchOpts) -> io::Result<Vec<BenchRow>> {
 /// The result table: rates per variant and lvs's ratios to nft and to routing.
 pub fn table(rows: &[BenchRow], o: &BenchOpts) -> String {
     let mut s = format!(
-        "lab benchmark: best of {} x {:.1} s per measure, {} connecting threads, {} UDP flows of {} bytes from {} threads, lvs workers {}, RPS {}\n",
+        "lab benchmark: best of {} x {:.1} s per measure, {} connecting threads, {} UDP flows of {} bytes from {} threads, lvs workers {}, {} queue(s) per veth, RPS {}\n",
         o.repeat,
         o.seconds,
         o.conns_parallel,
@@ -401,6 +400,7 @@ pub fn table(rows: &[BenchRow], o: &BenchOpts) -> String {
         o.size,
         o.udp_threads,
         o.workers,
+        o.queues,
         if o.rps { "on" } else { "off" }
     );
     s.push_str(&format!(

@@ -126,6 +126,9 @@ enum Cmd {
         /// lvs run workers.
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// RX/TX queues per lab veth.
+        #[arg(long, default_value_t = 1)]
+        queues: u32,
         /// Spread receive processing over every CPU (RPS on every lab interface).
         #[arg(long)]
         rps: bool,
@@ -382,6 +385,7 @@ fn main() -> ExitCode {
             udp_threads,
             repeat,
             workers,
+            queues,
             rps,
             variants,
         } => {
@@ -399,6 +403,7 @@ fn main() -> ExitCode {
                 rps,
                 udp_threads,
                 repeat,
+                queues,
             };
             match lvs_bin::labbench::run(&o) {
                 Ok(_) => ExitCode::SUCCESS,
