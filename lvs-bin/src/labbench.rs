@@ -428,3 +428,51 @@ pub fn table(rows: &[BenchRow], o: &BenchOpts) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(variant: &str, conn_rate: f64, pps: f64) -> BenchRow {
+        BenchRow {
+            variant: variant.into(),
+            conn_rate,
+            pps,
+            ..BenchRow::default()
+        }
+    }
+
+    #[test]
+    fn generator_fields_are_read_by_name() {
+        let out = "ok=4500 failed=2 seconds=3.001 syn_retrans=7\n";
+        assert_eq!(field(out, "ok"), 4500.0);
+        assert_eq!(field(out, "seconds"), 3.001);
+        assert_eq!(field(out, "syn_retrans"), 7.0);
+        assert_eq!(field(out, "missing"), 0.0);
+    }
+
+    #[test]
+    fn table_gives_lvs_ratios_to_nft_and_routing() {
+        let o = BenchOpts {
+            seconds: 3.0,
+            conns_parallel: 16,
+            flows: 8,
+            size: 64,
+            variants: vec![],
+            workers: 1,
+            rps: false,
+            udp_threads: 2,
+            repeat: 1,
+            queues: 1,
+        };
+        let rows = [
+            row("routing", 20000.0, 200000.0),
+            row("nft", 10000.0, 100000.0),
+            row("lvs-afxdp", 15000.0, 50000.0),
+        ];
+        let t = table(&rows, &o);
+        assert!(t.contains("lvs-afxdp/nft: conn/s 1.50  pps 0.50\n"), "{t}");
+        assert!(t.contains("lvs-afxdp/routing: conn/s 0.75  pps 0.25\n"), "{t}");
+        assert!(!t.contains("nft/routing"), "{t}");
+    }
+}
