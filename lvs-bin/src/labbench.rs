@@ -44,6 +44,8 @@ pub struct BenchOpts {
     pub queues: u32,
     /// Runs per variant (the best is kept: the machine is shared and noisy).
     pub repeat: usize,
+    /// Extra arguments for `lvs run` (e.g. `--xdp-mode generic`).
+    pub lvs_args: Vec<String>,
 }
 
 /// One variant's figures.
@@ -196,7 +198,10 @@ pub fn run_variant(
                     &socket_s,
                     "--workers",
                     &workers,
-                ],
+                ]
+                .into_iter()
+                .chain(o.lvs_args.iter().map(String::as_str))
+                .collect::<Vec<_>>(),
                 &scratch.join(format!("{variant}.log")),
             )?;
             lvs_pid = Some(pid);
@@ -464,6 +469,7 @@ mod tests {
             udp_threads: 2,
             repeat: 1,
             queues: 1,
+            lvs_args: vec![],
         };
         let rows = [
             row("routing", 20000.0, 200000.0),

@@ -129,6 +129,9 @@ enum Cmd {
         /// RX/TX queues per lab veth.
         #[arg(long, default_value_t = 1)]
         queues: u32,
+        /// Extra `lvs run` argument (repeatable), e.g. `--lvs-arg=--xdp-mode --lvs-arg=generic`.
+        #[arg(long = "lvs-arg", allow_hyphen_values = true)]
+        lvs_args: Vec<String>,
         /// Spread receive processing over every CPU (RPS on every lab interface).
         #[arg(long)]
         rps: bool,
@@ -386,6 +389,7 @@ fn main() -> ExitCode {
             repeat,
             workers,
             queues,
+            lvs_args,
             rps,
             variants,
         } => {
@@ -404,6 +408,7 @@ fn main() -> ExitCode {
                 udp_threads,
                 repeat,
                 queues,
+                lvs_args,
             };
             match lvs_bin::labbench::run(&o) {
                 Ok(_) => ExitCode::SUCCESS,
