@@ -747,3 +747,74 @@ pub fn hold(
     writeln!(out, "HOLD OK {} {lines}", first.unwrap_or_default())?;
     out.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, FileConfig, Overrides};
+
+    #[test]
+    fn embedded_rules_and_config_are_valid_for_every_method_and_backend() {
+        let dir = Path::new("/tmp/lvs-demo-test");
+        for method in [
+            LabMethod::Nat,
+            LabMethod::DirectRoute,
+            LabMethod::Tunnel,
+            LabMethod::FullNat,
+        ] {
+            let mut rs = lvs_core::rules::RuleSet::new();
+            rs.apply_batch(&demo_rules(method, "wrr")).expect("demo rules");
+            assert_eq!(rs.services.len(), 1);
+            let svc = &rs.services[0];
+            assert_eq!(svc.dests.len(), 3);
+            let mut weights: Vec<u32> = svc.dests.iter().map(|d| d.weight).collect();
+            weights.sort_unstable();
+            assert_eq!(weights, vec![1, 2, 3]);
+            assert!(svc.dests.iter().all(|d| d.port == RS_PORT));
+            for backend in [Backend::Afxdp, Backend::Afpacket] {
+                let text = demo_config(method, backend, dir);
+                let cfg = Config::resolve(FileConfig::parse(&text, "demo").unwrap(), Overrides::default())
+                    .unwrap_or_else(|e| panic!("{e}\n{text}"));
+                assert_eq!(cfg.backend, backend);
+                assert_eq!(cfg.socket, dir.join("lvs.sock"));
+                assert_eq!(cfg.lips.len(), usize::from(method == LabMethod::FullNat));
+                // Health checks wherever the backend lets the director reach the servers.
+                let steered =
+                    backend == Backend::Afxdp && matches!(method, LabMethod::Nat | LabMethod::FullNat);
+                assert_eq!(cfg.checks.len(), usize::from(!steered), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn client_log_counts_answers_across_partial_reads() {
+        let path = std::env::temp_dir().join(format!("lvs-demo-clog-{}", std::process::id()));
+        std::fs::write(&path, "rs1\nrs2\nERR connect: refused\nrs").unwrap();
+        let mut log = ClientLog::default();
+        log.poll(&path);
+        assert_eq!(log.summary.answers, [1, 1, 0]);
+        assert_eq!(log.summary.failed, 1);
+        // The half-written line completes later.
+        std::fs::write(&path, "rs1\nrs2\nERR connect: refused\nrs3\nrs1\n").unwrap();
+        log.poll(&path);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(log.summary.answers, [2, 1, 1]);
+        assert_eq!(
+            log.last.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["rs1", "rs2", "rs3", "rs1"]
+        );
+    }
+
+    #[test]
+    fn listing_rows_are_read_by_address() {
+        let listing = "IP Virtual Server version 1.2.1 (size=4096)\n\
+                       Prot LocalAddress:Port Scheduler Flags\n\
+                       \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+                       TCP  10.77.1.100:80 wrr\n\
+                       \x20 -> 10.77.2.10:8080              Masq    3      1          7         \n";
+        let rows = dest_lines(listing);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, "10.77.2.10:8080");
+        assert_eq!(rows[0].1, vec!["Masq", "3", "1", "7"]);
+    }
+}

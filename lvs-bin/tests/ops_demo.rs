@@ -143,3 +143,27 @@ fn demo_refuses_a_non_root_user_with_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("needs root"), "{stderr}");
 }
+
+#[test]
+fn demo_names_missing_tools_and_their_packages_with_exit_2() {
+    if !require_root() {
+        return;
+    }
+    // An empty PATH: none of the lab's tools can be found; nothing is started.
+    let empty = std::env::temp_dir().join(format!("lvs-ops-emptypath-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = Command::new(lvs())
+        .args(["demo", "--seconds", "1"])
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir(&empty);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for (tool, pkg) in [("ip", "iproute2"), ("ethtool", "ethtool"), ("sysctl", "procps")] {
+        assert!(
+            stderr.contains(&format!("`{tool}` (apt-get install {pkg})")),
+            "{tool} not named: {stderr}"
+        );
+    }
+}
