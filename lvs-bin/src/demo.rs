@@ -499,7 +499,11 @@ fn run_in(opts: &DemoOptions, stop: &Arc<AtomicBool>, dir: &Path) -> Result<Demo
     eprintln!("lvs demo: starting `lvs run -c {config}` in the director...");
     let ready_by = Instant::now() + Duration::from_secs(15);
     while adm(&socket, &["-L", "-n"]).is_err() {
-        if Instant::now() > ready_by || stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) {
+            eprintln!("lvs demo: interrupted; removing the lab.");
+            return Ok(DemoSummary::default());
+        }
+        if Instant::now() > ready_by {
             return Err(DemoError::Failed(format!(
                 "lvs run did not come up within 15 s; its log:\n{}",
                 tail(&log, 30)
