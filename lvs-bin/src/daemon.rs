@@ -406,9 +406,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut last_tick = Instant::now();
     let mut last_tables = Instant::now();
     let mut last_summary = String::new();
+    let slow = (!cfg.slow_start.is_zero()).then(|| lvs_core::sched::SlowStart::new(cfg.slow_start));
+    let mut ramp_seen: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+    let mut first_ramp_pass = true;
     while !stop.load(Ordering::Relaxed) {
         thread::sleep(Duration::from_millis(100));
         pipeline.housekeeping(clock(), 200_000);
+        if let Some(slow) = &slow {
+            ramp_destinations(slow, &services, &mut ramp_seen, first_ramp_pass, clock());
+            first_ramp_pass = false;
+        }
         if last_tick.elapsed() >= Duration::from_secs(2) {
             last_tick = Instant::now();
             lock(&plane).tick(clock());
@@ -464,6 +471,34 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     drop(steering);
     tracing::info!("stopped ({drops} frames dropped in all)");
     Ok(())
+}
+
+/// Slow start: a destination that appears (added) or whose weight goes from 0 to positive
+/// (recovered from a failed health check, or un-drained) starts its weight ramp; ramps in
+/// progress advance. Destinations present at start-up get full weight at once.
+fn ramp_destinations(
+    slow: &lvs_core::sched::SlowStart,
+    services: &ServiceTable,
+    seen: &mut std::collections::HashMap<u32, u32>,
+    first: bool,
+    now: Time,
+) {
+    let set = services.load();
+    let mut alive = HashSet::new();
+    for svc in set.services() {
+        for d in &svc.dests {
+            let id = d.state.id();
+            alive.insert(id);
+            let w = d.config.weight;
+            match seen.insert(id, w) {
+                None if !first && w > 0 => slow.begin(&d.state, now),
+                Some(0) if w > 0 => slow.begin(&d.state, now),
+                _ => {}
+            }
+        }
+        slow.update(&svc.dests, now);
+    }
+    seen.retain(|id, _| alive.contains(id));
 }
 
 /// Asks for the MAC of every real server's next hop not yet known, so the first packet of a
