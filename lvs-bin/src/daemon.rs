@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use lvs_core::conn::ConnTable;
 use lvs_core::rules::parse_args;
 use lvs_core::service::ServiceKey;
-use lvs_core::{ForwardMethod, ServiceTable, Time};
+use lvs_core::{DestState, ForwardMethod, ServiceTable, Time};
 use lvs_dataplane::io::PacketIo;
 use lvs_dataplane::io::afpacket::{AfPacketConfig, AfPacketIo};
 use lvs_dataplane::io::afxdp::{AfXdpConfig, AfXdpIface, AfXdpIo};
@@ -55,10 +55,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Addresses the balancer owns or steers: VIPs (and fwmark addresses), LIPs, and the
 /// RIP:rport of every Masq destination (their replies come back through us).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 struct Owned {
     local: HashSet<IpAddr>,
     real_servers: HashSet<SocketAddr>,
+    /// The live state of each steered real server: a real server removed from the rules stays
+    /// steered while connections still use it (the kernel keeps such a destination in its
+    /// trash and goes on forwarding its connections).
+    states: Vec<(SocketAddr, Arc<DestState>)>,
 }
 
 fn owned(plane: &ControlPlane, lips: &[IpAddr], fwmarks: &[FwmarkRule]) -> Owned {
@@ -73,13 +77,22 @@ fn owned(plane: &ControlPlane, lips: &[IpAddr], fwmarks: &[FwmarkRule]) -> Owned
             }
         }
     }
+    for svc in plane.services().load().services() {
+        for d in &svc.dests {
+            let rs = SocketAddr::new(d.config.addr, d.config.port);
+            if o.real_servers.contains(&rs) {
+                o.states.push((rs, d.state.clone()));
+            }
+        }
+    }
     o.local.extend(lips.iter().copied());
     o.local.extend(fwmarks.iter().map(|f| f.addr));
     o
 }
 
-/// Keeps the XDP program's address map equal to `want`.
-fn sync_xdp(addrs: &BalancerAddrs, have: &mut Owned, want: Owned) {
+/// Keeps the XDP program's address map equal to `want`, plus the removed real servers that
+/// still have connections (called after each rules change and every second).
+fn sync_xdp(addrs: &BalancerAddrs, have: &mut Owned, mut want: Owned) {
     for a in have.local.difference(&want.local) {
         let _ = addrs.remove_local(*a);
     }
@@ -89,7 +102,20 @@ fn sync_xdp(addrs: &BalancerAddrs, have: &mut Owned, want: Owned) {
         }
     }
     for r in have.real_servers.difference(&want.real_servers) {
-        let _ = addrs.remove_real_server(*r);
+        let draining: Vec<_> = have
+            .states
+            .iter()
+            .filter(|(a, st)| a == r && st.total_conns() > 0)
+            .cloned()
+            .collect();
+        if draining.is_empty() {
+            let _ = addrs.remove_real_server(*r);
+        } else {
+            want.states.extend(draining);
+        }
+    }
+    for r in want.states.iter().map(|(a, _)| *a).collect::<Vec<_>>() {
+        want.real_servers.insert(r);
     }
     for r in want.real_servers.difference(&have.real_servers) {
         if let Err(e) = addrs.add_real_server(*r) {
@@ -405,6 +431,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 tracing::warn!("netlink refresh: {e}");
             }
             prime_neighbours(&lock(&plane), &routes, &neigh);
+            if let Some(a) = xdp_addrs.as_ref() {
+                let p = lock(&plane);
+                sync_xdp(a, &mut lock(&have), owned(&p, &cfg_lips, &fwmarks));
+            }
         }
         if hup.swap(false, Ordering::Relaxed)
             && let Some(path) = &cfg.rules

@@ -13,3 +13,9 @@ pub mod verdict;
 pub mod wire;
 pub mod worker;
 pub mod xlate;
+
+// The README's examples run as doc-tests (`cargo test --workspace`), without becoming this
+// crate's documentation.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
