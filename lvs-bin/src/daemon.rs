@@ -263,6 +263,15 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         Backend::Afxdp => {
             let addrs =
                 BalancerAddrs::new(65536).map_err(|e| DaemonError::Runtime(format!("XDP map: {e}")))?;
+            // The host's own addresses (the DIPs): frames to them are the kernel's even when
+            // they come from a real server's RIP:rport (the director's health checks).
+            for a in &kernel_addrs {
+                if !want.local.contains(&a.addr) {
+                    addrs
+                        .add_host(a.addr)
+                        .map_err(|e| DaemonError::Runtime(format!("XDP map: {e}")))?;
+                }
+            }
             let queues = infos.iter().map(|i| i.rx_queues).max().unwrap_or(1);
             for i in &infos {
                 let mut st = XdpSteering::load(&addrs, i.rx_queues, XdpAction::Pass)

@@ -123,16 +123,8 @@ pub fn demo_config(method: LabMethod, backend: Backend, dir: &Path) -> String {
     } else {
         String::new()
     };
-    let check = if backend == "afxdp" && matches!(method, LabMethod::Nat | LabMethod::FullNat) {
-        // The XDP program steers every frame from a NAT/FULLNAT real server's RIP:port to lvs,
-        // the answers to the director's own health-check connections included: those checks
-        // would fail. See the README's "Health checks" notes.
-        "\n# No [[check]]: with backend = \"afxdp\", NAT/FULLNAT real servers' answers to the\n\
-         # director's own check connections are steered to lvs too (use afpacket for checks).\n"
-            .to_string()
-    } else {
-        format!(
-            "\n# keepalived's HTTP_GET: a real server that stops answering is quiesced (weight 0).\n\
+    let check = format!(
+        "\n# keepalived's HTTP_GET: a real server that stops answering is quiesced (weight 0).\n\
              [[check]]\n\
              service = \"-t {vip}:{vport}\"\n\
              type = \"http_get\"\n\
@@ -140,10 +132,9 @@ pub fn demo_config(method: LabMethod, backend: Backend, dir: &Path) -> String {
              timeout = 0.5\n\
              rise = 2\n\
              fall = 2\n",
-            vip = lab::VIP,
-            vport = virtual_port(method),
-        )
-    };
+        vip = lab::VIP,
+        vport = virtual_port(method),
+    );
     format!(
         "# The configuration `lvs demo` gives `lvs run` in the director namespace.\n\
          interfaces = [\"eth0\"]\n\
