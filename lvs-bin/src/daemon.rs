@@ -86,6 +86,8 @@ fn owned(plane: &ControlPlane, lips: &[IpAddr], fwmarks: &[FwmarkRule]) -> Owned
         }
     }
     o.local.extend(lips.iter().copied());
+    // LIPs added with `ipvsadm -P` (DPVS's local-address commands).
+    o.local.extend(plane.local_addresses());
     o.local.extend(fwmarks.iter().map(|f| f.addr));
     o
 }
@@ -229,6 +231,15 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         cfg.interfaces
     );
     let lips = Arc::new(LipPool::new(&cfg.lips, DEFAULT_MIN_PORT, DEFAULT_MAX_PORT));
+    {
+        // `-P`/`-Q` change the pool at run time; the configured LIPs stay.
+        let (pool, base) = (lips.clone(), cfg.lips.clone());
+        plane.on_local_addresses_changed(move |added| {
+            let mut all = base.clone();
+            all.extend(added.iter().filter(|a| !base.contains(a)));
+            pool.set_addrs(&all);
+        });
+    }
     let interfaces: Vec<Interface> = infos
         .iter()
         .map(|i| {
