@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Cache};
 use lvs_core::conn::{
     ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, NewConn, TcpFlags, TemplateKey,
 };
@@ -33,8 +33,8 @@ use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable};
 use lvs_core::{Destination, FlowKey, ForwardMethod, Protocol, Time};
 
 use crate::io::FrameBuf;
-use crate::neigh::NeighTable;
-use crate::route::RouteTable;
+use crate::neigh::{NeighMap, NeighTable};
+use crate::route::{self, NextHop, Route, RouteTable};
 use crate::verdict::{DropCounters, DropReason, Verdict};
 use crate::wire::ethernet::{self, MacAddr};
 use crate::wire::{arp, checksum, ethertype, icmpv4, icmpv6, ip_proto, ipv4, ipv6, tcp};
@@ -199,9 +199,23 @@ impl Pipeline {
 
     /// A worker context for packet worker `id`.
     pub fn worker(self: &Arc<Self>, id: usize) -> Worker {
+        let mut caches = Caches {
+            services: Cache::new(ServicesCell(self.tables.services.clone())),
+            routes: Cache::new(RoutesCell(self.tables.routes.clone())),
+            neigh: Cache::new(NeighCell(self.tables.neigh.clone())),
+            fwmarks: Cache::new(FwmarksCell(self.clone())),
+        };
+        let snap = Snap {
+            set: caches.services.load().clone(),
+            routes: caches.routes.load().clone(),
+            neigh: caches.neigh.load().clone(),
+            fwmarks: caches.fwmarks.load().clone(),
+        };
         Worker {
             id,
             p: self.clone(),
+            caches,
+            snap,
             drops: Arc::new(DropCounters::default()),
             stats: Arc::new(WorkerStats::default()),
             ident: std::cell::Cell::new((id as u16).wrapping_mul(0x3c5b)),
@@ -214,18 +228,49 @@ impl Pipeline {
         self.tables.conns.expire(now, budget)
     }
 
-    fn fwmark_of(&self, proto: Protocol, dst: IpAddr, dport: u16) -> Option<u32> {
-        self.fwmarks
-            .load()
-            .iter()
-            .find(|r| r.proto == proto && r.addr == dst && (r.first_port..=r.last_port).contains(&dport))
-            .map(|r| r.mark)
-    }
+}
 
-    fn owns(&self, set: &ServiceSet, addr: IpAddr) -> bool {
-        set.is_vip(addr)
-            || self.tables.lips.contains(addr)
-            || self.fwmarks.load().iter().any(|r| r.addr == addr)
+/// The swap cells a worker caches (`arc_swap::Cache` needs a handle that dereferences to
+/// the cell).
+macro_rules! swap_handle {
+    ($name:ident, $owner:ty, $t:ty, |$o:ident| $cell:expr) => {
+        struct $name(Arc<$owner>);
+        impl std::ops::Deref for $name {
+            type Target = ArcSwap<$t>;
+            #[inline]
+            fn deref(&self) -> &ArcSwap<$t> {
+                let $o = &self.0;
+                $cell
+            }
+        }
+    };
+}
+swap_handle!(ServicesCell, ServiceTable, ServiceSet, |o| o.current());
+swap_handle!(RoutesCell, RouteTable, Vec<Route>, |o| o.current());
+swap_handle!(NeighCell, NeighTable, NeighMap, |o| o.current());
+swap_handle!(FwmarksCell, Pipeline, Vec<FwmarkRule>, |o| &o.fwmarks);
+
+/// A worker's caches of the published tables: one pointer comparison per table per packet
+/// instead of an arc-swap load at every use (a full load costs some 70 instructions).
+struct Caches {
+    services: Cache<ServicesCell, Arc<ServiceSet>>,
+    routes: Cache<RoutesCell, Arc<Vec<Route>>>,
+    neigh: Cache<NeighCell, Arc<NeighMap>>,
+    fwmarks: Cache<FwmarksCell, Arc<Vec<FwmarkRule>>>,
+}
+
+/// The snapshots one packet is processed against (refreshed from [`Caches`] per packet).
+struct Snap {
+    set: Arc<ServiceSet>,
+    routes: Arc<Vec<Route>>,
+    neigh: Arc<NeighMap>,
+    fwmarks: Arc<Vec<FwmarkRule>>,
+}
+
+#[inline]
+fn refresh<T>(slot: &mut Arc<T>, cur: &Arc<T>) {
+    if !Arc::ptr_eq(slot, cur) {
+        *slot = cur.clone();
     }
 }
 
@@ -233,12 +278,20 @@ impl Pipeline {
 pub struct Worker {
     id: usize,
     p: Arc<Pipeline>,
+    caches: Caches,
+    snap: Snap,
     /// Drops by reason.
     pub drops: Arc<DropCounters>,
     /// Traffic counters.
     pub stats: Arc<WorkerStats>,
     ident: std::cell::Cell<u16>,
 }
+
+// A worker moves to its packet thread.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Worker>();
+};
 
 impl fmt::Debug for Worker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -252,6 +305,10 @@ impl fmt::Debug for Worker {
 impl Worker {
     /// Processes one frame received on interface `ingress` at `now`, rewriting it in place.
     pub fn process(&mut self, fb: &mut FrameBuf<'_>, ingress: u16, now: Time) -> Verdict {
+        refresh(&mut self.snap.set, self.caches.services.load());
+        refresh(&mut self.snap.routes, self.caches.routes.load());
+        refresh(&mut self.snap.neigh, self.caches.neigh.load());
+        refresh(&mut self.snap.fwmarks, self.caches.fwmarks.load());
         bump(&self.stats.frames);
         let v = self.classify(fb, ingress, now);
         match v {
@@ -276,6 +333,25 @@ impl Worker {
             ethertype::IPV6 => self.ip(fb, l3.offset, true, ingress, now),
             _ => Verdict::Pass,
         }
+    }
+
+    #[inline]
+    fn route(&self, to: IpAddr) -> Option<NextHop> {
+        route::lookup_in(&self.snap.routes, to)
+    }
+
+    fn fwmark_of(&self, proto: Protocol, dst: IpAddr, dport: u16) -> Option<u32> {
+        self.snap
+            .fwmarks
+            .iter()
+            .find(|r| r.proto == proto && r.addr == dst && (r.first_port..=r.last_port).contains(&dport))
+            .map(|r| r.mark)
+    }
+
+    fn owns(&self, addr: IpAddr) -> bool {
+        self.snap.set.is_vip(addr)
+            || self.p.tables.lips.contains(addr)
+            || self.snap.fwmarks.iter().any(|r| r.addr == addr)
     }
 
     fn our_mac(&self, iface: u16) -> MacAddr {
@@ -303,8 +379,7 @@ impl Worker {
         if !spa.is_unspecified() && sha != ethernet::BROADCAST && sha[0] & 1 == 0 {
             self.p.tables.neigh.insert(IpAddr::V4(spa), sha);
         }
-        let set = self.p.tables.services.load();
-        if op != arp::OP_REQUEST || !self.p.owns(&set, IpAddr::V4(tpa)) {
+        if op != arp::OP_REQUEST || !self.owns(IpAddr::V4(tpa)) {
             return Verdict::Pass;
         }
         let mac = self.our_mac(ingress);
@@ -321,35 +396,35 @@ impl Worker {
             Ok(ip) => ip,
             Err(r) => return Verdict::Drop(r),
         };
-        let set = self.p.tables.services.load();
+        let set = &*self.snap.set;
         if ip.proto == ip_proto::ICMP || ip.proto == ip_proto::ICMPV6 {
             return self.icmp(fb, &mut ip, &set, ingress, now);
         }
         let Some(proto) = Protocol::from_number(ip.proto) else {
-            return if self.p.owns(&set, ip.dst) {
+            return if self.owns(ip.dst) {
                 Verdict::Drop(DropReason::Unsupported)
             } else {
                 Verdict::Pass
             };
         };
-        let fwmark = self.p.fwmark_of(proto, ip.dst, ip.dport);
-        if fwmark.is_some() || set.is_vip(ip.dst) || self.p.fwmarks.load().iter().any(|r| r.addr == ip.dst) {
+        let fwmark = self.fwmark_of(proto, ip.dst, ip.dport);
+        if fwmark.is_some() || set.is_vip(ip.dst) || self.snap.fwmarks.iter().any(|r| r.addr == ip.dst) {
             if ip.fragment {
                 return Verdict::Drop(DropReason::Fragment);
             }
-            return self.inbound(fb, &mut ip, proto, fwmark, &set, ingress, now);
+            return self.inbound(fb, &mut ip, proto, fwmark, set, ingress, now);
         }
         if self.p.tables.lips.contains(ip.dst) {
             if ip.fragment {
                 return Verdict::Drop(DropReason::Fragment);
             }
-            return match self.reply(fb, &mut ip, proto, &set, now) {
+            return match self.reply(fb, &mut ip, proto, set, now) {
                 Some(v) => v,
                 None => Verdict::Drop(DropReason::NoConnection),
             };
         }
         if ip.l4_present
-            && let Some(v) = self.reply(fb, &mut ip, proto, &set, now)
+            && let Some(v) = self.reply(fb, &mut ip, proto, set, now)
         {
             return v;
         }
@@ -574,7 +649,7 @@ impl Worker {
         if xlate::decrement_ttl(fb.frame_mut(), ip) {
             return None;
         }
-        let src = if self.p.owns(&self.p.tables.services.load(), ip.dst) {
+        let src = if self.owns(ip.dst) {
             Some(ip.dst)
         } else {
             self.our_addr(ingress, ip.v6)
@@ -590,10 +665,10 @@ impl Worker {
 
     /// Sets the Ethernet addresses for the next hop towards `to`.
     fn l2_out(&self, fb: &mut FrameBuf<'_>, to: IpAddr) -> Verdict {
-        let Some(hop) = self.p.tables.routes.lookup(to) else {
+        let Some(hop) = self.route(to) else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
-        let Some(mac) = self.p.tables.neigh.lookup(hop.addr) else {
+        let Some(&mac) = self.snap.neigh.get(&hop.addr) else {
             self.p.tables.neigh.request(hop.addr);
             return Verdict::Drop(DropReason::NoNeighbour);
         };
@@ -639,7 +714,7 @@ impl Worker {
             }
             ForwardMethod::DirectRoute => {}
             ForwardMethod::Tunnel => {
-                let Some(hop) = self.p.tables.routes.lookup(t.dest.ip()) else {
+                let Some(hop) = self.route(t.dest.ip()) else {
                     return Verdict::Drop(DropReason::NoNeighbour);
                 };
                 let mtu = self
@@ -682,10 +757,7 @@ impl Worker {
     }
 
     fn egress_mtu(&self, to: IpAddr) -> u16 {
-        self.p
-            .tables
-            .routes
-            .lookup(to)
+        self.route(to)
             .and_then(|h| self.p.interfaces.get(h.iface as usize))
             .map(|i| i.mtu)
             .unwrap_or(1500)
@@ -715,7 +787,7 @@ impl Worker {
         let t = Target::from(&c);
         if ip.ttl <= 1 {
             // The reply's sender is the real server; tell it, from our DIP.
-            let ingress = self.p.tables.routes.lookup(ip.src).map(|h| h.iface).unwrap_or(0);
+            let ingress = self.route(ip.src).map(|h| h.iface).unwrap_or(0);
             return Some(
                 self.ttl_or_error(fb, ip, ingress)
                     .unwrap_or(Verdict::Drop(DropReason::TtlExceeded)),
@@ -750,7 +822,7 @@ impl Worker {
         now: Time,
     ) -> Verdict {
         if !ip.l4_present {
-            return if self.p.owns(set, ip.dst) {
+            return if self.owns(ip.dst) {
                 Verdict::Drop(DropReason::Fragment)
             } else {
                 Verdict::Pass
@@ -758,7 +830,7 @@ impl Worker {
         }
         let t = fb.frame()[ip.l4];
         if ip.v6 && (t == icmpv6::msg_type::NEIGHBOR_SOLICIT || t == icmpv6::msg_type::NEIGHBOR_ADVERT) {
-            return self.ndp(fb, ip, set, ingress);
+            return self.ndp(fb, ip, ingress);
         }
         if let Some(q) = icmp::parse_error(fb.frame(), ip) {
             return self.icmp_error(fb, ip, q, set, now);
@@ -771,14 +843,14 @@ impl Worker {
         if t == echo && set.is_vip(ip.dst) {
             return echo_reply(fb, ip);
         }
-        if self.p.owns(set, ip.dst) {
+        if self.owns(ip.dst) {
             Verdict::Drop(DropReason::Unsupported)
         } else {
             Verdict::Pass
         }
     }
 
-    fn ndp(&self, fb: &mut FrameBuf<'_>, ip: &IpInfo, set: &ServiceSet, ingress: u16) -> Verdict {
+    fn ndp(&self, fb: &mut FrameBuf<'_>, ip: &IpInfo, ingress: u16) -> Verdict {
         let (target, lladdr, is_ns) = {
             let Ok(p) = icmpv6::Packet::new_checked(&fb.frame()[ip.l4..ip.end]) else {
                 return Verdict::Drop(DropReason::Malformed);
@@ -798,7 +870,7 @@ impl Worker {
             let who = if is_ns { ip.src } else { IpAddr::V6(target) };
             self.p.tables.neigh.insert(who, mac);
         }
-        if !is_ns || ip.ttl != 255 || !self.p.owns(set, IpAddr::V6(target)) {
+        if !is_ns || ip.ttl != 255 || !self.owns(IpAddr::V6(target)) {
             return Verdict::Pass;
         }
         let IpAddr::V6(src) = ip.src else {
@@ -858,7 +930,7 @@ impl Worker {
         let _ = now;
         // (a) About a packet we (or a DR/TUN real server) sent to the client: quoted
         //     VIP:vport → CIP:cport. Forward to the real server.
-        if set.is_vip(q.src.0) || self.p.fwmark_of(proto, q.src.0, q.src.1).is_some() {
+        if set.is_vip(q.src.0) || self.fwmark_of(proto, q.src.0, q.src.1).is_some() {
             let key = ConnKeyIn {
                 proto,
                 caddr: q.dst.0,
@@ -890,7 +962,7 @@ impl Worker {
             }
             icmp::finish_translation(fb.frame_mut(), ip);
             bump(&self.stats.icmp_translated);
-            let ingress = self.p.tables.routes.lookup(ip.src).map(|h| h.iface).unwrap_or(0);
+            let ingress = self.route(ip.src).map(|h| h.iface).unwrap_or(0);
             return self.forward_in(
                 fb,
                 ip,

@@ -88,15 +88,25 @@ impl RouteTable {
     /// The next hop for `dst` (longest prefix match), or `None` without a route.
     #[inline]
     pub fn lookup(&self, dst: IpAddr) -> Option<NextHop> {
-        self.routes
-            .load()
-            .iter()
-            .find(|r| r.matches(dst))
-            .map(|r| NextHop {
-                iface: r.iface,
-                addr: r.gateway.unwrap_or(dst),
-            })
+        lookup_in(&self.routes.load(), dst)
     }
+
+    /// The swap cell of the route list (sorted longest prefix first), for a per-worker
+    /// `arc_swap::Cache`. Update only through [`replace`](Self::replace).
+    #[inline]
+    pub fn current(&self) -> &ArcSwap<Vec<Route>> {
+        &self.routes
+    }
+}
+
+/// The next hop for `dst` in `routes` (sorted longest prefix first, as [`RouteTable`] keeps
+/// them).
+#[inline]
+pub fn lookup_in(routes: &[Route], dst: IpAddr) -> Option<NextHop> {
+    routes.iter().find(|r| r.matches(dst)).map(|r| NextHop {
+        iface: r.iface,
+        addr: r.gateway.unwrap_or(dst),
+    })
 }
 
 #[cfg(test)]
