@@ -227,7 +227,6 @@ impl Pipeline {
     pub fn housekeeping(&self, now: Time, budget: usize) -> usize {
         self.tables.conns.expire(now, budget)
     }
-
 }
 
 /// The swap cells a worker caches (`arc_swap::Cache` needs a handle that dereferences to
