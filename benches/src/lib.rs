@@ -423,10 +423,34 @@ pub mod pipeline {
             }
         }
 
-        /// Copies `frames` (at most [`BURST`]) into the buffers and processes each on
-        /// interface `ingress` at `now`. Returns how many were forwarded.
+        /// Copies `frames` (exactly [`BURST`]) into the buffers and processes them as one
+        /// burst ([`Worker::process_burst`]: prefetch, then each frame) on interface
+        /// `ingress` at `now`. Returns how many were forwarded.
         #[inline]
         pub fn run(&mut self, w: &mut Worker, frames: &[[u8; FRAME_LEN]], ingress: u16, now: Time) -> usize {
+            let mut bufs = self.bufs.iter_mut().zip(frames);
+            let mut fbs: [FrameBuf<'_>; BURST] = std::array::from_fn(|_| {
+                let (buf, frame) = bufs.next().expect("a full burst of frames");
+                buf[HEADROOM..HEADROOM + FRAME_LEN].copy_from_slice(frame);
+                FrameBuf::new(&mut buf[..], HEADROOM, FRAME_LEN)
+            });
+            w.process_burst(&mut fbs, ingress, now, &mut self.verdicts);
+            self.verdicts
+                .iter()
+                .filter(|v| matches!(v, Verdict::Forward { .. }))
+                .count()
+        }
+
+        /// [`run`](Self::run) one frame at a time through [`Worker::process`] (no prefetch),
+        /// for comparison.
+        #[inline]
+        pub fn run_each(
+            &mut self,
+            w: &mut Worker,
+            frames: &[[u8; FRAME_LEN]],
+            ingress: u16,
+            now: Time,
+        ) -> usize {
             let mut fwd = 0;
             for ((buf, frame), v) in self.bufs.iter_mut().zip(frames).zip(self.verdicts.iter_mut()) {
                 buf[HEADROOM..HEADROOM + FRAME_LEN].copy_from_slice(frame);

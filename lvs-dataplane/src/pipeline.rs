@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, Cache};
 use lvs_core::conn::{
-    ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, NewConn, TcpFlags, TemplateKey,
+    ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, NewConn, PREFETCH_BURST, TcpFlags,
+    TemplateKey,
 };
 use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable};
 use lvs_core::{Destination, FlowKey, ForwardMethod, Protocol, Time};
@@ -273,6 +274,33 @@ fn refresh<T>(slot: &mut Arc<T>, cur: &Arc<T>) {
     }
 }
 
+/// Where the IP header of an IPv4/IPv6 frame starts, and whether it is IPv6.
+#[inline]
+fn ip_offset(frame: &[u8]) -> Option<(usize, bool)> {
+    let l3 = ethernet::Frame::new_checked(frame).ok()?.l3().ok()?;
+    match l3.ethertype {
+        ethertype::IPV4 => Some((l3.offset, false)),
+        ethertype::IPV6 => Some((l3.offset, true)),
+        _ => None,
+    }
+}
+
+const NO_KEY_IN: ConnKeyIn = ConnKeyIn {
+    proto: Protocol::Tcp,
+    caddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    cport: 0,
+    vaddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    vport: 0,
+};
+
+const NO_KEY_OUT: ConnKeyOut = ConnKeyOut {
+    proto: Protocol::Tcp,
+    daddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    dport: 0,
+    addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    port: 0,
+};
+
 /// One packet worker's handle on the pipeline: its counters and scratch state.
 pub struct Worker {
     id: usize,
@@ -304,12 +332,96 @@ impl fmt::Debug for Worker {
 impl Worker {
     /// Processes one frame received on interface `ingress` at `now`, rewriting it in place.
     pub fn process(&mut self, fb: &mut FrameBuf<'_>, ingress: u16, now: Time) -> Verdict {
+        self.refresh_snap();
+        bump(&self.stats.frames);
+        let v = self.classify(fb, ingress, now);
+        self.count(v)
+    }
+
+    /// Processes a receive burst: `verdicts[i]` gets what [`process`](Self::process) would
+    /// return for `frames[i]` and each frame is rewritten the same way, in order. First the
+    /// headers of up to 32 frames are parsed and the connection-table lines their lookups
+    /// will read are brought into cache together ([`ConnTable::prefetch_in`] and
+    /// [`ConnTable::prefetch_out`]), so the burst pays its cache and TLB misses in parallel
+    /// rather than one packet after another; then each frame is processed from its parsed
+    /// headers. No allocation. Only `min(frames.len(), verdicts.len())` frames are processed.
+    pub fn process_burst(
+        &mut self,
+        frames: &mut [FrameBuf<'_>],
+        ingress: u16,
+        now: Time,
+        verdicts: &mut [Verdict],
+    ) {
+        let n = frames.len().min(verdicts.len());
+        let mut start = 0;
+        while start < n {
+            let m = (n - start).min(PREFETCH_BURST);
+            self.refresh_snap();
+            let mut parsed: [Option<Result<IpInfo, DropReason>>; PREFETCH_BURST] = [None; PREFETCH_BURST];
+            let mut kin = [NO_KEY_IN; PREFETCH_BURST];
+            let mut kout = [NO_KEY_OUT; PREFETCH_BURST];
+            let (mut nin, mut nout) = (0, 0);
+            for (slot, fb) in parsed.iter_mut().zip(&frames[start..start + m]) {
+                let Some((off, v6)) = ip_offset(fb.frame()) else {
+                    continue;
+                };
+                let r = xlate::parse_ip(fb.frame(), off, v6);
+                if let Ok(ip) = &r
+                    && ip.l4_present
+                    && let Some(proto) = Protocol::from_number(ip.proto)
+                {
+                    if self.snap.set.is_vip(ip.dst) {
+                        kin[nin] = ConnKeyIn {
+                            proto,
+                            caddr: ip.src,
+                            cport: ip.sport,
+                            vaddr: ip.dst,
+                            vport: ip.dport,
+                        };
+                        nin += 1;
+                    } else {
+                        kout[nout] = ConnKeyOut {
+                            proto,
+                            daddr: ip.src,
+                            dport: ip.sport,
+                            addr: ip.dst,
+                            port: ip.dport,
+                        };
+                        nout += 1;
+                    }
+                }
+                *slot = Some(r);
+            }
+            let conns = &self.p.tables.conns;
+            conns.prefetch_in(&kin[..nin]);
+            conns.prefetch_out(&kout[..nout]);
+            for (j, fb) in frames[start..start + m].iter_mut().enumerate() {
+                if j > 0 {
+                    // What earlier frames of the burst published (a learned neighbour) is
+                    // visible to later ones, as with `process`.
+                    self.refresh_snap();
+                }
+                bump(&self.stats.frames);
+                let v = match parsed[j] {
+                    Some(r) => self.ip_parsed(fb, r, ingress, now),
+                    None => self.classify(fb, ingress, now),
+                };
+                verdicts[start + j] = self.count(v);
+            }
+            start += m;
+        }
+    }
+
+    #[inline]
+    fn refresh_snap(&mut self) {
         refresh(&mut self.snap.set, self.caches.services.load());
         refresh(&mut self.snap.routes, self.caches.routes.load());
         refresh(&mut self.snap.neigh, self.caches.neigh.load());
         refresh(&mut self.snap.fwmarks, self.caches.fwmarks.load());
-        bump(&self.stats.frames);
-        let v = self.classify(fb, ingress, now);
+    }
+
+    #[inline]
+    fn count(&self, v: Verdict) -> Verdict {
         match v {
             Verdict::Drop(r) => self.drops.count(r),
             Verdict::Pass => bump(&self.stats.passed),
@@ -391,7 +503,17 @@ impl Worker {
     }
 
     fn ip(&self, fb: &mut FrameBuf<'_>, off: usize, v6: bool, ingress: u16, now: Time) -> Verdict {
-        let mut ip = match xlate::parse_ip(fb.frame(), off, v6) {
+        self.ip_parsed(fb, xlate::parse_ip(fb.frame(), off, v6), ingress, now)
+    }
+
+    fn ip_parsed(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        parsed: Result<IpInfo, DropReason>,
+        ingress: u16,
+        now: Time,
+    ) -> Verdict {
+        let mut ip = match parsed {
             Ok(ip) => ip,
             Err(r) => return Verdict::Drop(r),
         };

@@ -673,6 +673,29 @@ impl FuzzLab {
         (verdict, out)
     }
 
+    /// Processes `frames` as one receive burst with [`Worker::process_burst`] (no invariant
+    /// checks): the verdicts and the frames as they left, for comparison with [`run`](Self::run)
+    /// frame by frame.
+    pub fn run_burst(&mut self, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
+        let mut bufs: Vec<Vec<u8>> = frames.iter().map(|_| vec![0u8; HEADROOM + MAX_FRAME]).collect();
+        let mut fbs: Vec<FrameBuf<'_>> = bufs
+            .iter_mut()
+            .zip(frames)
+            .map(|(b, f)| {
+                let len = f.len().min(MAX_FRAME);
+                b[HEADROOM..HEADROOM + len].copy_from_slice(&f[..len]);
+                FrameBuf::new(b, HEADROOM, len)
+            })
+            .collect();
+        let mut verdicts = vec![Verdict::Pass; frames.len()];
+        self.worker.process_burst(&mut fbs, 0, self.now, &mut verdicts);
+        verdicts
+            .into_iter()
+            .zip(&fbs)
+            .map(|(v, fb)| (v, fb.frame().to_vec()))
+            .collect()
+    }
+
     /// Asserts that the worker's counters account for every frame once.
     pub fn check_counts(&self) {
         let t = &self.tally;

@@ -178,3 +178,36 @@ fn random_and_mutated_frames_keep_the_invariants() {
     );
     assert!(lab.tally.checksums_checked > 500, "{:?}", lab.tally);
 }
+
+#[test]
+fn a_burst_gives_the_same_verdicts_and_frames_as_one_frame_at_a_time() {
+    let files = corpus();
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut one = FuzzLab::new();
+    let mut burst = FuzzLab::new();
+    let mut forwards = 0;
+    for round in 0..40 {
+        // Bursts of up to 70 frames (more than one prefetch stage), corpus frames with
+        // mutations, so flows repeat within a burst and state changes mid-burst.
+        let n = 1 + rng.below(70);
+        let frames: Vec<Vec<u8>> = (0..n)
+            .map(|_| {
+                let mut d = files[rng.below(files.len())].1[1..].to_vec();
+                if !d.is_empty() && rng.below(3) == 0 {
+                    let at = rng.below(d.len());
+                    d[at] ^= 1 << rng.below(8);
+                }
+                d
+            })
+            .collect();
+        let got = burst.run_burst(&frames);
+        for (i, f) in frames.iter().enumerate() {
+            let want = one.run(f);
+            assert_eq!(got[i], want, "round {round}, frame {i} of {n}");
+            forwards += matches!(want.0, Verdict::Forward { .. }) as u32;
+        }
+    }
+    assert!(forwards > 200, "bursts reached the forwarding paths ({forwards})");
+    assert_eq!(one.conns.len(), burst.conns.len(), "same connections");
+    assert_eq!(one.worker.drops.total(), burst.worker.drops.total(), "same drops");
+}
