@@ -217,6 +217,8 @@ impl Pipeline {
             p: self.clone(),
             caches,
             snap,
+            neigh_cache: Default::default(),
+            learned: std::cell::Cell::new(false),
             drops: Arc::new(DropCounters::default()),
             stats: Arc::new(WorkerStats::default()),
             ident: std::cell::Cell::new((id as u16).wrapping_mul(0x3c5b)),
@@ -267,11 +269,29 @@ struct Snap {
     fwmarks: Arc<Vec<FwmarkRule>>,
 }
 
+/// Replaces `slot` by `cur` if it is another snapshot; true if it was.
 #[inline]
-fn refresh<T>(slot: &mut Arc<T>, cur: &Arc<T>) {
-    if !Arc::ptr_eq(slot, cur) {
+fn refresh<T>(slot: &mut Arc<T>, cur: &Arc<T>) -> bool {
+    let changed = !Arc::ptr_eq(slot, cur);
+    if changed {
         *slot = cur.clone();
     }
+    changed
+}
+
+/// Slots of a worker's next-hop MAC cache (in front of the neighbour map's hash lookup).
+const NEIGH_CACHE: usize = 16;
+
+#[inline]
+fn neigh_slot(ip: IpAddr) -> usize {
+    let x = match ip {
+        IpAddr::V4(a) => u32::from(a) as u64,
+        IpAddr::V6(a) => {
+            let v = u128::from(a);
+            v as u64 ^ (v >> 64) as u64
+        }
+    };
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize % NEIGH_CACHE
 }
 
 /// Where the IP header of an IPv4/IPv6 frame starts, and whether it is IPv6.
@@ -307,6 +327,10 @@ pub struct Worker {
     p: Arc<Pipeline>,
     caches: Caches,
     snap: Snap,
+    /// Next-hop MACs recently found in `snap.neigh` (cleared when it changes).
+    neigh_cache: [std::cell::Cell<Option<(IpAddr, MacAddr)>>; NEIGH_CACHE],
+    /// A frame of this burst taught the neighbour table something (refresh before the next).
+    learned: std::cell::Cell<bool>,
     /// Drops by reason.
     pub drops: Arc<DropCounters>,
     /// Traffic counters.
@@ -396,8 +420,8 @@ impl Worker {
             conns.prefetch_in(&kin[..nin]);
             conns.prefetch_out(&kout[..nout]);
             for (j, fb) in frames[start..start + m].iter_mut().enumerate() {
-                if j > 0 {
-                    // What earlier frames of the burst published (a learned neighbour) is
+                if self.learned.get() {
+                    // What an earlier frame of the burst published (a learned neighbour) is
                     // visible to later ones, as with `process`.
                     self.refresh_snap();
                 }
@@ -414,10 +438,36 @@ impl Worker {
 
     #[inline]
     fn refresh_snap(&mut self) {
+        self.learned.set(false);
         refresh(&mut self.snap.set, self.caches.services.load());
         refresh(&mut self.snap.routes, self.caches.routes.load());
-        refresh(&mut self.snap.neigh, self.caches.neigh.load());
+        if refresh(&mut self.snap.neigh, self.caches.neigh.load()) {
+            for c in &self.neigh_cache {
+                c.set(None);
+            }
+        }
         refresh(&mut self.snap.fwmarks, self.caches.fwmarks.load());
+    }
+
+    /// The MAC of next hop `ip`: the worker's small cache, else the neighbour map.
+    #[inline]
+    fn neigh_lookup(&self, ip: IpAddr) -> Option<MacAddr> {
+        let slot = &self.neigh_cache[neigh_slot(ip)];
+        if let Some((a, mac)) = slot.get()
+            && a == ip
+        {
+            return Some(mac);
+        }
+        let mac = *self.snap.neigh.get(&ip)?;
+        slot.set(Some((ip, mac)));
+        Some(mac)
+    }
+
+    /// Records a neighbour learned from a frame (published for every worker; this one
+    /// refreshes its snapshot before its next frame).
+    fn learn(&self, ip: IpAddr, mac: MacAddr) {
+        self.p.tables.neigh.insert(ip, mac);
+        self.learned.set(true);
     }
 
     #[inline]
@@ -488,7 +538,7 @@ impl Worker {
         };
         let (op, sha, spa, tpa) = (a.operation(), a.sender_hw_addr(), a.sender_ip(), a.target_ip());
         if !spa.is_unspecified() && sha != ethernet::BROADCAST && sha[0] & 1 == 0 {
-            self.p.tables.neigh.insert(IpAddr::V4(spa), sha);
+            self.learn(IpAddr::V4(spa), sha);
         }
         if op != arp::OP_REQUEST || !self.owns(IpAddr::V4(tpa)) {
             return Verdict::Pass;
@@ -789,7 +839,7 @@ impl Worker {
         let Some(hop) = self.route(to) else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
-        let Some(&mac) = self.snap.neigh.get(&hop.addr) else {
+        let Some(mac) = self.neigh_lookup(hop.addr) else {
             self.p.tables.neigh.request(hop.addr);
             return Verdict::Drop(DropReason::NoNeighbour);
         };
@@ -989,7 +1039,7 @@ impl Worker {
             && !ip.src.is_unspecified()
         {
             let who = if is_ns { ip.src } else { IpAddr::V6(target) };
-            self.p.tables.neigh.insert(who, mac);
+            self.learn(who, mac);
         }
         if !is_ns || ip.ttl != 255 || !self.owns(IpAddr::V6(target)) {
             return Verdict::Pass;
