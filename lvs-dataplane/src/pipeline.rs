@@ -569,7 +569,7 @@ impl Worker {
         };
         let set = &*self.snap.set;
         if ip.proto == ip_proto::ICMP || ip.proto == ip_proto::ICMPV6 {
-            return self.icmp(fb, &mut ip, &set, ingress, now);
+            return self.icmp(fb, &mut ip, set, ingress, now);
         }
         let Some(proto) = Protocol::from_number(ip.proto) else {
             return if self.owns(ip.dst) {

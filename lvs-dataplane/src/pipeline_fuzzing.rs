@@ -717,7 +717,8 @@ impl FuzzLab {
     }
 
     /// Runs a fuzz input: byte 0 is a control byte (bit 0: fill the frame's checksums first,
-    /// so output checksums get checked; bits 1..: ignored), the rest is the frame.
+    /// so output checksums get checked; bit 1 is the fuzz target's: also run
+    /// [`check_burst_equivalence`]), the rest is the frame.
     pub fn run_input(&mut self, data: &[u8]) {
         let Some((&ctl, frame)) = data.split_first() else {
             return;
@@ -914,4 +915,23 @@ pub fn seed_inputs() -> Vec<(String, Vec<u8>)> {
         .collect();
     out.extend(truncated);
     out
+}
+
+/// Differential check of [`Worker::process_burst`]: the input's frame (prepared as
+/// [`FuzzLab::run_input`] does) processed twice as one burst on a fresh lab gives the same
+/// verdicts and frames as two [`FuzzLab::run`] calls on another fresh lab (which also check
+/// every invariant).
+pub fn check_burst_equivalence(data: &[u8]) {
+    let Some((&ctl, frame)) = data.split_first() else {
+        return;
+    };
+    let mut frame = frame[..frame.len().min(MAX_FRAME)].to_vec();
+    if ctl & 1 != 0 {
+        fix_checksums(&mut frame);
+    }
+    let mut single = FuzzLab::new();
+    let want = vec![single.run(&frame), single.run(&frame)];
+    let mut burst = FuzzLab::new();
+    let got = burst.run_burst(&[frame.clone(), frame]);
+    assert_eq!(got, want, "a burst processes like single frames");
 }

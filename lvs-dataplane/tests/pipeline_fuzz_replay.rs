@@ -131,6 +131,7 @@ fn corpus_replays_clean() {
         let mut lab2 = FuzzLab::new();
         lab2.run_input(&fixed);
         checked += lab.tally.checksums_checked + lab2.tally.checksums_checked;
+        check_burst_equivalence(&fixed);
         let _ = name;
     }
     assert!(checked > 30, "outputs had their checksums checked ({checked})");
