@@ -381,7 +381,9 @@ impl Worker {
         while start < n {
             let m = (n - start).min(PREFETCH_BURST);
             self.refresh_snap();
-            let mut parsed: [Option<Result<IpInfo, DropReason>>; PREFETCH_BURST] = [None; PREFETCH_BURST];
+            // Each IP frame's parsed headers and, for TCP/UDP/SCTP, whether it is to a VIP.
+            let mut parsed: [Option<(Result<IpInfo, DropReason>, Option<bool>)>; PREFETCH_BURST] =
+                [None; PREFETCH_BURST];
             let mut kin = [NO_KEY_IN; PREFETCH_BURST];
             let mut kout = [NO_KEY_OUT; PREFETCH_BURST];
             let (mut nin, mut nout) = (0, 0);
@@ -390,11 +392,14 @@ impl Worker {
                     continue;
                 };
                 let r = xlate::parse_ip(fb.frame(), off, v6);
+                let mut vip = None;
                 if let Ok(ip) = &r
                     && ip.l4_present
                     && let Some(proto) = Protocol::from_number(ip.proto)
                 {
-                    if self.snap.set.is_vip(ip.dst) {
+                    let to_vip = self.snap.set.is_vip(ip.dst);
+                    vip = Some(to_vip);
+                    if to_vip {
                         kin[nin] = ConnKeyIn {
                             proto,
                             caddr: ip.src,
@@ -414,7 +419,7 @@ impl Worker {
                         nout += 1;
                     }
                 }
-                *slot = Some(r);
+                *slot = Some((r, vip));
             }
             let conns = &self.p.tables.conns;
             conns.prefetch_in(&kin[..nin]);
@@ -422,12 +427,13 @@ impl Worker {
             for (j, fb) in frames[start..start + m].iter_mut().enumerate() {
                 if self.learned.get() {
                     // What an earlier frame of the burst published (a learned neighbour) is
-                    // visible to later ones, as with `process`.
-                    self.refresh_snap();
+                    // visible to later ones, as with `process`. (Only the neighbour map: the
+                    // VIP hints above belong to this burst's service snapshot.)
+                    self.refresh_neigh();
                 }
                 bump(&self.stats.frames);
                 let v = match parsed[j] {
-                    Some(r) => self.ip_parsed(fb, r, ingress, now),
+                    Some((r, vip)) => self.ip_parsed(fb, r, vip, ingress, now),
                     None => self.classify(fb, ingress, now),
                 };
                 verdicts[start + j] = self.count(v);
@@ -441,12 +447,18 @@ impl Worker {
         self.learned.set(false);
         refresh(&mut self.snap.set, self.caches.services.load());
         refresh(&mut self.snap.routes, self.caches.routes.load());
+        self.refresh_neigh();
+        refresh(&mut self.snap.fwmarks, self.caches.fwmarks.load());
+    }
+
+    #[inline]
+    fn refresh_neigh(&mut self) {
+        self.learned.set(false);
         if refresh(&mut self.snap.neigh, self.caches.neigh.load()) {
             for c in &self.neigh_cache {
                 c.set(None);
             }
         }
-        refresh(&mut self.snap.fwmarks, self.caches.fwmarks.load());
     }
 
     /// The MAC of next hop `ip`: the worker's small cache, else the neighbour map.
@@ -553,13 +565,16 @@ impl Worker {
     }
 
     fn ip(&self, fb: &mut FrameBuf<'_>, off: usize, v6: bool, ingress: u16, now: Time) -> Verdict {
-        self.ip_parsed(fb, xlate::parse_ip(fb.frame(), off, v6), ingress, now)
+        self.ip_parsed(fb, xlate::parse_ip(fb.frame(), off, v6), None, ingress, now)
     }
 
+    /// An IP frame from its parsed headers; `vip` is `set.is_vip(dst)` when the caller
+    /// already knows it.
     fn ip_parsed(
         &self,
         fb: &mut FrameBuf<'_>,
         parsed: Result<IpInfo, DropReason>,
+        vip: Option<bool>,
         ingress: u16,
         now: Time,
     ) -> Verdict {
@@ -579,7 +594,8 @@ impl Worker {
             };
         };
         let fwmark = self.fwmark_of(proto, ip.dst, ip.dport);
-        if fwmark.is_some() || set.is_vip(ip.dst) || self.snap.fwmarks.iter().any(|r| r.addr == ip.dst) {
+        let to_vip = vip.unwrap_or_else(|| set.is_vip(ip.dst));
+        if fwmark.is_some() || to_vip || self.snap.fwmarks.iter().any(|r| r.addr == ip.dst) {
             if ip.fragment {
                 return Verdict::Drop(DropReason::Fragment);
             }
