@@ -305,6 +305,10 @@ fn ip_offset(frame: &[u8]) -> Option<(usize, bool)> {
     }
 }
 
+/// An IP frame's parsed headers and, for TCP/UDP/SCTP, whether it is to a VIP (the first
+/// stage of [`Worker::process_burst`]).
+type Parsed = (Result<IpInfo, DropReason>, Option<bool>);
+
 const NO_KEY_IN: ConnKeyIn = ConnKeyIn {
     proto: Protocol::Tcp,
     caddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -381,9 +385,7 @@ impl Worker {
         while start < n {
             let m = (n - start).min(PREFETCH_BURST);
             self.refresh_snap();
-            // Each IP frame's parsed headers and, for TCP/UDP/SCTP, whether it is to a VIP.
-            let mut parsed: [Option<(Result<IpInfo, DropReason>, Option<bool>)>; PREFETCH_BURST] =
-                [None; PREFETCH_BURST];
+            let mut parsed: [Option<Parsed>; PREFETCH_BURST] = [None; PREFETCH_BURST];
             let mut kin = [NO_KEY_IN; PREFETCH_BURST];
             let mut kout = [NO_KEY_OUT; PREFETCH_BURST];
             let (mut nin, mut nout) = (0, 0);
