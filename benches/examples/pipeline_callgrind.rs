@@ -9,7 +9,8 @@
 //!
 //! Each `measure_*` function processes BURSTS bursts of 32 frames of one case (the same
 //! fixture and frames as `benches/pipeline.rs`); its inclusive instruction count divided by
-//! BURSTS × 32 is the figure per packet. It also prints its own wall-clock ns/packet, which
+//! BURSTS × 32 is the figure per packet. With `LVS_PER_FRAME=1` the frames go through
+//! `Worker::process` one at a time instead of `Worker::process_burst`. It also prints its own wall-clock ns/packet, which
 //! means little under valgrind but is handy natively.
 use std::time::Instant;
 
@@ -91,7 +92,11 @@ fn measure_nat_reply(lab: &mut Lab, b: &mut Burst, f: &[[u8; FRAME_LEN]], n: usi
 /// New connections: only the bursts are measured, not the removal after each.
 #[inline(never)]
 fn measure_nat_new_conn(lab: &mut Lab, b: &mut Burst, f: &[[u8; FRAME_LEN]], now: Time) -> usize {
-    b.run(&mut lab.worker, f, 0, now)
+    if std::env::var_os("LVS_PER_FRAME").is_some() {
+        b.run_each(&mut lab.worker, f, 0, now)
+    } else {
+        b.run(&mut lab.worker, f, 0, now)
+    }
 }
 
 fn main() {
