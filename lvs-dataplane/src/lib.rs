@@ -8,6 +8,8 @@
 pub mod io;
 pub mod neigh;
 pub mod pipeline;
+#[doc(hidden)]
+pub mod pipeline_fuzzing;
 pub mod route;
 pub mod verdict;
 pub mod wire;
