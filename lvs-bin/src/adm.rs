@@ -556,6 +556,18 @@ impl ControlPlane {
 
     /// Applies a restore input to a copy, publishes it if every line passed, then runs the
     /// other effects (`-Z`, `--set`, listings) in order; returns what they printed.
+    /// Replaces the whole rule set with the rules file `text`, all or nothing (SIGHUP): as
+    /// `ipvsadm -C` followed by `ipvsadm -R`, published as one step. Destinations that stay
+    /// keep their counters and connections.
+    pub fn replace_rules(&mut self, text: &str) -> Result<(), BatchError> {
+        let mut next = RuleSet::new();
+        next.apply_batch(text)?;
+        if next != self.rules {
+            self.commit(next);
+        }
+        Ok(())
+    }
+
     fn restore_batch(&mut self, input: &str) -> Result<String, BatchError> {
         let mut next = self.rules.clone();
         let effects = next.apply_batch(input)?;

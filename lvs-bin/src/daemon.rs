@@ -462,7 +462,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             match std::fs::read_to_string(path) {
                 Ok(text) => {
                     let mut p = lock(&plane);
-                    match p.load_rules(&text) {
+                    match p.replace_rules(&text) {
                         Ok(()) => {
                             tracing::info!("SIGHUP: reloaded {}", path.display());
                             if let Some(a) = xdp_addrs.as_ref() {
