@@ -14,6 +14,29 @@
 //!   `-a` on a missing one …: libipvs returns -1 and `main` returns it), popt errors
 //!   (unknown option, missing argument) and "Try `ipvsadm -h'" (`tryhelp_exit(-1)`);
 //! - 1: `-L` of one missing service (`list_service` exits 1), and `-G` of one.
+//!
+//! Embedding it in the daemon:
+//!
+//! ```no_run
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Instant;
+//! use lvs_bin::adm::{ControlPlane, serve};
+//! use lvs_core::{ServiceTable, Time, conn::ConnTable};
+//!
+//! let start = Instant::now();
+//! let clock = move || Time::from_millis(start.elapsed().as_millis() as u64);
+//! let services = Arc::new(ServiceTable::new()); // the workers load() it per packet
+//! let conns = Arc::new(ConnTable::with_capacity(1 << 20)); // shared with the workers
+//! let mut plane = ControlPlane::new(services.clone(), conns.clone(), clock);
+//! plane.on_local_addresses_changed(|lips| { /* rebuild the LipPool from `lips` */ });
+//! plane.load_rules("-A -t 10.0.0.1:80 -s rr\n").expect("rules file");
+//! let plane = Arc::new(Mutex::new(plane));
+//! let _server = serve(plane.clone(), "/run/lvs/lvs.sock".as_ref()).expect("socket");
+//! loop {
+//!     std::thread::sleep(std::time::Duration::from_secs(2));
+//!     plane.lock().unwrap().tick(clock()); // rate estimators, for `-L --rate`
+//! }
+//! ```
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -533,6 +556,18 @@ impl ControlPlane {
 
     /// Applies a restore input to a copy, publishes it if every line passed, then runs the
     /// other effects (`-Z`, `--set`, listings) in order; returns what they printed.
+    /// Replaces the whole rule set with the rules file `text`, all or nothing (SIGHUP): as
+    /// `ipvsadm -C` followed by `ipvsadm -R`, published as one step. Destinations that stay
+    /// keep their counters and connections.
+    pub fn replace_rules(&mut self, text: &str) -> Result<(), BatchError> {
+        let mut next = RuleSet::new();
+        next.apply_batch(text)?;
+        if next != self.rules {
+            self.commit(next);
+        }
+        Ok(())
+    }
+
     fn restore_batch(&mut self, input: &str) -> Result<String, BatchError> {
         let mut next = self.rules.clone();
         let effects = next.apply_batch(input)?;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use lvs_core::conn::ConnTable;
 use lvs_core::rules::parse_args;
 use lvs_core::service::ServiceKey;
-use lvs_core::{ForwardMethod, ServiceTable, Time};
+use lvs_core::{DestState, ForwardMethod, ServiceTable, Time};
 use lvs_dataplane::io::PacketIo;
 use lvs_dataplane::io::afpacket::{AfPacketConfig, AfPacketIo};
 use lvs_dataplane::io::afxdp::{AfXdpConfig, AfXdpIface, AfXdpIo};
@@ -55,10 +55,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Addresses the balancer owns or steers: VIPs (and fwmark addresses), LIPs, and the
 /// RIP:rport of every Masq destination (their replies come back through us).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 struct Owned {
     local: HashSet<IpAddr>,
     real_servers: HashSet<SocketAddr>,
+    /// The live state of each steered real server: a real server removed from the rules stays
+    /// steered while connections still use it (the kernel keeps such a destination in its
+    /// trash and goes on forwarding its connections).
+    states: Vec<(SocketAddr, Arc<DestState>)>,
 }
 
 /// Most ports steered per port-keeping fwmark real server.
@@ -91,13 +95,24 @@ fn owned(plane: &ControlPlane, lips: &[IpAddr], fwmarks: &[FwmarkRule]) -> Owned
             }
         }
     }
+    for svc in plane.services().load().services() {
+        for d in &svc.dests {
+            let rs = SocketAddr::new(d.config.addr, d.config.port);
+            if o.real_servers.contains(&rs) {
+                o.states.push((rs, d.state.clone()));
+            }
+        }
+    }
     o.local.extend(lips.iter().copied());
+    // LIPs added with `ipvsadm -P` (DPVS's local-address commands).
+    o.local.extend(plane.local_addresses());
     o.local.extend(fwmarks.iter().map(|f| f.addr));
     o
 }
 
-/// Keeps the XDP program's address map equal to `want`.
-fn sync_xdp(addrs: &BalancerAddrs, have: &mut Owned, want: Owned) {
+/// Keeps the XDP program's address map equal to `want`, plus the removed real servers that
+/// still have connections (called after each rules change and every second).
+fn sync_xdp(addrs: &BalancerAddrs, have: &mut Owned, mut want: Owned) {
     for a in have.local.difference(&want.local) {
         let _ = addrs.remove_local(*a);
     }
@@ -107,7 +122,20 @@ fn sync_xdp(addrs: &BalancerAddrs, have: &mut Owned, want: Owned) {
         }
     }
     for r in have.real_servers.difference(&want.real_servers) {
-        let _ = addrs.remove_real_server(*r);
+        let draining: Vec<_> = have
+            .states
+            .iter()
+            .filter(|(a, st)| a == r && st.total_conns() > 0)
+            .cloned()
+            .collect();
+        if draining.is_empty() {
+            let _ = addrs.remove_real_server(*r);
+        } else {
+            want.states.extend(draining);
+        }
+    }
+    for r in want.states.iter().map(|(a, _)| *a).collect::<Vec<_>>() {
+        want.real_servers.insert(r);
     }
     for r in want.real_servers.difference(&have.real_servers) {
         if let Err(e) = addrs.add_real_server(*r) {
@@ -221,6 +249,15 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         cfg.interfaces
     );
     let lips = Arc::new(LipPool::new(&cfg.lips, DEFAULT_MIN_PORT, DEFAULT_MAX_PORT));
+    {
+        // `-P`/`-Q` change the pool at run time; the configured LIPs stay.
+        let (pool, base) = (lips.clone(), cfg.lips.clone());
+        plane.on_local_addresses_changed(move |added| {
+            let mut all = base.clone();
+            all.extend(added.iter().filter(|a| !base.contains(a)));
+            pool.set_addrs(&all);
+        });
+    }
     let interfaces: Vec<Interface> = infos
         .iter()
         .map(|i| {
@@ -255,6 +292,15 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         Backend::Afxdp => {
             let addrs =
                 BalancerAddrs::new(65536).map_err(|e| DaemonError::Runtime(format!("XDP map: {e}")))?;
+            // The host's own addresses (the DIPs): frames to them are the kernel's even when
+            // they come from a real server's RIP:rport (the director's health checks).
+            for a in &kernel_addrs {
+                if !want.local.contains(&a.addr) {
+                    addrs
+                        .add_host(a.addr)
+                        .map_err(|e| DaemonError::Runtime(format!("XDP map: {e}")))?;
+                }
+            }
             let queues = infos.iter().map(|i| i.rx_queues).max().unwrap_or(1);
             for i in &infos {
                 let mut st = XdpSteering::load(&addrs, i.rx_queues, XdpAction::Pass)
@@ -398,9 +444,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut last_tick = Instant::now();
     let mut last_tables = Instant::now();
     let mut last_summary = String::new();
+    let slow = (!cfg.slow_start.is_zero()).then(|| lvs_core::sched::SlowStart::new(cfg.slow_start));
+    let mut ramp_seen: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+    let mut first_ramp_pass = true;
     while !stop.load(Ordering::Relaxed) {
         thread::sleep(Duration::from_millis(100));
         pipeline.housekeeping(clock(), 200_000);
+        if let Some(slow) = &slow {
+            ramp_destinations(slow, &services, &mut ramp_seen, first_ramp_pass, clock());
+            first_ramp_pass = false;
+        }
         if last_tick.elapsed() >= Duration::from_secs(2) {
             last_tick = Instant::now();
             lock(&plane).tick(clock());
@@ -416,6 +469,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 tracing::warn!("netlink refresh: {e}");
             }
             prime_neighbours(&lock(&plane), &routes, &neigh);
+            if let Some(a) = xdp_addrs.as_ref() {
+                let p = lock(&plane);
+                sync_xdp(a, &mut lock(&have), owned(&p, &cfg_lips, &fwmarks));
+            }
         }
         if hup.swap(false, Ordering::Relaxed)
             && let Some(path) = &cfg.rules
@@ -423,7 +480,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             match std::fs::read_to_string(path) {
                 Ok(text) => {
                     let mut p = lock(&plane);
-                    match p.load_rules(&text) {
+                    match p.replace_rules(&text) {
                         Ok(()) => {
                             tracing::info!("SIGHUP: reloaded {}", path.display());
                             if let Some(a) = xdp_addrs.as_ref() {
@@ -452,6 +509,34 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     drop(steering);
     tracing::info!("stopped ({drops} frames dropped in all)");
     Ok(())
+}
+
+/// Slow start: a destination that appears (added) or whose weight goes from 0 to positive
+/// (recovered from a failed health check, or un-drained) starts its weight ramp; ramps in
+/// progress advance. Destinations present at start-up get full weight at once.
+fn ramp_destinations(
+    slow: &lvs_core::sched::SlowStart,
+    services: &ServiceTable,
+    seen: &mut std::collections::HashMap<u32, u32>,
+    first: bool,
+    now: Time,
+) {
+    let set = services.load();
+    let mut alive = HashSet::new();
+    for svc in set.services() {
+        for d in &svc.dests {
+            let id = d.state.id();
+            alive.insert(id);
+            let w = d.config.weight;
+            match seen.insert(id, w) {
+                None if !first && w > 0 => slow.begin(&d.state, now),
+                Some(0) if w > 0 => slow.begin(&d.state, now),
+                _ => {}
+            }
+        }
+        slow.update(&svc.dests, now);
+    }
+    seen.retain(|id, _| alive.contains(id));
 }
 
 /// Asks for the MAC of every real server's next hop not yet known, so the first packet of a

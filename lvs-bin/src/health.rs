@@ -128,8 +128,17 @@ pub fn run_check(kind: &CheckKind, timeout: Duration) -> Result<(), String> {
                 TcpStream::connect_timeout(addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
             s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
             s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-            write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: lvs-healthcheck\r\nConnection: close\r\n\r\n")
-                .map_err(|e| format!("send to {addr}: {e}"))?;
+            let req = format!(
+                "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: lvs-healthcheck\r\nConnection: close\r\n\r\n"
+            );
+            // One write; a server that answers before reading it all may close early (EPIPE):
+            // its answer still decides.
+            if let Err(e) = s.write_all(req.as_bytes())
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+                && e.kind() != std::io::ErrorKind::ConnectionReset
+            {
+                return Err(format!("send to {addr}: {e}"));
+            }
             // Read at most 64 KiB of answer before the deadline.
             let mut resp = Vec::new();
             let mut buf = [0u8; 4096];
@@ -265,8 +274,15 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let h = thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
+            // Read the whole request head before answering, as a server does.
+            let mut req = Vec::new();
             let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
             s.write_all(answer.as_bytes()).unwrap();
         });
         (addr, h)

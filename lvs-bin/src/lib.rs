@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod decap;
+pub mod demo;
 pub mod health;
 pub mod lab;
 pub mod labbench;

@@ -79,6 +79,65 @@ enum Cmd {
         #[arg(long, default_value = "lvsdecap0")]
         tun: String,
     },
+    /// Builds a lab (client, director, three real servers) in network namespaces, runs lvs in
+    /// it with live HTTP traffic and shows its counters every second; removes it all at the end.
+    ///
+    /// Needs root and iproute2, ethtool and procps. Runs for 30 s unless --seconds says
+    /// otherwise (0: until Ctrl-C); Ctrl-C stops it early and cleans up.
+    Demo {
+        /// Forwarding method.
+        #[arg(long, value_enum, default_value_t = DemoMethod::Nat)]
+        method: DemoMethod,
+        /// Scheduler (ipvsadm -s): rr, wrr, lc, wlc, sh, mh, ... The three real servers have
+        /// weights 3, 2 and 1.
+        #[arg(long, default_value = "wrr")]
+        scheduler: String,
+        /// How long to run, in seconds (0: until Ctrl-C).
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Packet I/O backend of the load balancer.
+        #[arg(long, value_enum, default_value_t = lvs_bin::config::Backend::Afxdp)]
+        backend: lvs_bin::config::Backend,
+        /// HTTP requests per second the client sends.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+    },
+    /// A lab client: paced requests on new connections (one output line per answer), or with
+    /// --hold one long-lived connection exchanging a line every --interval-ms.
+    #[command(hide = true)]
+    LabClient {
+        /// VIP:port to connect to.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Protocol of the requests.
+        #[arg(long, value_enum, default_value_t = lvs_bin::demo::ClientProto::Http)]
+        proto: lvs_bin::demo::ClientProto,
+        /// Requests per second (0: back to back).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        /// Stop after this many requests.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Hold one connection (line protocol) instead.
+        #[arg(long)]
+        hold: bool,
+        /// With --hold: time between lines.
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+    },
+    /// Runs a lab line-echo server: each line is answered with "NAME CLIENT_IP:PORT LINE".
+    #[command(hide = true)]
+    Echosrv {
+        /// Name to answer with.
+        #[arg(long)]
+        name: String,
+        /// Listen address.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
     /// Runs a lab real server: HTTP and UDP echo answering "NAME CLIENT_IP:PORT".
     #[command(hide = true)]
     Testsrv {
@@ -319,6 +378,104 @@ fn run(config: Option<&Path>, flags: lvs_bin::config::Overrides) -> ExitCode {
     }
 }
 
+/// Forwarding methods of `lvs demo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DemoMethod {
+    /// Masquerading: the real servers route their replies through the director.
+    Nat,
+    /// Direct routing: the real servers answer the client directly (VIP on their loopback).
+    Dr,
+    /// IP-in-IP tunnelling to the real servers (decapsulated by `lvs decap`).
+    Tun,
+    /// Full NAT: the real servers see the director's local address; nothing to set up on them.
+    Fullnat,
+}
+
+/// `lvs demo`: 0 when it ran, 2 when the machine is not ready, 1 on a failure.
+fn demo(
+    method: DemoMethod,
+    scheduler: String,
+    seconds: u64,
+    backend: lvs_bin::config::Backend,
+    rate: u32,
+) -> ExitCode {
+    use lvs_bin::demo::{DemoError, DemoOptions};
+    use lvs_bin::lab::LabMethod;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("lvs demo: cannot handle signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("lvs demo: cannot find my own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = DemoOptions {
+        method: match method {
+            DemoMethod::Nat => LabMethod::Nat,
+            DemoMethod::Dr => LabMethod::DirectRoute,
+            DemoMethod::Tun => LabMethod::Tunnel,
+            DemoMethod::Fullnat => LabMethod::FullNat,
+        },
+        scheduler,
+        duration: (seconds > 0).then(|| Duration::from_secs(seconds)),
+        backend,
+        rate,
+        exe,
+    };
+    match lvs_bin::demo::run(&opts, &stop) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(DemoError::Setup(e)) => {
+            eprintln!("lvs demo: {e}");
+            ExitCode::from(2)
+        }
+        Err(DemoError::Failed(e)) => {
+            eprintln!("lvs demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `lvs lab-client`: exit 0 when every request was answered (or the held connection lasted).
+#[allow(clippy::too_many_arguments)]
+fn lab_client(
+    target: SocketAddr,
+    proto: lvs_bin::demo::ClientProto,
+    rate: u32,
+    count: Option<u64>,
+    seconds: Option<f64>,
+    hold: bool,
+    interval_ms: u64,
+) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let duration = seconds
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    if hold {
+        let d = duration.unwrap_or(Duration::from_secs(5));
+        return match lvs_bin::demo::hold(target, d, Duration::from_millis(interval_ms), &mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lvs lab-client: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match lvs_bin::demo::load(target, proto, rate, count, duration, &mut out) {
+        Ok((_, 0)) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("lvs lab-client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let mut argv = std::env::args();
     let argv0 = argv.next().unwrap_or_default();
@@ -370,6 +527,29 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lvs decap: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Demo {
+            method,
+            scheduler,
+            seconds,
+            backend,
+            rate,
+        } => demo(method, scheduler, seconds, backend, rate),
+        Cmd::LabClient {
+            target,
+            proto,
+            rate,
+            count,
+            seconds,
+            hold,
+            interval_ms,
+        } => lab_client(target, proto, rate, count, seconds, hold, interval_ms),
+        Cmd::Echosrv { name, listen } => match lvs_bin::testsrv::serve_lines(&name, listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lvs echosrv: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -235,6 +235,26 @@ pub fn serve(name: &str, http: &[SocketAddr], udp: Option<SocketAddr>, toa: bool
     Ok(())
 }
 
+/// Serves a line echo on `addr` until the process ends: every line a client sends is answered
+/// with `NAME PEER_IP:PEER_PORT LINE`, on connections that last as long as the client wants
+/// (the long-lived connections of the operations tests).
+pub fn serve_lines(name: &str, addr: SocketAddr) -> io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    for s in listener.incoming() {
+        let Ok(s) = s else { continue };
+        let name = name.to_string();
+        thread::spawn(move || -> io::Result<()> {
+            let peer = s.peer_addr()?;
+            let mut w = s.try_clone()?;
+            for line in BufReader::new(s).lines() {
+                writeln!(w, "{name} {peer} {}", line?.trim_end())?;
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

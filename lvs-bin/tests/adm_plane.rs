@@ -644,3 +644,32 @@ fn table_size_and_existing_snapshot() {
         format!("{}{LISTING}", HEADER.replace("size=4096", "size=1048576"))
     );
 }
+
+#[test]
+fn ipv6_services_and_local_addresses() {
+    let mut f = Fixture::new();
+    f.ok("-A -t [2001:db8::1]:80 -s rr");
+    f.ok("-A -t 10.0.0.1:80 -s rr");
+    f.ok("-a -t [2001:db8::1]:80 -r [2001:db8::10]:8080 -m");
+    // IPv4 services sort first (AF_INET 2 < AF_INET6 10); --sort is a no-op.
+    let expected = format!(
+        "{HEADER}TCP  10.0.0.1:80 rr
+TCP  [2001:db8::1]:80 rr
+  -> [2001:db8::10]:8080          Masq    1      0          0         
+"
+    );
+    assert_eq!(f.ok("-L -n"), expected);
+    assert_eq!(f.ok("-L -n --sort"), expected);
+    assert_eq!(
+        f.ok("-S -n"),
+        "-A -t 10.0.0.1:80 -s rr\n-A -t [2001:db8::1]:80 -s rr\n-a -t [2001:db8::1]:80 -r [2001:db8::10]:8080 -m -w 1\n"
+    );
+    f.ok("-P -t [2001:db8::1]:80 -z 2001:db8:ffff::1");
+    assert_eq!(
+        f.ok("-G -t [2001:db8::1]:80"),
+        "VIP:VPORT            TOTAL    SNAT_IP              CONFLICTS  CONNS     
+[2001:db8::1]:80     1        
+                              2001:db8:ffff::1     0          0         
+"
+    );
+}

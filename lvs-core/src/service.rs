@@ -382,6 +382,13 @@ impl ServiceTable {
         self.current.load()
     }
 
+    /// The swap cell itself, for a per-worker `arc_swap::Cache` (a packet worker checks one
+    /// pointer per packet instead of a full load). Publish only through [`publish`](Self::publish).
+    #[inline]
+    pub fn current(&self) -> &ArcSwap<ServiceSet> {
+        &self.current
+    }
+
     /// The current snapshot as an owned `Arc`, for holding across calls.
     pub fn snapshot(&self) -> Arc<ServiceSet> {
         self.current.load_full()

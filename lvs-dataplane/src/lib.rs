@@ -8,8 +8,16 @@
 pub mod io;
 pub mod neigh;
 pub mod pipeline;
+#[doc(hidden)]
+pub mod pipeline_fuzzing;
 pub mod route;
 pub mod verdict;
 pub mod wire;
 pub mod worker;
 pub mod xlate;
+
+// The README's examples run as doc-tests (`cargo test --workspace`), without becoming this
+// crate's documentation.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

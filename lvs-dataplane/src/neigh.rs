@@ -15,10 +15,13 @@ pub use crate::wire::ethernet::MacAddr;
 /// Capacity of the queue of unresolved next hops waiting for an ARP/NDP request.
 pub const PENDING_CAPACITY: usize = 256;
 
+/// One published neighbour map.
+pub type NeighMap = HashMap<IpAddr, MacAddr, ahash::RandomState>;
+
 /// Next-hop MAC addresses, copy-on-write: lookups take no lock, updates (rare) publish a new
 /// map.
 pub struct NeighTable {
-    map: ArcSwap<HashMap<IpAddr, MacAddr, ahash::RandomState>>,
+    map: ArcSwap<NeighMap>,
     pending: ArrayQueue<IpAddr>,
 }
 
@@ -50,6 +53,13 @@ impl NeighTable {
     #[inline]
     pub fn lookup(&self, ip: IpAddr) -> Option<MacAddr> {
         self.map.load().get(&ip).copied()
+    }
+
+    /// The swap cell of the map, for a per-worker `arc_swap::Cache`. Update only through
+    /// [`insert`](Self::insert) and [`remove`](Self::remove).
+    #[inline]
+    pub fn current(&self) -> &ArcSwap<NeighMap> {
+        &self.map
     }
 
     /// Records (or replaces) the MAC of `ip`.

@@ -25,16 +25,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Cache};
 use lvs_core::conn::{
-    ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, NewConn, TcpFlags, TemplateKey,
+    ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, NewConn, PREFETCH_BURST, TcpFlags,
+    TemplateKey,
 };
 use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable};
 use lvs_core::{Destination, FlowKey, ForwardMethod, Protocol, Time};
 
 use crate::io::FrameBuf;
-use crate::neigh::NeighTable;
-use crate::route::RouteTable;
+use crate::neigh::{NeighMap, NeighTable};
+use crate::route::{self, NextHop, Route, RouteTable};
 use crate::verdict::{DropCounters, DropReason, Verdict};
 use crate::wire::ethernet::{self, MacAddr};
 use crate::wire::{arp, checksum, ethertype, icmpv4, icmpv6, ip_proto, ipv4, ipv6, tcp};
@@ -199,9 +200,25 @@ impl Pipeline {
 
     /// A worker context for packet worker `id`.
     pub fn worker(self: &Arc<Self>, id: usize) -> Worker {
+        let mut caches = Caches {
+            services: Cache::new(ServicesCell(self.tables.services.clone())),
+            routes: Cache::new(RoutesCell(self.tables.routes.clone())),
+            neigh: Cache::new(NeighCell(self.tables.neigh.clone())),
+            fwmarks: Cache::new(FwmarksCell(self.clone())),
+        };
+        let snap = Snap {
+            set: caches.services.load().clone(),
+            routes: caches.routes.load().clone(),
+            neigh: caches.neigh.load().clone(),
+            fwmarks: caches.fwmarks.load().clone(),
+        };
         Worker {
             id,
             p: self.clone(),
+            caches,
+            snap,
+            neigh_cache: Default::default(),
+            learned: std::cell::Cell::new(false),
             drops: Arc::new(DropCounters::default()),
             stats: Arc::new(WorkerStats::default()),
             ident: std::cell::Cell::new((id as u16).wrapping_mul(0x3c5b)),
@@ -213,32 +230,123 @@ impl Pipeline {
     pub fn housekeeping(&self, now: Time, budget: usize) -> usize {
         self.tables.conns.expire(now, budget)
     }
+}
 
-    fn fwmark_of(&self, proto: Protocol, dst: IpAddr, dport: u16) -> Option<u32> {
-        self.fwmarks
-            .load()
-            .iter()
-            .find(|r| r.proto == proto && r.addr == dst && (r.first_port..=r.last_port).contains(&dport))
-            .map(|r| r.mark)
+/// The swap cells a worker caches (`arc_swap::Cache` needs a handle that dereferences to
+/// the cell).
+macro_rules! swap_handle {
+    ($name:ident, $owner:ty, $t:ty, |$o:ident| $cell:expr) => {
+        struct $name(Arc<$owner>);
+        impl std::ops::Deref for $name {
+            type Target = ArcSwap<$t>;
+            #[inline]
+            fn deref(&self) -> &ArcSwap<$t> {
+                let $o = &self.0;
+                $cell
+            }
+        }
+    };
+}
+swap_handle!(ServicesCell, ServiceTable, ServiceSet, |o| o.current());
+swap_handle!(RoutesCell, RouteTable, Vec<Route>, |o| o.current());
+swap_handle!(NeighCell, NeighTable, NeighMap, |o| o.current());
+swap_handle!(FwmarksCell, Pipeline, Vec<FwmarkRule>, |o| &o.fwmarks);
+
+/// A worker's caches of the published tables: one pointer comparison per table per packet
+/// instead of an arc-swap load at every use (a full load costs some 70 instructions).
+struct Caches {
+    services: Cache<ServicesCell, Arc<ServiceSet>>,
+    routes: Cache<RoutesCell, Arc<Vec<Route>>>,
+    neigh: Cache<NeighCell, Arc<NeighMap>>,
+    fwmarks: Cache<FwmarksCell, Arc<Vec<FwmarkRule>>>,
+}
+
+/// The snapshots one packet is processed against (refreshed from [`Caches`] per packet).
+struct Snap {
+    set: Arc<ServiceSet>,
+    routes: Arc<Vec<Route>>,
+    neigh: Arc<NeighMap>,
+    fwmarks: Arc<Vec<FwmarkRule>>,
+}
+
+/// Replaces `slot` by `cur` if it is another snapshot; true if it was.
+#[inline]
+fn refresh<T>(slot: &mut Arc<T>, cur: &Arc<T>) -> bool {
+    let changed = !Arc::ptr_eq(slot, cur);
+    if changed {
+        *slot = cur.clone();
     }
+    changed
+}
 
-    fn owns(&self, set: &ServiceSet, addr: IpAddr) -> bool {
-        set.is_vip(addr)
-            || self.tables.lips.contains(addr)
-            || self.fwmarks.load().iter().any(|r| r.addr == addr)
+/// Slots of a worker's next-hop MAC cache (in front of the neighbour map's hash lookup).
+const NEIGH_CACHE: usize = 16;
+
+#[inline]
+fn neigh_slot(ip: IpAddr) -> usize {
+    let x = match ip {
+        IpAddr::V4(a) => u32::from(a) as u64,
+        IpAddr::V6(a) => {
+            let v = u128::from(a);
+            v as u64 ^ (v >> 64) as u64
+        }
+    };
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize % NEIGH_CACHE
+}
+
+/// Where the IP header of an IPv4/IPv6 frame starts, and whether it is IPv6.
+#[inline]
+fn ip_offset(frame: &[u8]) -> Option<(usize, bool)> {
+    let l3 = ethernet::Frame::new_checked(frame).ok()?.l3().ok()?;
+    match l3.ethertype {
+        ethertype::IPV4 => Some((l3.offset, false)),
+        ethertype::IPV6 => Some((l3.offset, true)),
+        _ => None,
     }
 }
+
+/// An IP frame's parsed headers and, for TCP/UDP/SCTP, whether it is to a VIP (the first
+/// stage of [`Worker::process_burst`]).
+type Parsed = (Result<IpInfo, DropReason>, Option<bool>);
+
+const NO_KEY_IN: ConnKeyIn = ConnKeyIn {
+    proto: Protocol::Tcp,
+    caddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    cport: 0,
+    vaddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    vport: 0,
+};
+
+const NO_KEY_OUT: ConnKeyOut = ConnKeyOut {
+    proto: Protocol::Tcp,
+    daddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    dport: 0,
+    addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    port: 0,
+};
 
 /// One packet worker's handle on the pipeline: its counters and scratch state.
 pub struct Worker {
     id: usize,
     p: Arc<Pipeline>,
+    caches: Caches,
+    snap: Snap,
+    /// Next-hop MACs recently found in `snap.neigh` (cleared when it changes).
+    neigh_cache: [std::cell::Cell<Option<(IpAddr, MacAddr)>>; NEIGH_CACHE],
+    /// A frame of this burst taught the neighbour table something (refresh before the next).
+    learned: std::cell::Cell<bool>,
     /// Drops by reason.
     pub drops: Arc<DropCounters>,
     /// Traffic counters.
     pub stats: Arc<WorkerStats>,
     ident: std::cell::Cell<u16>,
 }
+
+// A worker moves to its packet thread.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Worker>();
+};
 
 impl fmt::Debug for Worker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -262,8 +370,132 @@ impl Worker {
 
     /// Processes one frame received on interface `ingress` at `now`, rewriting it in place.
     pub fn process(&mut self, fb: &mut FrameBuf<'_>, ingress: u16, now: Time) -> Verdict {
+        self.refresh_snap();
         bump(&self.stats.frames);
         let v = self.classify(fb, ingress, now);
+        self.count(v)
+    }
+
+    /// Processes a receive burst: `verdicts[i]` gets what [`process`](Self::process) would
+    /// return for `frames[i]` and each frame is rewritten the same way, in order. First the
+    /// headers of up to 32 frames are parsed and the connection-table lines their lookups
+    /// will read are brought into cache together ([`ConnTable::prefetch_in`] and
+    /// [`ConnTable::prefetch_out`]), so the burst pays its cache and TLB misses in parallel
+    /// rather than one packet after another; then each frame is processed from its parsed
+    /// headers. No allocation. Only `min(frames.len(), verdicts.len())` frames are processed.
+    pub fn process_burst(
+        &mut self,
+        frames: &mut [FrameBuf<'_>],
+        ingress: u16,
+        now: Time,
+        verdicts: &mut [Verdict],
+    ) {
+        let n = frames.len().min(verdicts.len());
+        let mut start = 0;
+        while start < n {
+            let m = (n - start).min(PREFETCH_BURST);
+            self.refresh_snap();
+            let mut parsed: [Option<Parsed>; PREFETCH_BURST] = [None; PREFETCH_BURST];
+            let mut kin = [NO_KEY_IN; PREFETCH_BURST];
+            let mut kout = [NO_KEY_OUT; PREFETCH_BURST];
+            let (mut nin, mut nout) = (0, 0);
+            for (slot, fb) in parsed.iter_mut().zip(&frames[start..start + m]) {
+                let Some((off, v6)) = ip_offset(fb.frame()) else {
+                    continue;
+                };
+                let r = xlate::parse_ip(fb.frame(), off, v6);
+                let mut vip = None;
+                if let Ok(ip) = &r
+                    && ip.l4_present
+                    && let Some(proto) = Protocol::from_number(ip.proto)
+                {
+                    let to_vip = self.snap.set.is_vip(ip.dst);
+                    vip = Some(to_vip);
+                    if to_vip {
+                        kin[nin] = ConnKeyIn {
+                            proto,
+                            caddr: ip.src,
+                            cport: ip.sport,
+                            vaddr: ip.dst,
+                            vport: ip.dport,
+                        };
+                        nin += 1;
+                    } else {
+                        kout[nout] = ConnKeyOut {
+                            proto,
+                            daddr: ip.src,
+                            dport: ip.sport,
+                            addr: ip.dst,
+                            port: ip.dport,
+                        };
+                        nout += 1;
+                    }
+                }
+                *slot = Some((r, vip));
+            }
+            let conns = &self.p.tables.conns;
+            conns.prefetch_in(&kin[..nin]);
+            conns.prefetch_out(&kout[..nout]);
+            for (j, fb) in frames[start..start + m].iter_mut().enumerate() {
+                if self.learned.get() {
+                    // What an earlier frame of the burst published (a learned neighbour) is
+                    // visible to later ones, as with `process`. (Only the neighbour map: the
+                    // VIP hints above belong to this burst's service snapshot.)
+                    self.refresh_neigh();
+                }
+                bump(&self.stats.frames);
+                let v = match parsed[j] {
+                    Some((r, vip)) => self.ip_parsed(fb, r, vip, ingress, now),
+                    None => self.classify(fb, ingress, now),
+                };
+                verdicts[start + j] = self.count(v);
+            }
+            start += m;
+        }
+    }
+
+    #[inline]
+    fn refresh_snap(&mut self) {
+        self.learned.set(false);
+        refresh(&mut self.snap.set, self.caches.services.load());
+        refresh(&mut self.snap.routes, self.caches.routes.load());
+        self.refresh_neigh();
+        refresh(&mut self.snap.fwmarks, self.caches.fwmarks.load());
+    }
+
+    #[inline]
+    fn refresh_neigh(&mut self) {
+        self.learned.set(false);
+        if refresh(&mut self.snap.neigh, self.caches.neigh.load()) {
+            for c in &self.neigh_cache {
+                c.set(None);
+            }
+        }
+    }
+
+    /// The MAC of next hop `ip`: the worker's small cache, else the neighbour map.
+    #[inline]
+    fn neigh_lookup(&self, ip: IpAddr) -> Option<MacAddr> {
+        let slot = &self.neigh_cache[neigh_slot(ip)];
+        if let Some((a, mac)) = slot.get()
+            && a == ip
+        {
+            return Some(mac);
+        }
+        let mac = *self.snap.neigh.get(&ip)?;
+        slot.set(Some((ip, mac)));
+        Some(mac)
+    }
+
+    /// Records a neighbour learned from a frame (published for every worker; this one
+    /// refreshes its snapshot before its next frame).
+    fn learn(&self, ip: IpAddr, mac: MacAddr) {
+        self.p.tables.neigh.insert(ip, mac);
+        self.learned.set(true);
+    }
+
+    #[inline]
+    fn count(&self, v: Verdict) -> Verdict {
         match v {
             Verdict::Drop(r) => self.drops.count(r),
             Verdict::Pass => bump(&self.stats.passed),
@@ -286,6 +518,25 @@ impl Worker {
             ethertype::IPV6 => self.ip(fb, l3.offset, true, ingress, now),
             _ => Verdict::Pass,
         }
+    }
+
+    #[inline]
+    fn route(&self, to: IpAddr) -> Option<NextHop> {
+        route::lookup_in(&self.snap.routes, to)
+    }
+
+    fn fwmark_of(&self, proto: Protocol, dst: IpAddr, dport: u16) -> Option<u32> {
+        self.snap
+            .fwmarks
+            .iter()
+            .find(|r| r.proto == proto && r.addr == dst && (r.first_port..=r.last_port).contains(&dport))
+            .map(|r| r.mark)
+    }
+
+    fn owns(&self, addr: IpAddr) -> bool {
+        self.snap.set.is_vip(addr)
+            || self.p.tables.lips.contains(addr)
+            || self.snap.fwmarks.iter().any(|r| r.addr == addr)
     }
 
     fn our_mac(&self, iface: u16) -> MacAddr {
@@ -311,10 +562,9 @@ impl Worker {
         };
         let (op, sha, spa, tpa) = (a.operation(), a.sender_hw_addr(), a.sender_ip(), a.target_ip());
         if !spa.is_unspecified() && sha != ethernet::BROADCAST && sha[0] & 1 == 0 {
-            self.p.tables.neigh.insert(IpAddr::V4(spa), sha);
+            self.learn(IpAddr::V4(spa), sha);
         }
-        let set = self.p.tables.services.load();
-        if op != arp::OP_REQUEST || !self.p.owns(&set, IpAddr::V4(tpa)) {
+        if op != arp::OP_REQUEST || !self.owns(IpAddr::V4(tpa)) {
             return Verdict::Pass;
         }
         let mac = self.our_mac(ingress);
@@ -327,39 +577,53 @@ impl Worker {
     }
 
     fn ip(&self, fb: &mut FrameBuf<'_>, off: usize, v6: bool, ingress: u16, now: Time) -> Verdict {
-        let mut ip = match xlate::parse_ip(fb.frame(), off, v6) {
+        self.ip_parsed(fb, xlate::parse_ip(fb.frame(), off, v6), None, ingress, now)
+    }
+
+    /// An IP frame from its parsed headers; `vip` is `set.is_vip(dst)` when the caller
+    /// already knows it.
+    fn ip_parsed(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        parsed: Result<IpInfo, DropReason>,
+        vip: Option<bool>,
+        ingress: u16,
+        now: Time,
+    ) -> Verdict {
+        let mut ip = match parsed {
             Ok(ip) => ip,
             Err(r) => return Verdict::Drop(r),
         };
-        let set = self.p.tables.services.load();
+        let set = &*self.snap.set;
         if ip.proto == ip_proto::ICMP || ip.proto == ip_proto::ICMPV6 {
-            return self.icmp(fb, &mut ip, &set, ingress, now);
+            return self.icmp(fb, &mut ip, set, ingress, now);
         }
         let Some(proto) = Protocol::from_number(ip.proto) else {
-            return if self.p.owns(&set, ip.dst) {
+            return if self.owns(ip.dst) {
                 Verdict::Drop(DropReason::Unsupported)
             } else {
                 Verdict::Pass
             };
         };
-        let fwmark = self.p.fwmark_of(proto, ip.dst, ip.dport);
-        if fwmark.is_some() || set.is_vip(ip.dst) || self.p.fwmarks.load().iter().any(|r| r.addr == ip.dst) {
+        let fwmark = self.fwmark_of(proto, ip.dst, ip.dport);
+        let to_vip = vip.unwrap_or_else(|| set.is_vip(ip.dst));
+        if fwmark.is_some() || to_vip || self.snap.fwmarks.iter().any(|r| r.addr == ip.dst) {
             if ip.fragment {
                 return Verdict::Drop(DropReason::Fragment);
             }
-            return self.inbound(fb, &mut ip, proto, fwmark, &set, ingress, now);
+            return self.inbound(fb, &mut ip, proto, fwmark, set, ingress, now);
         }
         if self.p.tables.lips.contains(ip.dst) {
             if ip.fragment {
                 return Verdict::Drop(DropReason::Fragment);
             }
-            return match self.reply(fb, &mut ip, proto, &set, now) {
+            return match self.reply(fb, &mut ip, proto, set, now) {
                 Some(v) => v,
                 None => Verdict::Drop(DropReason::NoConnection),
             };
         }
         if ip.l4_present
-            && let Some(v) = self.reply(fb, &mut ip, proto, &set, now)
+            && let Some(v) = self.reply(fb, &mut ip, proto, set, now)
         {
             return v;
         }
@@ -584,7 +848,7 @@ impl Worker {
         if xlate::decrement_ttl(fb.frame_mut(), ip) {
             return None;
         }
-        let src = if self.p.owns(&self.p.tables.services.load(), ip.dst) {
+        let src = if self.owns(ip.dst) {
             Some(ip.dst)
         } else {
             self.our_addr(ingress, ip.v6)
@@ -600,10 +864,10 @@ impl Worker {
 
     /// Sets the Ethernet addresses for the next hop towards `to`.
     fn l2_out(&self, fb: &mut FrameBuf<'_>, to: IpAddr) -> Verdict {
-        let Some(hop) = self.p.tables.routes.lookup(to) else {
+        let Some(hop) = self.route(to) else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
-        let Some(mac) = self.p.tables.neigh.lookup(hop.addr) else {
+        let Some(mac) = self.neigh_lookup(hop.addr) else {
             self.p.tables.neigh.request(hop.addr);
             return Verdict::Drop(DropReason::NoNeighbour);
         };
@@ -649,7 +913,7 @@ impl Worker {
             }
             ForwardMethod::DirectRoute => {}
             ForwardMethod::Tunnel => {
-                let Some(hop) = self.p.tables.routes.lookup(t.dest.ip()) else {
+                let Some(hop) = self.route(t.dest.ip()) else {
                     return Verdict::Drop(DropReason::NoNeighbour);
                 };
                 let mtu = self
@@ -692,10 +956,7 @@ impl Worker {
     }
 
     fn egress_mtu(&self, to: IpAddr) -> u16 {
-        self.p
-            .tables
-            .routes
-            .lookup(to)
+        self.route(to)
             .and_then(|h| self.p.interfaces.get(h.iface as usize))
             .map(|i| i.mtu)
             .unwrap_or(1500)
@@ -725,7 +986,7 @@ impl Worker {
         let t = Target::from(&c);
         if ip.ttl <= 1 {
             // The reply's sender is the real server; tell it, from our DIP.
-            let ingress = self.p.tables.routes.lookup(ip.src).map(|h| h.iface).unwrap_or(0);
+            let ingress = self.route(ip.src).map(|h| h.iface).unwrap_or(0);
             return Some(
                 self.ttl_or_error(fb, ip, ingress)
                     .unwrap_or(Verdict::Drop(DropReason::TtlExceeded)),
@@ -760,7 +1021,7 @@ impl Worker {
         now: Time,
     ) -> Verdict {
         if !ip.l4_present {
-            return if self.p.owns(set, ip.dst) {
+            return if self.owns(ip.dst) {
                 Verdict::Drop(DropReason::Fragment)
             } else {
                 Verdict::Pass
@@ -768,7 +1029,7 @@ impl Worker {
         }
         let t = fb.frame()[ip.l4];
         if ip.v6 && (t == icmpv6::msg_type::NEIGHBOR_SOLICIT || t == icmpv6::msg_type::NEIGHBOR_ADVERT) {
-            return self.ndp(fb, ip, set, ingress);
+            return self.ndp(fb, ip, ingress);
         }
         if let Some(q) = icmp::parse_error(fb.frame(), ip) {
             return self.icmp_error(fb, ip, q, set, now);
@@ -781,14 +1042,14 @@ impl Worker {
         if t == echo && set.is_vip(ip.dst) {
             return echo_reply(fb, ip);
         }
-        if self.p.owns(set, ip.dst) {
+        if self.owns(ip.dst) {
             Verdict::Drop(DropReason::Unsupported)
         } else {
             Verdict::Pass
         }
     }
 
-    fn ndp(&self, fb: &mut FrameBuf<'_>, ip: &IpInfo, set: &ServiceSet, ingress: u16) -> Verdict {
+    fn ndp(&self, fb: &mut FrameBuf<'_>, ip: &IpInfo, ingress: u16) -> Verdict {
         let (target, lladdr, is_ns) = {
             let Ok(p) = icmpv6::Packet::new_checked(&fb.frame()[ip.l4..ip.end]) else {
                 return Verdict::Drop(DropReason::Malformed);
@@ -806,9 +1067,9 @@ impl Worker {
             && !ip.src.is_unspecified()
         {
             let who = if is_ns { ip.src } else { IpAddr::V6(target) };
-            self.p.tables.neigh.insert(who, mac);
+            self.learn(who, mac);
         }
-        if !is_ns || ip.ttl != 255 || !self.p.owns(set, IpAddr::V6(target)) {
+        if !is_ns || ip.ttl != 255 || !self.owns(IpAddr::V6(target)) {
             return Verdict::Pass;
         }
         let IpAddr::V6(src) = ip.src else {
@@ -868,7 +1129,7 @@ impl Worker {
         let _ = now;
         // (a) About a packet we (or a DR/TUN real server) sent to the client: quoted
         //     VIP:vport → CIP:cport. Forward to the real server.
-        if set.is_vip(q.src.0) || self.p.fwmark_of(proto, q.src.0, q.src.1).is_some() {
+        if set.is_vip(q.src.0) || self.fwmark_of(proto, q.src.0, q.src.1).is_some() {
             let key = ConnKeyIn {
                 proto,
                 caddr: q.dst.0,
@@ -900,7 +1161,7 @@ impl Worker {
             }
             icmp::finish_translation(fb.frame_mut(), ip);
             bump(&self.stats.icmp_translated);
-            let ingress = self.p.tables.routes.lookup(ip.src).map(|h| h.iface).unwrap_or(0);
+            let ingress = self.route(ip.src).map(|h| h.iface).unwrap_or(0);
             return self.forward_in(
                 fb,
                 ip,

@@ -29,32 +29,22 @@ pub struct NextHop {
     pub addr: IpAddr,
 }
 
-fn masked(addr: IpAddr, len: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let m = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - len.min(32) as u32)
-            };
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len.min(128) as u32)
-            };
-            IpAddr::V6((u128::from(a) & m).into())
-        }
-    }
-}
-
 impl Route {
     /// True when `addr` falls in this route's prefix.
     #[inline]
     pub fn matches(&self, addr: IpAddr) -> bool {
-        addr.is_ipv4() == self.prefix.is_ipv4() && masked(addr, self.len) == masked(self.prefix, self.len)
+        // The bits above the prefix length agree (no masks built per call).
+        match (addr, self.prefix) {
+            (IpAddr::V4(a), IpAddr::V4(p)) => {
+                let len = self.len.min(32) as u32;
+                len == 0 || (u32::from(a) ^ u32::from(p)) >> (32 - len) == 0
+            }
+            (IpAddr::V6(a), IpAddr::V6(p)) => {
+                let len = self.len.min(128) as u32;
+                len == 0 || (u128::from(a) ^ u128::from(p)) >> (128 - len) == 0
+            }
+            _ => false,
+        }
     }
 }
 
@@ -88,20 +78,91 @@ impl RouteTable {
     /// The next hop for `dst` (longest prefix match), or `None` without a route.
     #[inline]
     pub fn lookup(&self, dst: IpAddr) -> Option<NextHop> {
-        self.routes
-            .load()
-            .iter()
-            .find(|r| r.matches(dst))
-            .map(|r| NextHop {
-                iface: r.iface,
-                addr: r.gateway.unwrap_or(dst),
-            })
+        lookup_in(&self.routes.load(), dst)
     }
+
+    /// The swap cell of the route list (sorted longest prefix first), for a per-worker
+    /// `arc_swap::Cache`. Update only through [`replace`](Self::replace).
+    #[inline]
+    pub fn current(&self) -> &ArcSwap<Vec<Route>> {
+        &self.routes
+    }
+}
+
+/// The next hop for `dst` in `routes` (sorted longest prefix first, as [`RouteTable`] keeps
+/// them).
+#[inline]
+pub fn lookup_in(routes: &[Route], dst: IpAddr) -> Option<NextHop> {
+    routes.iter().find(|r| r.matches(dst)).map(|r| NextHop {
+        iface: r.iface,
+        addr: r.gateway.unwrap_or(dst),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference: both sides masked to the prefix length.
+    fn masked(addr: IpAddr, len: u8) -> IpAddr {
+        match addr {
+            IpAddr::V4(a) => {
+                let m = if len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - len.min(32) as u32)
+                };
+                IpAddr::V4((u32::from(a) & m).into())
+            }
+            IpAddr::V6(a) => {
+                let m = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len.min(128) as u32)
+                };
+                IpAddr::V6((u128::from(a) & m).into())
+            }
+        }
+    }
+
+    #[test]
+    fn matches_agrees_with_masking_at_every_length() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2000 {
+            let (a, p) = (next(), next());
+            // Share a random number of leading bits so both outcomes occur.
+            let keep = (next() % 129) as u32;
+            let p128 = (
+                (a as u128) << 64 | next() as u128,
+                (p as u128) << 64 | next() as u128,
+            );
+            let mask = if keep == 0 { 0 } else { u128::MAX << (128 - keep) };
+            let (a6, p6) = (p128.0, (p128.0 & mask) | (p128.1 & !mask));
+            let (a4, p4) = ((a6 >> 96) as u32, (p6 >> 96) as u32);
+            for len in [0u8, 1, 7, 8, 16, 23, 24, 31, 32, 33, 48, 64, 100, 127, 128] {
+                for (addr, prefix) in [
+                    (IpAddr::V4(a4.into()), IpAddr::V4(p4.into())),
+                    (IpAddr::V6(a6.into()), IpAddr::V6(p6.into())),
+                    (IpAddr::V4(a4.into()), IpAddr::V6(p6.into())),
+                ] {
+                    let r = Route {
+                        prefix,
+                        len,
+                        iface: 0,
+                        gateway: None,
+                    };
+                    let want = addr.is_ipv4() == prefix.is_ipv4() && masked(addr, len) == masked(prefix, len);
+                    assert_eq!(r.matches(addr), want, "{addr} in {prefix}/{len}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn longest_prefix_wins_and_gateway_is_next_hop() {

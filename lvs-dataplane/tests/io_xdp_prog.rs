@@ -102,6 +102,29 @@ fn ipv4_replies_from_a_masq_real_server_port_are_redirected() {
     // IPv4 options move the ports: still found.
     let with_opts = frames::tcp4_with_options(RIP4, 8080, CLIENT4, 40000);
     assert_eq!(st.test_run(&with_opts).unwrap(), REDIRECTED);
+    // The director's own connection to the real server (a health check) is answered to a
+    // host address: the kernel's, never lvs's.
+    let to_host = frames::tcp4(RIP4, 8080, HOST4, 50000);
+    assert_eq!(
+        st.test_run(&to_host).unwrap(),
+        REDIRECTED,
+        "before the host address is known"
+    );
+    addrs.add_host(IpAddr::V4(HOST4)).unwrap();
+    assert_eq!(st.test_run(&to_host).unwrap(), PASSED);
+    assert_eq!(
+        st.test_run(&reply).unwrap(),
+        REDIRECTED,
+        "replies to clients still come to lvs"
+    );
+    let to_host6 = frames::tcp6(RIP6, 8080, HOST6, 50000);
+    addrs
+        .add_real_server(SocketAddr::new(IpAddr::V6(RIP6), 8080))
+        .unwrap();
+    assert_eq!(st.test_run(&to_host6).unwrap(), REDIRECTED);
+    addrs.add_host(IpAddr::V6(HOST6)).unwrap();
+    assert_eq!(st.test_run(&to_host6).unwrap(), PASSED);
+    assert!(addrs.remove_host(IpAddr::V4(HOST4)).unwrap());
     assert!(addrs.remove_real_server(rs).unwrap());
     assert_eq!(st.test_run(&reply).unwrap(), PASSED);
 }

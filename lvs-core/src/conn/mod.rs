@@ -98,6 +98,6 @@ mod wheel;
 pub use list::{ConnInfo, listing, listing_header, listing_row};
 pub use state::{ConnState, DEFAULT_TIMEOUTS, Direction, STATES, TcpFlags, Timeouts, tcp_transition};
 pub use table::{
-    ConnCounters, ConnKeyIn, ConnKeyOut, ConnRef, ConnTable, ENTRY_BYTES, NewConn, TableFull, TemplateKey,
-    TemplateRef,
+    ConnCounters, ConnKeyIn, ConnKeyOut, ConnRef, ConnTable, ENTRY_BYTES, NewConn, PREFETCH_BURST, TableFull,
+    TemplateKey, TemplateRef,
 };

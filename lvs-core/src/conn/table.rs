@@ -439,6 +439,10 @@ impl DestSlot {
     }
 }
 
+/// Most keys [`ConnTable::prefetch_in`] and [`ConnTable::prefetch_out`] use per call (a
+/// receive burst).
+pub const PREFETCH_BURST: usize = 32;
+
 /// Bytes of one arena entry.
 pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
 
@@ -649,6 +653,56 @@ impl ConnTable {
         let pw = k.cport as u64 | (k.vport as u64) << 16;
         let h = self.hash_in_words(want, c, v, k.cport, k.vport);
         self.in_ix.find(h, |idx| self.read_in(idx, want, c, v, pw))
+    }
+
+    /// Warms the cache for a burst of client packets that will then be looked up one by one
+    /// with [`lookup_in`](Self::lookup_in): the home bucket of every key, then both lines of
+    /// every candidate entry (the key line a lookup reads, the line whose deadline
+    /// [`on_packet`](Self::on_packet) writes), each stage a tight loop of independent loads so
+    /// the cache and TLB misses of the whole burst overlap instead of following one another.
+    /// Reads only; at most [`PREFETCH_BURST`] keys are used.
+    pub fn prefetch_in(&self, keys: &[ConnKeyIn]) {
+        let m = keys.len().min(PREFETCH_BURST);
+        let mut h = [0u64; PREFETCH_BURST];
+        for (h, k) in h.iter_mut().zip(&keys[..m]) {
+            let (c, six) = addr_words(k.caddr);
+            let (v, _) = addr_words(k.vaddr);
+            let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
+            *h = self.hash_in_words(want, c, v, k.cport, k.vport);
+        }
+        self.prefetch_stages(&self.in_ix, &h[..m]);
+    }
+
+    /// [`prefetch_in`](Self::prefetch_in) for real servers' replies, ahead of
+    /// [`lookup_out`](Self::lookup_out).
+    pub fn prefetch_out(&self, keys: &[ConnKeyOut]) {
+        let m = keys.len().min(PREFETCH_BURST);
+        let mut h = [0u64; PREFETCH_BURST];
+        for (h, k) in h.iter_mut().zip(&keys[..m]) {
+            let (d, six) = addr_words(k.daddr);
+            let (a, _) = addr_words(k.addr);
+            let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
+            *h = self.hash_out_words(want, d, a, k.dport, k.port);
+        }
+        self.prefetch_stages(&self.out_ix, &h[..m]);
+    }
+
+    #[inline]
+    fn prefetch_stages(&self, ix: &Index, hashes: &[u64]) {
+        let mut sink = 0u64;
+        for &h in hashes {
+            sink ^= ix.touch(h);
+        }
+        let mut cand = [u32::MAX; PREFETCH_BURST];
+        for (c, &h) in cand.iter_mut().zip(hashes) {
+            *c = ix.home_candidate(h).0;
+        }
+        for &idx in &cand[..hashes.len()] {
+            if let Some(e) = self.entries.get(idx as usize) {
+                sink ^= e.ctl.load(Ordering::Relaxed) ^ e.deadline.load(Ordering::Relaxed);
+            }
+        }
+        std::hint::black_box(sink);
     }
 
     /// Looks up a burst of client packets at once: `out[i]` gets `lookup_in(&keys[i])`.

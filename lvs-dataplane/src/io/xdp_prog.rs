@@ -45,6 +45,7 @@ pub enum XdpAction {
 pub const ADDR_KEY_SIZE: usize = 20;
 const KIND_LOCAL: u8 = 0;
 const KIND_REAL_SERVER: u8 = 1;
+const KIND_HOST: u8 = 2;
 
 /// The `lvs_addrs` key of a balancer address (VIP or LIP): matched against the destination
 /// of IP frames and the target of ARP requests / neighbour solicitations.
@@ -61,6 +62,15 @@ pub fn local_key(addr: IpAddr) -> [u8; ADDR_KEY_SIZE] {
             k[4..20].copy_from_slice(&a.octets());
         }
     }
+    k
+}
+
+/// The `lvs_addrs` key of one of the host's own addresses (e.g. the DIP): frames to it are
+/// always the kernel's, even from a real server's RIP:rport (the director's own health
+/// checks of a NAT real server are answered to the DIP).
+pub fn host_key(addr: IpAddr) -> [u8; ADDR_KEY_SIZE] {
+    let mut k = local_key(addr);
+    k[1] = KIND_HOST;
     k
 }
 
@@ -112,7 +122,17 @@ impl BalancerAddrs {
         self.map.delete(&real_server_key(rs))
     }
 
-    /// True if `key` (from [`local_key`] / [`real_server_key`]) is in the map.
+    /// Marks `addr` as the host's own: frames to it go to the kernel whatever their source.
+    pub fn add_host(&self, addr: IpAddr) -> io::Result<()> {
+        self.map.update(&host_key(addr), &1u32.to_ne_bytes())
+    }
+
+    /// Forgets a host address added with [`add_host`](Self::add_host).
+    pub fn remove_host(&self, addr: IpAddr) -> io::Result<bool> {
+        self.map.delete(&host_key(addr))
+    }
+
+    /// True if `key` (from [`local_key`] / [`real_server_key`] / [`host_key`]) is in the map.
     pub fn contains(&self, key: &[u8; ADDR_KEY_SIZE]) -> io::Result<bool> {
         let mut v = [0u8; 4];
         self.map.lookup(key, &mut v)
@@ -266,6 +286,22 @@ impl Asm {
         self.jump(JNE_IMM, R0, 0, 0, Label::Redirect, "found: redirect to lvs");
     }
 
+    /// `if (bpf_map_lookup_elem(&lvs_addrs, key)) goto PASS` (a host address).
+    fn lookup_or_pass(&mut self, addrs_fd: i32) {
+        self.i(MOV64_REG, R2, R10, 0, 0, "r2 = fp");
+        self.i(ADD64_IMM, R2, 0, 0, KEY as i32, "r2 = &key (fp-24)");
+        self.ld_map_fd(R1, addrs_fd, "r1 = &lvs_addrs");
+        self.i(
+            CALL,
+            0,
+            0,
+            0,
+            HELPER_MAP_LOOKUP_ELEM,
+            "r0 = bpf_map_lookup_elem(r1, r2)",
+        );
+        self.jump(JNE_IMM, R0, 0, 0, Label::Pass, "a host address: the kernel's");
+    }
+
     /// Bounds check: `if (data + len > data_end) goto PASS`.
     fn need(&mut self, len: i32, comment: &'static str) {
         self.i(MOV64_REG, R2, R7, 0, 0, "r2 = data");
@@ -336,6 +372,8 @@ pub fn assemble(addrs_fd: i32, xsks_fd: i32, fallback: XdpAction) -> XdpProgram 
     a.i(LDXW, R1, R7, 30, 0, "r1 = IPv4 destination address");
     a.i(STXW, R10, R1, KEY_ADDR, 0, "key.addr = destination");
     a.lookup_or_redirect(addrs_fd);
+    a.i(STB, R10, 0, KEY_KIND, 2, "key.kind = host address");
+    a.lookup_or_pass(addrs_fd);
     a.i(LDXB, R1, R7, 23, 0, "r1 = IPv4 protocol");
     a.jump(JEQ_IMM, R1, 0, 6, Ipv4Ports, "TCP");
     a.jump(JEQ_IMM, R1, 0, 17, Ipv4Ports, "UDP");
@@ -389,6 +427,16 @@ pub fn assemble(addrs_fd: i32, xsks_fd: i32, fallback: XdpAction) -> XdpProgram 
         ],
     );
     a.lookup_or_redirect(addrs_fd);
+    a.i(STB, R10, 0, KEY_KIND, 2, "key.kind = host address");
+    a.lookup_or_pass(addrs_fd);
+    a.i(
+        STB,
+        R10,
+        0,
+        KEY_KIND,
+        0,
+        "key.kind = balancer address (for the NS target)",
+    );
     a.i(LDXB, R1, R7, 20, 0, "r1 = IPv6 next header");
     a.jump(JEQ_IMM, R1, 0, 58, Ndp, "ICMPv6");
     a.jump(JEQ_IMM, R1, 0, 6, Ipv6Ports, "TCP");
@@ -566,8 +614,9 @@ mod tests {
             .filter(|i| i.code == LD_IMM64)
             .map(|i| i.imm)
             .collect();
-        // Six lookups (ARP, IPv4 dst, IPv4 RS, IPv6 dst, IPv6 RS, NS target) and the XSKMAP.
-        assert_eq!(fds, vec![3, 3, 3, 3, 3, 3, 4]);
+        // Eight lookups (ARP, IPv4 dst, IPv4 host, IPv4 RS, IPv6 dst, IPv6 host, IPv6 RS,
+        // NS target) and the XSKMAP.
+        assert_eq!(fds, vec![3, 3, 3, 3, 3, 3, 3, 3, 4]);
     }
 
     #[test]

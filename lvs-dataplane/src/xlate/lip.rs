@@ -3,7 +3,10 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
 
 /// Default first local port handed out (ports below are left to the host's own services).
 pub const DEFAULT_MIN_PORT: u16 = 1024;
@@ -17,6 +20,20 @@ struct LocalAddr {
     addr: IpAddr,
     used: Box<[AtomicU64]>,
     in_use: AtomicUsize,
+    /// False once the address was removed from the pool: no new ports, but the ports of live
+    /// connections still come back.
+    active: AtomicBool,
+}
+
+impl LocalAddr {
+    fn new(addr: IpAddr) -> LocalAddr {
+        LocalAddr {
+            addr,
+            used: (0..WORDS).map(|_| AtomicU64::new(0)).collect(),
+            in_use: AtomicUsize::new(0),
+            active: AtomicBool::new(true),
+        }
+    }
 }
 
 /// A pool of local addresses (LIPs) and their ports, shared by every worker.
@@ -25,7 +42,7 @@ struct LocalAddr {
 /// both own a port; a rotating cursor spreads allocations so a just-freed port is not reused at
 /// once (a late packet of the old connection cannot hit the new one).
 pub struct LipPool {
-    addrs: Vec<LocalAddr>,
+    addrs: ArcSwap<Vec<Arc<LocalAddr>>>,
     min_port: u16,
     max_port: u16,
     cursor: AtomicUsize,
@@ -34,7 +51,7 @@ pub struct LipPool {
 impl fmt::Debug for LipPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LipPool")
-            .field("addrs", &self.addrs.iter().map(|a| a.addr).collect::<Vec<_>>())
+            .field("addrs", &self.addrs().collect::<Vec<_>>())
             .field("ports", &(self.min_port..=self.max_port))
             .field("in_use", &self.in_use())
             .finish()
@@ -45,40 +62,82 @@ impl LipPool {
     /// A pool over `addrs` handing out ports `min_port..=max_port` on each.
     pub fn new(addrs: &[IpAddr], min_port: u16, max_port: u16) -> LipPool {
         assert!(min_port <= max_port, "empty port range");
-        let addrs = addrs
-            .iter()
-            .map(|&addr| LocalAddr {
-                addr,
-                used: (0..WORDS).map(|_| AtomicU64::new(0)).collect(),
-                in_use: AtomicUsize::new(0),
-            })
-            .collect();
+        let addrs = addrs.iter().map(|&addr| Arc::new(LocalAddr::new(addr))).collect();
         LipPool {
-            addrs,
+            addrs: ArcSwap::from_pointee(addrs),
             min_port,
             max_port,
             cursor: AtomicUsize::new(0),
         }
     }
 
-    /// The local addresses of the pool.
-    pub fn addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.addrs.iter().map(|a| a.addr)
+    /// Replaces the set of local addresses at run time (`ipvsadm -P/-Q`, a config reload).
+    /// Ports of a removed address that live connections hold still come back through
+    /// [`release`](Self::release), and the address is not offered any more; an address that
+    /// comes back keeps its port bitmap. One writer at a time (the control plane).
+    pub fn set_addrs(&self, addrs: &[IpAddr]) {
+        let old = self.addrs.load_full();
+        let mut next: Vec<Arc<LocalAddr>> = Vec::new();
+        for &a in addrs {
+            if next.iter().any(|l| l.addr == a) {
+                continue;
+            }
+            let l = old
+                .iter()
+                .find(|l| l.addr == a)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(LocalAddr::new(a)));
+            l.active.store(true, Ordering::Relaxed);
+            next.push(l);
+        }
+        for l in old.iter() {
+            if !addrs.contains(&l.addr) {
+                l.active.store(false, Ordering::Relaxed);
+                // Kept while connections hold its ports, so they can be returned.
+                if l.in_use.load(Ordering::Relaxed) > 0 {
+                    next.push(l.clone());
+                }
+            }
+        }
+        self.addrs.store(Arc::new(next));
     }
 
-    /// True when `addr` is one of the pool's LIPs.
+    /// The local addresses the pool hands out.
+    pub fn addrs(&self) -> impl Iterator<Item = IpAddr> + use<> {
+        self.addrs
+            .load()
+            .iter()
+            .filter(|a| a.active.load(Ordering::Relaxed))
+            .map(|a| a.addr)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    /// True when `addr` is one of the pool's LIPs (or a removed one still in use: replies to it
+    /// are still ours).
+    #[inline]
     pub fn contains(&self, addr: IpAddr) -> bool {
-        self.addrs.iter().any(|a| a.addr == addr)
+        self.addrs.load().iter().any(|a| a.addr == addr)
     }
 
     /// Pairs currently handed out.
     pub fn in_use(&self) -> usize {
-        self.addrs.iter().map(|a| a.in_use.load(Ordering::Relaxed)).sum()
+        self.addrs
+            .load()
+            .iter()
+            .map(|a| a.in_use.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Pairs the pool can hand out in all.
     pub fn capacity(&self) -> usize {
-        self.addrs.len() * (self.max_port as usize - self.min_port as usize + 1)
+        let n = self
+            .addrs
+            .load()
+            .iter()
+            .filter(|a| a.active.load(Ordering::Relaxed))
+            .count();
+        n * (self.max_port as usize - self.min_port as usize + 1)
     }
 
     /// Takes a free LIP:lport of the same family as `family_of`, or `None` when every pair is
@@ -86,7 +145,8 @@ impl LipPool {
     /// full bitmap words 64 ports at a time.
     pub fn allocate(&self, family_of: IpAddr) -> Option<(IpAddr, u16)> {
         let span = self.max_port as usize - self.min_port as usize + 1;
-        let n_addrs = self.addrs.len();
+        let addrs = self.addrs.load();
+        let n_addrs = addrs.len();
         if n_addrs == 0 {
             return None;
         }
@@ -96,8 +156,8 @@ impl LipPool {
         while probe < total {
             let pos = (start + probe) % total;
             let (ai, off) = (pos / span, pos % span);
-            let la = &self.addrs[ai];
-            if la.addr.is_ipv4() != family_of.is_ipv4() {
+            let la = &addrs[ai];
+            if la.addr.is_ipv4() != family_of.is_ipv4() || !la.active.load(Ordering::Relaxed) {
                 // Skip the rest of this address's range.
                 probe += span - off;
                 continue;
@@ -125,7 +185,8 @@ impl LipPool {
 
     /// Returns `addr:port` to the pool. Returns false if it was not handed out.
     pub fn release(&self, addr: IpAddr, port: u16) -> bool {
-        let Some(la) = self.addrs.iter().find(|a| a.addr == addr) else {
+        let addrs = self.addrs.load();
+        let Some(la) = addrs.iter().find(|a| a.addr == addr) else {
             return false;
         };
         let bit = 1u64 << (port as usize % 64);
@@ -138,9 +199,13 @@ impl LipPool {
 
     /// True when `addr:port` is currently handed out.
     pub fn is_in_use(&self, addr: IpAddr, port: u16) -> bool {
-        self.addrs.iter().find(|a| a.addr == addr).is_some_and(|la| {
-            la.used[port as usize / 64].load(Ordering::Relaxed) & (1u64 << (port % 64)) != 0
-        })
+        self.addrs
+            .load()
+            .iter()
+            .find(|a| a.addr == addr)
+            .is_some_and(|la| {
+                la.used[port as usize / 64].load(Ordering::Relaxed) & (1u64 << (port % 64)) != 0
+            })
     }
 }
 
@@ -188,6 +253,30 @@ mod tests {
         pool.release(a.0, a.1);
         let b = pool.allocate(v4(9)).unwrap();
         assert_ne!(a, b, "the cursor moves on past a just-freed port");
+    }
+
+    #[test]
+    fn addresses_change_at_run_time_and_held_ports_still_come_back() {
+        let pool = LipPool::new(&[v4(1)], 7000, 7001);
+        let a = pool.allocate(v4(9)).unwrap();
+        pool.set_addrs(&[v4(2)]);
+        assert_eq!(pool.addrs().collect::<Vec<_>>(), vec![v4(2)]);
+        assert!(
+            pool.contains(v4(1)),
+            "still ours while a connection holds a port on it"
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                pool.allocate(v4(9)).unwrap().0,
+                v4(2),
+                "only the new address is offered"
+            );
+        }
+        assert_eq!(pool.allocate(v4(9)), None);
+        assert!(pool.release(a.0, a.1), "the old address's port comes back");
+        pool.set_addrs(&[v4(2)]);
+        assert!(!pool.contains(v4(1)), "dropped once nothing holds it");
+        assert_eq!(pool.capacity(), 2);
     }
 
     #[test]

@@ -162,6 +162,12 @@ pub fn rewrite(frame: &mut [u8], ip: &mut IpInfo, end: End, addr: IpAddr, port: 
         End::Dst => ip.dport,
     };
     let l4_ok = ip.l4_present;
+    if let (IpAddr::V4(o), IpAddr::V4(n)) = (old_addr, addr)
+        && l4_ok
+        && rewrite_v4(frame, ip, end, o, n, old_port, port)
+    {
+        return;
+    }
     // Address, IP header and pseudo-header checksums.
     if old_addr != addr {
         match (old_addr, addr) {
@@ -218,6 +224,80 @@ pub fn rewrite(frame: &mut [u8], ip: &mut IpInfo, end: End, addr: IpAddr, port: 
             End::Dst => ip.dport = port,
         }
     }
+}
+
+/// The IPv4 TCP/UDP case of [`rewrite`] in one pass: the address and port changes are summed
+/// once (RFC 1624 eqn. 3) and applied to the IP header and transport checksums, with one
+/// bounds check up front. False (frame untouched) for other protocols or a short frame.
+#[inline]
+fn rewrite_v4(
+    frame: &mut [u8],
+    ip: &mut IpInfo,
+    end: End,
+    o: Ipv4Addr,
+    n: Ipv4Addr,
+    old_port: u16,
+    port: u16,
+) -> bool {
+    let (l3, l4) = (ip.l3, ip.l4);
+    let udp = match ip.proto {
+        ip_proto::TCP => false,
+        ip_proto::UDP => true,
+        _ => return false,
+    };
+    let csum_at = l4 + if udp { UDP_CSUM } else { TCP_CSUM };
+    if frame.len() < csum_at + 2 || l3 + ipv4::field::HEADER_LEN > l4 {
+        return false;
+    }
+    let (addr_at, port_at) = match end {
+        End::Src => (l3 + 12, l4),
+        End::Dst => (l3 + 16, l4 + 2),
+    };
+    let (ov, nv) = (u32::from(o), u32::from(n));
+    let addr_delta: u64 = if ov != nv {
+        (!(ov >> 16) & 0xffff) as u64 + (!ov & 0xffff) as u64 + (nv >> 16) as u64 + (nv & 0xffff) as u64
+    } else {
+        0
+    };
+    let port_delta: u64 = if old_port != port {
+        (!old_port) as u64 + port as u64
+    } else {
+        0
+    };
+    #[inline(always)]
+    fn apply(hc: u16, delta: u64) -> u16 {
+        let mut acc = (!hc) as u64 + delta;
+        acc = (acc & 0xffff) + (acc >> 16);
+        acc = (acc & 0xffff) + (acc >> 16);
+        !(acc as u16)
+    }
+    if ov != nv {
+        let hc = u16::from_be_bytes([frame[l3 + 10], frame[l3 + 11]]);
+        frame[l3 + 10..l3 + 12].copy_from_slice(&apply(hc, addr_delta).to_be_bytes());
+        frame[addr_at..addr_at + 4].copy_from_slice(&n.octets());
+    }
+    let c = u16::from_be_bytes([frame[csum_at], frame[csum_at + 1]]);
+    let c = if udp && c == 0 {
+        0
+    } else {
+        match apply(c, addr_delta + port_delta) {
+            0 if udp => 0xffff,
+            x => x,
+        }
+    };
+    frame[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    frame[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+    match end {
+        End::Src => {
+            ip.src = IpAddr::V4(n);
+            ip.sport = port;
+        }
+        End::Dst => {
+            ip.dst = IpAddr::V4(n);
+            ip.dport = port;
+        }
+    }
+    true
 }
 
 const TCP_CSUM: usize = 16;
