@@ -98,7 +98,16 @@ fn owned(plane: &ControlPlane, lips: &[IpAddr], fwmarks: &[FwmarkRule]) -> Owned
     for svc in plane.services().load().services() {
         for d in &svc.dests {
             let rs = SocketAddr::new(d.config.addr, d.config.port);
-            if o.real_servers.contains(&rs) {
+            if d.config.port == 0 {
+                // Port-keeping (fwmark) destination: every port steered for its address.
+                let steered: Vec<SocketAddr> = o
+                    .real_servers
+                    .iter()
+                    .filter(|r| r.ip() == d.config.addr)
+                    .copied()
+                    .collect();
+                o.states.extend(steered.into_iter().map(|r| (r, d.state.clone())));
+            } else if o.real_servers.contains(&rs) {
                 o.states.push((rs, d.state.clone()));
             }
         }
