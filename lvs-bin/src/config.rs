@@ -152,6 +152,9 @@ pub struct FileConfig {
     pub fwmarks: Vec<FwmarkSection>,
     /// Put the client address in a TOA TCP option for FULLNAT real servers (default true).
     pub toa: Option<bool>,
+    /// The kernel's expire_nodest_conn: expire (and drop the packets of) connections whose
+    /// real server was removed, instead of letting them finish (default false).
+    pub expire_nodest_conn: Option<bool>,
 }
 
 /// Flags of `lvs run` that override the file.
@@ -214,6 +217,8 @@ pub struct Config {
     pub fwmarks: Vec<FwmarkRule>,
     /// TOA for FULLNAT.
     pub toa: bool,
+    /// expire_nodest_conn.
+    pub expire_nodest_conn: bool,
 }
 
 /// A configuration problem, already worded for the operator.
@@ -405,6 +410,7 @@ impl Config {
             checks,
             fwmarks,
             toa: file.toa.unwrap_or(true),
+            expire_nodest_conn: file.expire_nodest_conn.unwrap_or(false),
         })
     }
 }

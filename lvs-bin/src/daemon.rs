@@ -292,6 +292,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     );
     pipeline.set_fwmarks(fwmarks.clone());
     pipeline.set_toa(cfg.toa);
+    pipeline.set_expire_nodest_conn(cfg.expire_nodest_conn);
 
     // Backend.
     let stop = Arc::new(AtomicBool::new(false));

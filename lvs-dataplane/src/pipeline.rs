@@ -96,6 +96,7 @@ pub struct Pipeline {
     interfaces: Vec<Interface>,
     fwmarks: ArcSwap<Vec<FwmarkRule>>,
     toa: AtomicBool,
+    expire_nodest_conn: AtomicBool,
 }
 
 impl fmt::Debug for Pipeline {
@@ -175,6 +176,7 @@ impl Pipeline {
             interfaces,
             fwmarks: ArcSwap::from_pointee(Vec::new()),
             toa: AtomicBool::new(true),
+            expire_nodest_conn: AtomicBool::new(false),
         })
     }
 
@@ -191,6 +193,14 @@ impl Pipeline {
     /// Replaces the firewall-mark rules.
     pub fn set_fwmarks(&self, rules: Vec<FwmarkRule>) {
         self.fwmarks.store(Arc::new(rules));
+    }
+
+    /// The kernel's `expire_nodest_conn`: when on, a packet of a connection whose
+    /// destination was removed from the rules expires the connection and is dropped (the
+    /// client's next attempt is scheduled afresh); when off (the default), such connections
+    /// go on until they end.
+    pub fn set_expire_nodest_conn(&self, on: bool) {
+        self.expire_nodest_conn.store(on, Ordering::Relaxed);
     }
 
     /// Turns the TOA option (client address for FULLNAT real servers) on or off.
@@ -662,6 +672,14 @@ impl Worker {
                 conns.remove(&c, now);
                 None
             }
+            // Its destination left the rules and expire_nodest_conn is on.
+            Some(c)
+                if self.p.expire_nodest_conn.load(Ordering::Relaxed)
+                    && set.dest_by_id(c.dest_id()).is_none() =>
+            {
+                conns.remove(&c, now);
+                return Verdict::Drop(DropReason::NoDestination);
+            }
             other => other,
         };
         let conn = match found {
@@ -981,6 +999,10 @@ impl Worker {
         };
         let conns = &self.p.tables.conns;
         let c = conns.lookup_out(&key)?;
+        if self.p.expire_nodest_conn.load(Ordering::Relaxed) && set.dest_by_id(c.dest_id()).is_none() {
+            conns.remove(&c, now);
+            return Some(Verdict::Drop(DropReason::NoDestination));
+        }
         conns.on_packet(&c, Direction::Output, TcpFlags(ip.tcp_flags), now);
         self.account(set, c.dest_id(), false, ip.ip_len());
         let t = Target::from(&c);

@@ -757,3 +757,36 @@ fn a_new_syn_on_a_time_wait_connection_is_scheduled_afresh() {
     );
     assert_eq!(lab.conns.len(), 1);
 }
+
+#[test]
+fn removed_destination_connections_go_on_unless_expire_nodest_conn() {
+    for expire in [false, true] {
+        let mut lab = Lab::new(NAT_RULES);
+        lab.pipeline.set_expire_nodest_conn(expire);
+        let (_, out) = lab.run(&build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Syn, b""));
+        let rs = inspect(&out).dst;
+        // Remove that destination from the rules.
+        let mut rules = RuleSet::new();
+        rules.apply_batch(NAT_RULES).unwrap();
+        rules
+            .apply_line(&format!("-d -t 10.77.1.100:80 -r {rs}:8080"))
+            .unwrap();
+        lab.pipeline.tables().services.publish(&rules.services);
+        let (v, out) = lab.run(&build(
+            CLIENT_MAC,
+            ip4(CIP),
+            40000,
+            ip4(VIP),
+            80,
+            L4::Ack,
+            b"more",
+        ));
+        if expire {
+            assert_eq!(v, Verdict::Drop(DropReason::NoDestination));
+            assert_eq!(lab.conns.len(), 0, "expired at once");
+        } else {
+            assert_eq!(v, Verdict::Forward { egress: 0 });
+            assert_eq!(inspect(&out).dst, rs, "the connection goes on to its server");
+        }
+    }
+}
