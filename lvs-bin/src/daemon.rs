@@ -647,12 +647,7 @@ fn start_health_checks(
             let svc: Vec<&str> = service.split_whitespace().collect();
             let rs_s = rs.to_string();
             let weight = dest.weight.to_string();
-            let method = match dest.method {
-                ForwardMethod::Masq => "-m",
-                ForwardMethod::DirectRoute => "-g",
-                ForwardMethod::Tunnel => "-i",
-                ForwardMethod::FullNat => "--fullnat",
-            };
+            let method = dest.method.save_flag();
             let args: Vec<&str> = match (up, on_failure) {
                 (false, OnFailure::Quiesce) => {
                     [&["-e"][..], &svc, &["-r", &rs_s, method, "-w", "0"]].concat()

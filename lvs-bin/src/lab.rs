@@ -99,6 +99,21 @@ pub fn have_privileges() -> bool {
         .unwrap_or(false)
 }
 
+/// For tests that need root: true when privileged; otherwise fails loudly, unless
+/// `LVS_SKIP_PRIVILEGED=1` says skipping is intended (then prints SKIPPED and returns false).
+pub fn require_root() -> bool {
+    if have_privileges() {
+        return true;
+    }
+    if std::env::var("LVS_SKIP_PRIVILEGED").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: needs root to create network namespaces (LVS_SKIP_PRIVILEGED=1)");
+        return false;
+    }
+    panic!(
+        "this test needs root to create network namespaces; run as root or set LVS_SKIP_PRIVILEGED=1 to skip"
+    );
+}
+
 impl Lab {
     /// Builds the lab for `method` with `n_servers` real servers.
     pub fn build(method: LabMethod, n_servers: usize) -> io::Result<Lab> {

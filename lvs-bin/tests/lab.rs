@@ -2,21 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use lvs_bin::lab::{self, Lab, LabMethod};
-
-/// Fails loudly when not root, unless LVS_SKIP_PRIVILEGED=1 says skipping is intended.
-fn require_root() -> bool {
-    if lab::have_privileges() {
-        return true;
-    }
-    if std::env::var("LVS_SKIP_PRIVILEGED").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: needs root to create network namespaces (LVS_SKIP_PRIVILEGED=1)");
-        return false;
-    }
-    panic!(
-        "this test needs root to create network namespaces; run as root or set LVS_SKIP_PRIVILEGED=1 to skip"
-    );
-}
+use lvs_bin::lab::{self, Lab, LabMethod, require_root};
 
 #[test]
 fn lab_servers_answer_the_director_and_lab_is_removed_on_drop() {

@@ -6,21 +6,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub use lvs_bin::lab::require_root;
 use lvs_bin::lab::{self, Lab, LabMethod};
-
-/// Fails loudly when not root, unless LVS_SKIP_PRIVILEGED=1 says skipping is intended.
-pub fn require_root() -> bool {
-    if lab::have_privileges() {
-        return true;
-    }
-    if std::env::var("LVS_SKIP_PRIVILEGED").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: needs root to create network namespaces (LVS_SKIP_PRIVILEGED=1)");
-        return false;
-    }
-    panic!(
-        "this test needs root to create network namespaces; run as root or set LVS_SKIP_PRIVILEGED=1 to skip"
-    );
-}
 
 /// The lvs binary under test.
 pub fn lvs() -> &'static str {
