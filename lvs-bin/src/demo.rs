@@ -561,6 +561,10 @@ fn run_in(opts: &DemoOptions, stop: &Arc<AtomicBool>, dir: &Path) -> Result<Demo
     }
     lab.terminate(client_pid, Duration::from_secs(2));
     clog.poll(&client_log);
+    // The final counters are read after the client stopped, so they match its answers.
+    if let Ok(r) = rows(&socket) {
+        last_rows = Ok(r);
+    }
     let status = lab.terminate(lvs_pid, Duration::from_secs(10));
     let mut out = io::stdout().lock();
     let _ = writeln!(
