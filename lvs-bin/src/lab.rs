@@ -39,6 +39,14 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 100);
 /// The FULLNAT local address.
 pub const LIP: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 200);
 
+/// The IPv6 VIP of [`Lab::add_ipv6_nat`].
+pub const VIP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 0x100);
+
+/// IPv6 address of real server `i` (0-based) after [`Lab::add_ipv6_nat`].
+pub fn rs_ip6(i: usize) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x10 + i as u16)
+}
+
 /// Address of real server `i` (0-based).
 pub fn rs_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 2, 10 + i as u8)
@@ -292,6 +300,83 @@ impl Lab {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Adds the IPv6 plan to a NAT lab: client `fd00:1::10/64` (default via the director's
+    /// `fd00:1::1`), director `fd00:1::1/64` and `fd00:2::1/64`, real server i `fd00:2::(10+i)/64`
+    /// with its default route via `fd00:2::1`; VIP6 `fd00:1::100`. No duplicate address detection
+    /// (`nodad`), so the addresses work at once.
+    pub fn add_ipv6_nat(&self) -> io::Result<()> {
+        let c = &self.client;
+        sysctl(c, "net.ipv6.conf.all.disable_ipv6", "0")?;
+        run(
+            "ip",
+            &[
+                "-n",
+                c,
+                "-6",
+                "addr",
+                "add",
+                "fd00:1::10/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
+        run(
+            "ip",
+            &["-n", c, "-6", "route", "add", "default", "via", "fd00:1::1"],
+        )?;
+        let d = &self.director;
+        run(
+            "ip",
+            &[
+                "-n",
+                d,
+                "-6",
+                "addr",
+                "add",
+                "fd00:1::1/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
+        run(
+            "ip",
+            &[
+                "-n",
+                d,
+                "-6",
+                "addr",
+                "add",
+                "fd00:2::1/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
+        for (i, ns) in self.servers.iter().enumerate() {
+            run(
+                "ip",
+                &[
+                    "-n",
+                    ns,
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{}/64", rs_ip6(i)),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ],
+            )?;
+            run(
+                "ip",
+                &["-n", ns, "-6", "route", "add", "default", "via", "fd00:2::1"],
+            )?;
         }
         Ok(())
     }

@@ -58,6 +58,9 @@ pub struct Opts {
     pub toa: bool,
     /// `lvs.toml` contents passed with `-c` (none by default).
     pub toml: Option<String>,
+    /// Adds the IPv6 plan to the lab before lvs starts, and an HTTP listener on [::]:8081 on
+    /// every real server.
+    pub ipv6: bool,
 }
 
 impl Default for Opts {
@@ -66,6 +69,7 @@ impl Default for Opts {
             http_ports: vec![8080],
             toa: false,
             toml: None,
+            ipv6: false,
         }
     }
 }
@@ -160,6 +164,9 @@ impl E2e {
         opts: &Opts,
     ) -> E2e {
         let mut lab = Lab::build(method, servers).expect("build the lab");
+        if opts.ipv6 {
+            lab.add_ipv6_nat().expect("IPv6 addresses in the lab");
+        }
         let dir =
             std::env::temp_dir().join(format!("lvs-e2e-{}-{}", std::process::id(), lab.namespaces()[0]));
         std::fs::create_dir_all(&dir).unwrap();
@@ -173,6 +180,9 @@ impl E2e {
             let mut args: Vec<String> = vec!["testsrv".into(), "--name".into(), name.clone()];
             for p in &opts.http_ports {
                 args.extend(["--http".into(), format!("0.0.0.0:{p}")]);
+            }
+            if opts.ipv6 {
+                args.extend(["--http".into(), "[::]:8081".into()]);
             }
             args.extend(["--udp".into(), udp]);
             if opts.toa {
