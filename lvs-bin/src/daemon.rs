@@ -406,7 +406,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     tracing::info!("control socket {}", server.path().display());
 
     // Health checks.
-    let checker = start_health_checks(&cfg, &plane, clock);
+    let checker = start_health_checks(&cfg, &plane);
 
     // Workers, one per core.
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -597,11 +597,7 @@ fn worker_summary(
 /// Starts the health checker for the configured checks: a failing real server is quiesced
 /// (`-e ... -w 0`) or removed (`-d`), and restored on recovery, through the control plane
 /// like an ipvsadm command.
-fn start_health_checks(
-    cfg: &Config,
-    plane: &Arc<Mutex<ControlPlane>>,
-    _clock: impl Fn() -> Time,
-) -> Option<Checker> {
+fn start_health_checks(cfg: &Config, plane: &Arc<Mutex<ControlPlane>>) -> Option<Checker> {
     if cfg.checks.is_empty() {
         return None;
     }

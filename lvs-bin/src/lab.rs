@@ -390,12 +390,23 @@ impl Lab {
 
     /// Starts a command inside namespace `ns`; it is killed when the lab is dropped.
     pub fn spawn(&mut self, ns: &str, program: &str, args: &[&str]) -> io::Result<u32> {
+        self.spawn_with(ns, program, args, Stdio::null(), Stdio::inherit())
+    }
+
+    fn spawn_with(
+        &mut self,
+        ns: &str,
+        program: &str,
+        args: &[&str],
+        out: Stdio,
+        err: Stdio,
+    ) -> io::Result<u32> {
         let child = Command::new("ip")
             .args(["netns", "exec", ns, program])
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stdout(out)
+            .stderr(err)
             .spawn()?;
         let pid = child.id();
         self.children.push(child);
@@ -412,16 +423,7 @@ impl Lab {
         log: &std::path::Path,
     ) -> io::Result<u32> {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, program])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()?;
-        let pid = child.id();
-        self.children.push(child);
-        Ok(pid)
+        self.spawn_with(ns, program, args, out.try_clone()?.into(), out.into())
     }
 
     /// Sends SIGTERM to process `pid` started by this lab and waits up to `timeout` for it
