@@ -39,10 +39,13 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 100);
 /// The FULLNAT local address.
 pub const LIP: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 200);
 
-/// The IPv6 VIP of [`Lab::add_ipv6_nat`].
+/// The IPv6 VIP of [`Lab::add_ipv6`].
 pub const VIP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 0x100);
 
-/// IPv6 address of real server `i` (0-based) after [`Lab::add_ipv6_nat`].
+/// The IPv6 FULLNAT local address of [`Lab::add_ipv6`].
+pub const LIP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x200);
+
+/// IPv6 address of real server `i` (0-based) after [`Lab::add_ipv6`].
 pub fn rs_ip6(i: usize) -> std::net::Ipv6Addr {
     std::net::Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x10 + i as u16)
 }
@@ -304,79 +307,39 @@ impl Lab {
         Ok(())
     }
 
-    /// Adds the IPv6 plan to a NAT lab: client `fd00:1::10/64` (default via the director's
-    /// `fd00:1::1`), director `fd00:1::1/64` and `fd00:2::1/64`, real server i `fd00:2::(10+i)/64`
-    /// with its default route via `fd00:2::1`; VIP6 `fd00:1::100`. No duplicate address detection
-    /// (`nodad`), so the addresses work at once.
-    pub fn add_ipv6_nat(&self) -> io::Result<()> {
+    /// Adds the IPv6 plan to a lab built for `method`: client `fd00:1::10/64` (default via the
+    /// director's `fd00:1::1`), director `fd00:1::1/64` and `fd00:2::1/64`, real server i
+    /// `fd00:2::(10+i)/64`; VIP6 `fd00:1::100`, LIP6 `fd00:2::200` (both owned by lvs, not the
+    /// director's kernel). NAT servers route back via `fd00:2::1`; DR/TUN servers carry VIP6 on
+    /// their loopback (Linux answers neighbour solicitations only for addresses of the receiving
+    /// interface, so no arp_ignore equivalent is needed) and reach the client on-link. No
+    /// duplicate address detection (`nodad`), so the addresses work at once.
+    pub fn add_ipv6(&self, method: LabMethod) -> io::Result<()> {
+        let addr = |ns: &str, a: &str, dev: &str| {
+            run("ip", &["-n", ns, "-6", "addr", "add", a, "dev", dev, "nodad"])
+        };
+        let route = |ns: &str, args: &[&str]| {
+            let mut full = vec!["-n", ns, "-6", "route", "add"];
+            full.extend_from_slice(args);
+            run("ip", &full)
+        };
         let c = &self.client;
         sysctl(c, "net.ipv6.conf.all.disable_ipv6", "0")?;
-        run(
-            "ip",
-            &[
-                "-n",
-                c,
-                "-6",
-                "addr",
-                "add",
-                "fd00:1::10/64",
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        )?;
-        run(
-            "ip",
-            &["-n", c, "-6", "route", "add", "default", "via", "fd00:1::1"],
-        )?;
+        addr(c, "fd00:1::10/64", "eth0")?;
+        route(c, &["default", "via", "fd00:1::1"])?;
         let d = &self.director;
-        run(
-            "ip",
-            &[
-                "-n",
-                d,
-                "-6",
-                "addr",
-                "add",
-                "fd00:1::1/64",
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        )?;
-        run(
-            "ip",
-            &[
-                "-n",
-                d,
-                "-6",
-                "addr",
-                "add",
-                "fd00:2::1/64",
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        )?;
+        addr(d, "fd00:1::1/64", "eth0")?;
+        addr(d, "fd00:2::1/64", "eth0")?;
         for (i, ns) in self.servers.iter().enumerate() {
-            run(
-                "ip",
-                &[
-                    "-n",
-                    ns,
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("{}/64", rs_ip6(i)),
-                    "dev",
-                    "eth0",
-                    "nodad",
-                ],
-            )?;
-            run(
-                "ip",
-                &["-n", ns, "-6", "route", "add", "default", "via", "fd00:2::1"],
-            )?;
+            addr(ns, &format!("{}/64", rs_ip6(i)), "eth0")?;
+            match method {
+                LabMethod::Nat => route(ns, &["default", "via", "fd00:2::1"])?,
+                LabMethod::FullNat => continue,
+                LabMethod::DirectRoute | LabMethod::Tunnel => {
+                    addr(ns, &format!("{VIP6}/128"), "lo")?;
+                    route(ns, &["fd00:1::/64", "dev", "eth0"])?
+                }
+            };
         }
         Ok(())
     }

@@ -68,6 +68,16 @@ fn method_round(method: LabMethod, backend: &str) {
         .expect("TCP service in --stats");
     let conns: u64 = tcp_line.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert_eq!(conns, 6, "6 HTTP connections scheduled:\n{stats}");
+    if method == LabMethod::Tunnel {
+        // The servers got the client's packets encapsulated (a plain frame to a server's MAC
+        // would reach its VIP as well): each HTTP request is at least SYN, data and FIN, and
+        // the UDP datagram adds one.
+        let decapsulated: u64 = (0..2).map(|i| e.decapsulated(i)).sum();
+        assert!(
+            decapsulated >= 3 * 6 + 1,
+            "TUN: only {decapsulated} packets decapsulated for 6 requests and a datagram"
+        );
+    }
     e.stop();
 }
 

@@ -58,8 +58,8 @@ pub struct Opts {
     pub toa: bool,
     /// `lvs.toml` contents passed with `-c` (none by default).
     pub toml: Option<String>,
-    /// Adds the IPv6 plan to the lab before lvs starts, and an HTTP listener on [::]:8081 on
-    /// every real server.
+    /// Adds the IPv6 plan to the lab before lvs starts, and an HTTP listener on every real
+    /// server: [::]:8081 for NAT and FULLNAT, [::]:80 for DR and TUN.
     pub ipv6: bool,
 }
 
@@ -165,7 +165,7 @@ impl E2e {
     ) -> E2e {
         let mut lab = Lab::build(method, servers).expect("build the lab");
         if opts.ipv6 {
-            lab.add_ipv6_nat().expect("IPv6 addresses in the lab");
+            lab.add_ipv6(method).expect("IPv6 addresses in the lab");
         }
         let dir =
             std::env::temp_dir().join(format!("lvs-e2e-{}-{}", std::process::id(), lab.namespaces()[0]));
@@ -182,7 +182,12 @@ impl E2e {
                 args.extend(["--http".into(), format!("0.0.0.0:{p}")]);
             }
             if opts.ipv6 {
-                args.extend(["--http".into(), "[::]:8081".into()]);
+                // DR and TUN keep the service's port (80); NAT and FULLNAT map it to 8081.
+                let port = match method {
+                    LabMethod::DirectRoute | LabMethod::Tunnel => 80,
+                    _ => 8081,
+                };
+                args.extend(["--http".into(), format!("[::]:{port}")]);
             }
             args.extend(["--udp".into(), udp]);
             if opts.toa {
@@ -206,6 +211,7 @@ impl E2e {
         let rules_s = rules_path.to_string_lossy().into_owned();
         let socket_s = socket.to_string_lossy().into_owned();
         let lip = lab::LIP.to_string();
+        let lip6 = lab::LIP6.to_string();
         let mut args = vec![
             "run",
             "--iface",
@@ -219,6 +225,9 @@ impl E2e {
         ];
         if method == LabMethod::FullNat {
             args.extend(["--lip", &lip]);
+            if opts.ipv6 {
+                args.extend(["--lip", &lip6]);
+            }
         }
         let toml_path = dir.join("lvs.toml");
         let toml_s = toml_path.to_string_lossy().into_owned();
@@ -295,6 +304,22 @@ impl E2e {
         let (code, out, err) = self.adm(&["-L", "-n", "--stats", "--exact"]);
         assert_eq!(code, 0, "lvs adm --stats failed: {err}");
         parse_stats(&out)
+    }
+
+    /// Packets `lvs decap` on real server `i` (0-based) handed to its kernel (the TUN device's
+    /// receive counter): proof that the director really encapsulated.
+    pub fn decapsulated(&self, i: usize) -> u64 {
+        let o = self
+            .lab
+            .exec(
+                &self.lab.servers[i],
+                &["cat", "/sys/class/net/lvsdecap0/statistics/rx_packets"],
+            )
+            .expect("read the decap TUN device's counter");
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .expect("a packet count")
     }
 
     /// What real server `i` (0-based) counted, asked over its own loopback (not through lvs,
