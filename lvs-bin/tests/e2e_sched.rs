@@ -45,7 +45,7 @@ fn add_second_client(e: &E2e) {
 /// wrr with weights 3 (rs1) and 1 (rs2): the kernel's wrr walks the destination list (newest
 /// first: rs2, rs1) with a current weight starting at the maximum and dropping by the gcd each
 /// pass, so 8 connections go rs1 rs1 rs2 rs1 | rs1 rs1 rs2 rs1 (6 to rs1, 2 to rs2).
-fn wrr_round(method: LabMethod, backend: &str) {
+fn wrr(method: LabMethod, backend: &str) {
     if !require_root() {
         return;
     }
@@ -87,24 +87,9 @@ fn wrr_round(method: LabMethod, backend: &str) {
     e.stop();
 }
 
-#[test]
-fn wrr_nat_afxdp() {
-    wrr_round(LabMethod::Nat, "afxdp");
-}
-
-#[test]
-fn wrr_fullnat_afpacket() {
-    wrr_round(LabMethod::FullNat, "afpacket");
-}
-
-#[test]
-fn wrr_dr_afpacket() {
-    wrr_round(LabMethod::DirectRoute, "afpacket");
-}
-
 /// `-p 60` over rr: every connection of one client goes to the server its first one got; a
 /// second client gets the next server in rr order.
-fn persistence_round(method: LabMethod, backend: &str) {
+fn persistence(method: LabMethod, backend: &str) {
     if !require_root() {
         return;
     }
@@ -150,25 +135,10 @@ fn persistence_round(method: LabMethod, backend: &str) {
     e.stop();
 }
 
-#[test]
-fn persistence_nat_afxdp() {
-    persistence_round(LabMethod::Nat, "afxdp");
-}
-
-#[test]
-fn persistence_nat_afpacket() {
-    persistence_round(LabMethod::Nat, "afpacket");
-}
-
-#[test]
-fn persistence_fullnat_afxdp() {
-    persistence_round(LabMethod::FullNat, "afxdp");
-}
-
 /// `-A -f 1 -s rr -p 60` with `[[fwmark]]` marking VIP tcp ports 80 and 8081: both ports of
 /// one client land on one server (the servers listen on both; the mark service keeps the
 /// port); a second client lands on the other server.
-fn fwmark_round(method: LabMethod, backend: &str) {
+fn fwmark(method: LabMethod, backend: &str) {
     if !require_root() {
         return;
     }
@@ -228,17 +198,6 @@ fn fwmark_round(method: LabMethod, backend: &str) {
     e.stop();
 }
 
-#[test]
-fn fwmark_nat_afxdp() {
-    fwmark_round(LabMethod::Nat, "afxdp");
-}
-
-#[test]
-fn fwmark_nat_afpacket() {
-    fwmark_round(LabMethod::Nat, "afpacket");
-}
-
-#[test]
-fn fwmark_dr_afxdp() {
-    fwmark_round(LabMethod::DirectRoute, "afxdp");
-}
+matrix!(wrr);
+matrix!(persistence);
+matrix!(fwmark);

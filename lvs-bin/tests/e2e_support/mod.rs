@@ -39,6 +39,52 @@ impl Drop for E2e {
     }
 }
 
+/// `matrix!(round)` makes a test module named after `round` (a `fn(LabMethod, &str)`) with one
+/// test per forwarding method and backend: `round::nat_afxdp`, ..., `round::tun_afpacket`.
+#[macro_export]
+macro_rules! matrix {
+    ($round:ident) => {
+        mod $round {
+            use lvs_bin::lab::LabMethod::{self, *};
+            fn go(m: LabMethod, backend: &str) {
+                super::$round(m, backend)
+            }
+            #[test]
+            fn nat_afxdp() {
+                go(Nat, "afxdp")
+            }
+            #[test]
+            fn nat_afpacket() {
+                go(Nat, "afpacket")
+            }
+            #[test]
+            fn fullnat_afxdp() {
+                go(FullNat, "afxdp")
+            }
+            #[test]
+            fn fullnat_afpacket() {
+                go(FullNat, "afpacket")
+            }
+            #[test]
+            fn dr_afxdp() {
+                go(DirectRoute, "afxdp")
+            }
+            #[test]
+            fn dr_afpacket() {
+                go(DirectRoute, "afpacket")
+            }
+            #[test]
+            fn tun_afxdp() {
+                go(Tunnel, "afxdp")
+            }
+            #[test]
+            fn tun_afpacket() {
+                go(Tunnel, "afpacket")
+            }
+        }
+    };
+}
+
 /// The method's ipvsadm forwarding flag.
 pub fn flag(method: LabMethod) -> &'static str {
     match method {
