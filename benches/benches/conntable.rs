@@ -74,10 +74,12 @@ fn fixture() -> Fixture {
     let hits = ids.iter().map(|&id| key(id)).collect();
     let misses = ids.iter().map(|&id| key(id + 1)).collect();
     eprintln!(
-        "conntable fixture: {} entries, {:.1} bytes per entry (entry {} B)",
+        "conntable fixture: {} entries, {:.1} bytes per entry (entry {} B); IPv6: {:.1} bytes per entry (entry {} B)",
         table.len(),
         table.bytes_per_entry(),
-        lvs_core::conn::ENTRY_BYTES
+        lvs_core::conn::ENTRY_BYTES,
+        table.bytes_per_entry_v6(),
+        lvs_core::conn::ENTRY_BYTES_V6
     );
     Fixture {
         table,

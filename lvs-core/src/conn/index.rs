@@ -1,28 +1,42 @@
 //! A lock-free open-addressing index from a key hash to an arena slot number.
 //!
-//! The index is an array of cache-line buckets, each holding seven slots and one overflow
-//! counter. A slot is `0` (empty) or `tag << 32 | slot_number` where the tag is the low 32
-//! bits of the key hash with the lowest bit forced to 1. Inserts and removals are single
-//! CASes on a slot; there are no tombstones: a removed slot becomes empty at once, and a
-//! lookup keeps probing past a bucket only while that bucket's overflow counter (the number
-//! of live keys that were pushed past it) is non-zero. The index never decides a match by
-//! itself: callers verify the candidate entry's key (see the table's seqlock read), so a
-//! stale or colliding slot costs a probe, never a wrong answer.
+//! The index is an array of cache-line buckets, each holding fifteen 4-byte slots and one
+//! overflow counter. A slot is `0` (empty) or `tag | slot_number`: the low `slot_bits` bits
+//! are the slot number, the bits above hold the same bits of the key hash with the lowest of
+//! them forced to 1 (so a used slot is never 0). Inserts and removals are single CASes on a
+//! slot; there are no tombstones: a removed slot becomes empty at once, and a lookup keeps
+//! probing past a bucket only while that bucket's overflow counter (the number of live keys
+//! that were pushed past it) is non-zero. The index never decides a match by itself: callers
+//! verify the candidate entry's key (see the table's seqlock read), so a stale or colliding
+//! slot costs a probe, never a wrong answer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::atomic::{AtomicU32, Ordering};
 
-const SLOTS: usize = 7;
+/// Slots per bucket.
+pub(crate) const SLOTS: usize = 15;
 
-#[repr(align(64))]
-#[derive(Default)]
+#[repr(C, align(64))]
 struct Bucket {
-    slots: [AtomicU64; SLOTS],
-    overflow: AtomicU64,
+    slots: [AtomicU32; SLOTS],
+    overflow: AtomicU32,
+}
+
+impl Bucket {
+    fn new() -> Bucket {
+        Bucket {
+            slots: std::array::from_fn(|_| AtomicU32::new(0)),
+            overflow: AtomicU32::new(0),
+        }
+    }
 }
 
 /// One index (client side or server side).
 pub(crate) struct Index {
     buckets: Box<[Bucket]>,
+    /// Mask of the slot-number bits of a slot.
+    idx_mask: u32,
+    /// The lowest tag bit (forced to 1 in every tag).
+    tag_one: u32,
 }
 
 impl std::fmt::Debug for Index {
@@ -36,25 +50,32 @@ impl std::fmt::Debug for Index {
 /// Bytes one bucket occupies.
 pub(crate) const BUCKET_BYTES: usize = std::mem::size_of::<Bucket>();
 
-#[inline]
-fn slot_value(hash: u64, idx: u32) -> u64 {
-    (((hash as u32) | 1) as u64) << 32 | idx as u64
-}
+/// Most slot-number bits an index supports (at least 4 bits are left for the tag).
+pub(crate) const MAX_SLOT_BITS: u32 = 28;
 
 impl Index {
-    /// An index for up to `keys` keys at a load of at most 50 % of its slots (3.5 keys per
-    /// 7-slot bucket on average), so that nearly every key sits in its home bucket and
-    /// nearly every miss ends there: one cache line per probe.
-    pub(crate) fn for_keys(keys: usize) -> Index {
-        let n = (keys * 2).div_ceil(SLOTS).max(2);
+    /// An index for up to `keys` keys whose slot numbers are below `1 << slot_bits`, at a load
+    /// of at most 45 % of its slots (6.75 keys per 15-slot bucket on average), so that nearly
+    /// every key sits in its home bucket and nearly every miss ends there: one cache line per
+    /// probe.
+    pub(crate) fn for_keys(keys: usize, slot_bits: u32) -> Index {
+        assert!(slot_bits <= MAX_SLOT_BITS);
+        let n = (keys * 20).div_ceil(SLOTS * 9).max(2);
         Index {
-            buckets: (0..n).map(|_| Bucket::default()).collect(),
+            buckets: (0..n).map(|_| Bucket::new()).collect(),
+            idx_mask: ((1u64 << slot_bits) - 1) as u32,
+            tag_one: 1 << slot_bits,
         }
     }
 
     /// Number of buckets.
     pub(crate) fn buckets(&self) -> usize {
         self.buckets.len()
+    }
+
+    #[inline]
+    fn tag(&self, hash: u64) -> u32 {
+        ((hash as u32) | self.tag_one) & !self.idx_mask
     }
 
     #[inline]
@@ -71,14 +92,14 @@ impl Index {
     /// until it returns `Some`; `None` when the probe sequence ends.
     #[inline]
     pub(crate) fn find<T>(&self, hash: u64, mut check: impl FnMut(u32) -> Option<T>) -> Option<T> {
-        let tag = ((hash as u32) | 1) as u64;
+        let tag = self.tag(hash);
         let mut b = self.home(hash);
         for _ in 0..self.buckets.len() {
             let bucket = &self.buckets[b];
             for s in &bucket.slots {
                 let v = s.load(Ordering::SeqCst);
-                if v >> 32 == tag
-                    && let Some(t) = check(v as u32)
+                if v & !self.idx_mask == tag
+                    && let Some(t) = check(v & self.idx_mask)
                 {
                     return Some(t);
                 }
@@ -93,13 +114,13 @@ impl Index {
 
     /// Loads the home bucket's overflow word (to bring its cache line in early).
     #[inline]
-    pub(crate) fn touch(&self, hash: u64) -> u64 {
+    pub(crate) fn touch(&self, hash: u64) -> u32 {
         self.buckets[self.home(hash)].overflow.load(Ordering::Relaxed)
     }
 
     /// Loads the overflow word of the bucket after the home bucket.
     #[inline]
-    pub(crate) fn touch_next(&self, hash: u64) -> u64 {
+    pub(crate) fn touch_next(&self, hash: u64) -> u32 {
         self.buckets[self.next(self.home(hash))]
             .overflow
             .load(Ordering::Relaxed)
@@ -110,15 +131,15 @@ impl Index {
     /// match in the bucket, or keys pushed past it).
     #[inline]
     pub(crate) fn home_candidate(&self, hash: u64) -> (u32, bool) {
-        let tag = ((hash as u32) | 1) as u64;
+        let tag = self.tag(hash);
         let bucket = &self.buckets[self.home(hash)];
         let mut found = u32::MAX;
         let mut more = false;
         for s in &bucket.slots {
             let v = s.load(Ordering::SeqCst);
-            if v >> 32 == tag {
+            if v & !self.idx_mask == tag {
                 more |= found != u32::MAX;
-                found = v as u32;
+                found = v & self.idx_mask;
             }
         }
         (found, more || bucket.overflow.load(Ordering::SeqCst) != 0)
@@ -127,7 +148,8 @@ impl Index {
     /// Adds `idx` under `hash`. Returns false only if every slot is taken (the table sizes
     /// the index so that this cannot happen while the capacity bound holds).
     pub(crate) fn insert(&self, hash: u64, idx: u32) -> bool {
-        let v = slot_value(hash, idx);
+        debug_assert_eq!(idx & !self.idx_mask, 0);
+        let v = self.tag(hash) | idx;
         let home = self.home(hash);
         let mut b = home;
         for _ in 0..self.buckets.len() {
@@ -154,7 +176,7 @@ impl Index {
 
     /// Removes `idx` stored under `hash`. Returns false if it was not there.
     pub(crate) fn remove(&self, hash: u64, idx: u32) -> bool {
-        let v = slot_value(hash, idx);
+        let v = self.tag(hash) | idx;
         let home = self.home(hash);
         let mut b = home;
         for hops in 0..self.buckets.len() {
@@ -181,18 +203,20 @@ impl Index {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
     #[test]
     fn overflowing_keys_stay_findable_and_removal_clears_overflow_marks() {
-        let ix = Index::for_keys(16);
+        let ix = Index::for_keys(16, 8);
+        assert_eq!(ix.buckets(), 3);
         // Same home bucket for all: identical high bits, distinct tags.
-        let hashes: Vec<u64> = (0..20u64).map(|i| (7u64 << 32) | (i * 2 + 1)).collect();
+        let hashes: Vec<u64> = (0..40u64).map(|i| (7u64 << 32) | (i << 8)).collect();
         for (i, h) in hashes.iter().enumerate() {
             assert!(ix.insert(*h, i as u32));
         }
+        assert!(ix.buckets.iter().any(|b| b.overflow.load(Ordering::Relaxed) != 0));
         for (i, h) in hashes.iter().enumerate() {
             assert_eq!(ix.find(*h, |s| (s == i as u32).then_some(s)), Some(i as u32));
         }
@@ -206,5 +230,26 @@ mod tests {
                 .iter()
                 .all(|b| b.slots.iter().all(|s| s.load(Ordering::Relaxed) == 0))
         );
+    }
+
+    #[test]
+    fn a_full_index_refuses_and_leaves_no_overflow_marks() {
+        let ix = Index::for_keys(4, 8);
+        let total = ix.buckets() * SLOTS;
+        for i in 0..total as u64 {
+            assert!(ix.insert(i << 8 | 1, i as u32));
+        }
+        let before: Vec<u32> = ix
+            .buckets
+            .iter()
+            .map(|b| b.overflow.load(Ordering::Relaxed))
+            .collect();
+        assert!(!ix.insert(0xabcd_ef00, 3));
+        let after: Vec<u32> = ix
+            .buckets
+            .iter()
+            .map(|b| b.overflow.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(before, after);
     }
 }

@@ -89,8 +89,12 @@
 //! table.expire(Time::from_secs(2), 10_000);
 //! ```
 
+mod atomic;
+mod dests;
+mod freelist;
 mod index;
 mod list;
+mod seqlock;
 mod state;
 mod table;
 mod wheel;
@@ -98,6 +102,6 @@ mod wheel;
 pub use list::{ConnInfo, listing, listing_header, listing_row};
 pub use state::{ConnState, DEFAULT_TIMEOUTS, Direction, STATES, TcpFlags, Timeouts, tcp_transition};
 pub use table::{
-    ConnCounters, ConnKeyIn, ConnKeyOut, ConnRef, ConnTable, ENTRY_BYTES, NewConn, PREFETCH_BURST, TableFull,
-    TemplateKey, TemplateRef,
+    ConnCounters, ConnKeyIn, ConnKeyOut, ConnRef, ConnTable, ENTRY_BYTES, ENTRY_BYTES_V6, NewConn,
+    PREFETCH_BURST, TableFull, TemplateKey, TemplateRef,
 };
