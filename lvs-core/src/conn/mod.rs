@@ -23,7 +23,8 @@
 //!   client-side index only. Templates share the client-side index under their own kind.
 //! * **Lookups** take no lock, never write shared memory and never allocate. Inserts and
 //!   removals take no lock either: a CAS on the free list (tagged Treiber stack), CASes on
-//!   the index slots, an atomic on the live count.
+//!   the index slots, an atomic on the live count and one on the destination's entry count
+//!   in the registry (see below).
 //! * **Expiry** is a timer wheel owned by whoever calls [`ConnTable::expire`] (a
 //!   housekeeping call, never per packet): packets move an entry's deadline with one store,
 //!   and the wheel re-files entries whose deadline moved when it reaches them.
@@ -44,10 +45,12 @@
 //! * **Destination reference** (`dests.rs`). An entry keeps only its destination's id (27
 //!   bits of a connection's control word, a template's `aux` word). The table's registry
 //!   maps ids to `Arc<DestState>` with a count of the entries referencing each; reads are
-//!   lock-free (an `ArcSwap`ped map), a lock is taken only when a destination gets its
-//!   first entry or loses its last. Two live destination states with the same id (ids wrap
-//!   after 2^27 of them) cannot be told apart: the second one's connections are refused
-//!   with [`TableFull`].
+//!   lock-free (an `ArcSwap`ped immutable map, which each thread caches and revalidates
+//!   with one load of a version number), a lock is taken only when a destination gets its
+//!   first entry or loses its last. A thread's cached map may keep a destination state
+//!   alive a little after its last entry died, until that thread next uses the table. Two
+//!   live destination states with the same id (ids wrap after 2^27 of them) cannot be told
+//!   apart: the second one's connections are refused with [`TableFull`].
 //! * **Counters stay exact.** A state change that reclassifies the connection marks the
 //!   entry BUSY in the same CAS that changes the state; a concurrent removal waits for the
 //!   reclassification to finish before releasing the destination's counter, so active and

@@ -753,6 +753,7 @@ impl ConnTable {
             dport as u64 | (port as u64) << 16 | (kind & (AF6 | PROTO_MASK)),
         )
     }
+    #[inline]
     fn entry_hash_out(&self, ctl: u64, a: &Addrs, ports: u64) -> u64 {
         let (addr, port) = if method_of(ctl) == ForwardMethod::FullNat {
             (a.l, (ports >> 48) as u16)
@@ -795,6 +796,7 @@ impl ConnTable {
 
     /// Writes the addresses of a slot the caller owns; `hi` is what a template keeps in the
     /// high half of `dl` (its timeout) instead of a local address.
+    #[inline]
     fn store_addrs(&self, idx: u32, e: &Entry, six: bool, a: &Addrs, tmpl_timeout: Option<u32>) {
         if six {
             let w = self.wide_slot(idx).expect("allocated IPv6 slot");
