@@ -142,25 +142,16 @@ impl Index {
     pub(crate) fn home_candidate(&self, hash: u64) -> (u32, bool) {
         let tag = self.tag(hash);
         let bucket = &self.buckets[self.home(hash)];
-        // The whole line, copied out with plain loads (fifteen slots, then the overflow
-        // counter, whose lane is masked off), then compared all at once.
-        let mut v = [0u32; SLOTS + 1];
-        for (v, s) in v.iter_mut().zip(&bucket.slots) {
-            *v = s.load(Ordering::SeqCst);
+        let mut found = u32::MAX;
+        let mut more = false;
+        for s in &bucket.slots {
+            let v = s.load(Ordering::SeqCst);
+            if v & !self.idx_mask == tag {
+                more |= found != u32::MAX;
+                found = v & self.idx_mask;
+            }
         }
-        v[SLOTS] = bucket.overflow.load(Ordering::SeqCst);
-        let tag_mask = !self.idx_mask;
-        let mut hits = 0u32;
-        for (i, &v) in v.iter().enumerate() {
-            hits |= ((v & tag_mask == tag) as u32) << i;
-        }
-        hits &= (1 << SLOTS) - 1;
-        let found = if hits == 0 {
-            u32::MAX
-        } else {
-            v[hits.trailing_zeros() as usize] & self.idx_mask
-        };
-        (found, hits & hits.wrapping_sub(1) != 0 || v[SLOTS] != 0)
+        (found, more || bucket.overflow.load(Ordering::SeqCst) != 0)
     }
 
     /// Adds `idx` under `hash`. Returns false only if every slot is taken (the table sizes

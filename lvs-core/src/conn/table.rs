@@ -1022,14 +1022,17 @@ impl ConnTable {
                     Some(e) => self.read_in4(idx, e, g1[j], want, cv, pw),
                     None => None,
                 };
-                if hit.is_none() && (more || idx != u32::MAX || v6 >> j & 1 != 0) {
+                // A home candidate that does not verify, alone in a bucket nothing was pushed
+                // past, settles the miss: the key would have matched the same tag there.
+                if hit.is_none() && (more || v6 >> j & 1 != 0) {
                     slow[nslow] = j;
                     nslow += 1;
                 }
                 out[start + j] = hit;
             }
-            // The few keys not settled by their home bucket: bring the next buckets in
-            // together, then probe as `lookup_in` does.
+            // The few keys not settled by their home bucket (several candidates, keys pushed
+            // past it, IPv6): bring the next buckets in together, then probe as `lookup_in`
+            // does.
             for &j in &slow[..nslow] {
                 sink ^= self.in_ix.touch_next(words[j].3) as u64;
             }
