@@ -42,12 +42,13 @@ fn model(f: impl Fn() + Sync + Send + 'static) -> usize {
 const BITS: u32 = 8;
 
 /// A hash whose home is bucket 0 of a two-bucket index, with tag `t` (distinct `t`s give
-/// distinct tags).
+/// distinct tags) and preferring the bucket half `t % 2`.
 fn h(t: u64) -> u64 {
-    t << BITS
+    t << BITS | (t & 1)
 }
 
-/// Fills bucket 0 of a fresh two-bucket index with slot numbers `100..115`, all homed there.
+/// Fills bucket 0 of a fresh two-bucket index with slot numbers `100..100 + SLOTS`, all
+/// homed there (half of them spilled out of their preferred half).
 fn full_home() -> index::Index {
     let ix = index::Index::for_keys(2, BITS);
     assert_eq!(ix.buckets(), 2);
@@ -95,6 +96,7 @@ fn index_overflowed_key_stays_findable_during_remove_and_insert() {
             assert!(ix.remove(h(i + 1), 100 + i as u32));
         }
         assert_eq!(ix.overflow_total(), 0);
+        assert_eq!(ix.spill_total(), 0);
     });
 }
 
@@ -105,7 +107,8 @@ fn index_overflowed_key_stays_findable_during_remove_and_insert() {
 fn index_two_inserts_race_for_the_last_slot() {
     model(|| {
         let ix = Arc::new(full_home());
-        assert!(ix.remove(h(15), 114));
+        let last = index::SLOTS as u64;
+        assert!(ix.remove(h(last), 99 + last as u32));
         let a = {
             let ix = ix.clone();
             thread::spawn(move || assert!(ix.insert(h(40), 40)))
