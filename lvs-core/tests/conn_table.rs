@@ -548,12 +548,20 @@ mod conn {
         }
         let gone = t.lookup_in(&keys[3]).unwrap();
         t.remove(&gone, T0);
+        // IPv6 keys mixed in: one present, one absent.
+        let k6 = key("[2001:db8::9]:4000", "[2001:db8::1]:80");
+        t.insert(NewConn::new(k6, ForwardMethod::Masq, sa("[fd00::5]:80"), &d), T0)
+            .unwrap();
+        keys.insert(5, k6);
+        keys.insert(9, key("[2001:db8::9]:4001", "[2001:db8::1]:80"));
         let mut out = vec![None; keys.len()];
         t.lookup_in_batch(&keys, &mut out);
         let single: Vec<Option<ConnRef>> = keys.iter().map(|k| t.lookup_in(k)).collect();
         assert_eq!(out, single);
         assert!(out[3].is_none());
-        assert_eq!(out.iter().filter(|o| o.is_some()).count(), 33);
+        assert_eq!(out[5].map(|c| c.client()), Some(sa("[2001:db8::9]:4000")));
+        assert!(out[9].is_none());
+        assert_eq!(out.iter().filter(|o| o.is_some()).count(), 34);
     }
 
     #[test]

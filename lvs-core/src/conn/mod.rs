@@ -19,7 +19,7 @@
 //!   `unsafe`).
 //! * **Two indexes.** Client side (proto, CIP:cport → VIP:vport) and server side (proto,
 //!   RIP:rport → CIP:cport for NAT, RIP:rport → LIP:lport for FULLNAT), each a lock-free
-//!   open-addressing array of cache-line buckets of fifteen 4-byte slots (see `index.rs`). DR/TUN entries are in the
+//!   open-addressing array of cache-line buckets of fourteen 4-byte slots (see `index.rs`). DR/TUN entries are in the
 //!   client-side index only. Templates share the client-side index under their own kind.
 //! * **Lookups** take no lock, never write shared memory and never allocate. Inserts and
 //!   removals take no lock either: a CAS on the free list (tagged Treiber stack), CASes on
@@ -34,9 +34,10 @@
 //!
 //! * **Memory.** An IPv4 entry is 64 bytes (`repr(C)`, one cache line: control word,
 //!   addresses, ports, deadline, template link, free/pending/reschedule links and the timer
-//!   wheel links). Each index has one 64-byte bucket per 6.75 keys (at most 45 % of its
-//!   15 slots used, so nearly every key sits in its home bucket); a slot is a 4-byte
-//!   `tag | slot number` whose tag takes the bits the slot numbers leave (10 at 1M
+//!   wheel links). Each index has one 64-byte bucket per 6.75 keys: fourteen 4-byte slots
+//!   (48 % used on average) in two halves, each key preferring one half, so a probe usually
+//!   reads seven slots and nearly every key and miss is settled by its home bucket. A slot
+//!   is `tag | slot number`; the tag takes the bits the slot numbers leave (10 at 1M
 //!   entries). At 1M entries that is 91.0 bytes per configured entry
 //!   ([`ConnTable::bytes_per_entry`]), within the 96. An IPv6 entry takes 128 bytes,
 //!   163.0 per entry with the indexes ([`ConnTable::bytes_per_entry_v6`]), allocated only
