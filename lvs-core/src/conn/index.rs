@@ -21,8 +21,8 @@ use super::atomic::{AtomicU32, Ordering};
 
 /// Slots per bucket.
 pub(crate) const SLOTS: usize = 14;
-/// The two halves of a bucket.
-const HALVES: [std::ops::Range<usize>; 2] = [0..7, 7..SLOTS];
+/// Slots in the first half of a bucket (the second half has the rest).
+const HALF: usize = 7;
 /// Where the spill counter of each half sits in a bucket's spill word (16 bits each).
 const SPILL_SHIFT: [u32; 2] = [0, 16];
 
@@ -150,11 +150,11 @@ impl Index {
         };
         // Home bucket: the preferred half, the other one only if keys spilled into it.
         let bucket = &self.buckets[b];
-        if let Some(t) = probe(&bucket.slots[HALVES[p].clone()]) {
+        if let Some(t) = probe(Self::half_slots(bucket, p)) {
             return Some(t);
         }
         if (bucket.spill.load(Ordering::SeqCst) >> SPILL_SHIFT[p]) & 0xffff != 0
-            && let Some(t) = probe(&bucket.slots[HALVES[1 - p].clone()])
+            && let Some(t) = probe(Self::half_slots(bucket, 1 - p))
         {
             return Some(t);
         }
@@ -200,8 +200,8 @@ impl Index {
         let p = Self::half(hash);
         let mut found = u32::MAX;
         let mut more = false;
-        let mut scan = |r: std::ops::Range<usize>| {
-            for s in &bucket.slots[r] {
+        let mut scan = |slots: &[AtomicU32]| {
+            for s in slots {
                 let v = s.load(Ordering::SeqCst);
                 if v & !self.idx_mask == tag {
                     more |= found != u32::MAX;
@@ -209,9 +209,9 @@ impl Index {
                 }
             }
         };
-        scan(HALVES[p].clone());
+        scan(Self::half_slots(bucket, p));
         if (bucket.spill.load(Ordering::SeqCst) >> SPILL_SHIFT[p]) & 0xffff != 0 {
-            scan(HALVES[1 - p].clone());
+            scan(Self::half_slots(bucket, 1 - p));
         }
         (found, more || bucket.overflow.load(Ordering::SeqCst) != 0)
     }
@@ -219,21 +219,36 @@ impl Index {
     /// Stores `v` in an empty slot of `slots`; true if it did.
     #[inline]
     fn put(slots: &[AtomicU32], v: u32) -> bool {
-        slots.iter().any(|s| {
-            s.load(Ordering::Relaxed) == 0
+        for s in slots {
+            if s.load(Ordering::Relaxed) == 0
                 && s.compare_exchange(0, v, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
-        })
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// Clears the slot of `slots` holding `v`; true if it did.
     #[inline]
     fn take(slots: &[AtomicU32], v: u32) -> bool {
-        slots.iter().any(|s| {
-            s.load(Ordering::Relaxed) == v
+        for s in slots {
+            if s.load(Ordering::Relaxed) == v
                 && s.compare_exchange(v, 0, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
-        })
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Slots of half `h` of `bucket`.
+    #[inline]
+    fn half_slots(bucket: &Bucket, h: usize) -> &[AtomicU32] {
+        let (a, b) = bucket.slots.split_at(HALF);
+        if h == 0 { a } else { b }
     }
 
     /// Adds `idx` under `hash`. Returns false only if every slot is taken (the table sizes
@@ -244,12 +259,12 @@ impl Index {
         let home = self.home(hash);
         let p = Self::half(hash);
         let bucket = &self.buckets[home];
-        if Self::put(&bucket.slots[HALVES[p].clone()], v) {
+        if Self::put(Self::half_slots(bucket, p), v) {
             return true;
         }
         let spill = 1 << SPILL_SHIFT[p];
         bucket.spill.fetch_add(spill, Ordering::SeqCst);
-        if Self::put(&bucket.slots[HALVES[1 - p].clone()], v) {
+        if Self::put(Self::half_slots(bucket, 1 - p), v) {
             return true;
         }
         bucket.spill.fetch_sub(spill, Ordering::SeqCst);
@@ -279,10 +294,10 @@ impl Index {
         let home = self.home(hash);
         let p = Self::half(hash);
         let bucket = &self.buckets[home];
-        if Self::take(&bucket.slots[HALVES[p].clone()], v) {
+        if Self::take(Self::half_slots(bucket, p), v) {
             return true;
         }
-        if Self::take(&bucket.slots[HALVES[1 - p].clone()], v) {
+        if Self::take(Self::half_slots(bucket, 1 - p), v) {
             bucket.spill.fetch_sub(1 << SPILL_SHIFT[p], Ordering::SeqCst);
             return true;
         }
