@@ -439,9 +439,8 @@ struct Entry {
     resched: AtomicU16,
     /// Link of the reschedule list (deadlines moved earlier).
     resched_next: AtomicU32,
-    /// Timer wheel links (owned by the housekeeper).
-    wprev: AtomicU32,
-    wnext: AtomicU32,
+    /// Timer wheel links, previous and next (owned by the housekeeper).
+    wlinks: [AtomicU32; 2],
 }
 
 impl Entry {
@@ -457,8 +456,7 @@ impl Entry {
             link: AtomicU16::new(L_FREE),
             resched: AtomicU16::new(0),
             resched_next: AtomicU32::new(NIL),
-            wprev: AtomicU32::new(UNLINKED),
-            wnext: AtomicU32::new(NIL),
+            wlinks: [AtomicU32::new(UNLINKED), AtomicU32::new(NIL)],
         }
     }
 }
@@ -572,11 +570,9 @@ impl std::fmt::Debug for ConnTable {
 }
 
 impl Links for ConnTable {
-    fn prev(&self, i: u32) -> &AtomicU32 {
-        &self.slot(i).wprev
-    }
-    fn next(&self, i: u32) -> &AtomicU32 {
-        &self.slot(i).wnext
+    #[inline]
+    fn links(&self, i: u32) -> &[AtomicU32; 2] {
+        &self.slot(i).wlinks
     }
 }
 

@@ -22,10 +22,9 @@ pub(crate) const UNLINKED: u32 = u32::MAX - 1;
 /// Where the wheel finds an arena slot's link words. Only the wheel's owner touches them,
 /// so relaxed accesses suffice (the wheel's lock orders them).
 pub(crate) trait Links {
-    /// Slot `i`'s previous-link (an arena slot, a wheel-slot marker, or [`UNLINKED`]).
-    fn prev(&self, i: u32) -> &AtomicU32;
-    /// Slot `i`'s next-link.
-    fn next(&self, i: u32) -> &AtomicU32;
+    /// Slot `i`'s links: previous (an arena slot, a wheel-slot marker, or [`UNLINKED`]),
+    /// then next.
+    fn links(&self, i: u32) -> &[AtomicU32; 2];
 }
 
 #[derive(Debug)]
@@ -60,7 +59,7 @@ impl Wheel {
     }
 
     pub(crate) fn is_linked(&self, l: &impl Links, idx: u32) -> bool {
-        get(l.prev(idx)) != UNLINKED
+        get(&l.links(idx)[0]) != UNLINKED
     }
 
     /// Files `idx` under the tick of `deadline_ms`, but never before `min_tick` and never a
@@ -73,31 +72,33 @@ impl Wheel {
             .min(self.next_tick + WHEEL_SLOTS - 1);
         let slot = (tick % WHEEL_SLOTS) as usize;
         let head = self.heads[slot];
-        set(l.prev(idx), self.base + slot as u32);
-        set(l.next(idx), head);
+        let own = l.links(idx);
+        set(&own[0], self.base + slot as u32);
+        set(&own[1], head);
         if head != NIL {
-            set(l.prev(head), idx);
+            set(&l.links(head)[0], idx);
         }
         self.heads[slot] = idx;
     }
 
     /// Removes `idx` from its list if it is in one.
     pub(crate) fn unlink(&mut self, l: &impl Links, idx: u32) {
-        let p = get(l.prev(idx));
+        let own = l.links(idx);
+        let p = get(&own[0]);
         if p == UNLINKED {
             return;
         }
-        let n = get(l.next(idx));
+        let n = get(&own[1]);
         if p >= self.base {
             self.heads[(p - self.base) as usize] = n;
         } else {
-            set(l.next(p), n);
+            set(&l.links(p)[1], n);
         }
         if n != NIL {
-            set(l.prev(n), p);
+            set(&l.links(n)[0], p);
         }
-        set(l.prev(idx), UNLINKED);
-        set(l.next(idx), NIL);
+        set(&own[0], UNLINKED);
+        set(&own[1], NIL);
     }
 
     /// Takes the first entry of the slot of `tick`.
@@ -115,22 +116,18 @@ impl Wheel {
 mod tests {
     use super::*;
 
-    struct V(Vec<AtomicU32>, Vec<AtomicU32>);
+    struct V(Vec<[AtomicU32; 2]>);
     impl Links for V {
-        fn prev(&self, i: u32) -> &AtomicU32 {
+        fn links(&self, i: u32) -> &[AtomicU32; 2] {
             &self.0[i as usize]
-        }
-        fn next(&self, i: u32) -> &AtomicU32 {
-            &self.1[i as usize]
         }
     }
 
     #[test]
     fn link_unlink_pop_keep_lists_consistent() {
-        let l = V(
-            (0..8).map(|_| AtomicU32::new(UNLINKED)).collect(),
-            (0..8).map(|_| AtomicU32::new(NIL)).collect(),
-        );
+        let l = V((0..8)
+            .map(|_| [AtomicU32::new(UNLINKED), AtomicU32::new(NIL)])
+            .collect());
         let mut w = Wheel::new(8);
         w.link(&l, 1, 1000, 0); // tick 4
         w.link(&l, 2, 1100, 0); // tick 4
