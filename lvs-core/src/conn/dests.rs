@@ -4,34 +4,41 @@
 //! Entries carry only their destination's id (27 bits, in the control word of a connection,
 //! in `aux` for a template); this registry keeps the `Arc`s alive while any entry references
 //! them. Reads are lock-free: the map is an immutable snapshot behind an `ArcSwap`, replaced
-//! whole under a lock only when a destination gains its first entry or loses its last one
-//! (which also bumps a version number). Each thread keeps the last snapshot it used in a
-//! thread-local cache and revalidates it with one load of the version, so the usual read
-//! is a load and a hash-map probe, with no atomic read-modify-write (an `ArcSwap` load
-//! alone cost ~85 instructions and two fenced operations). An entry's reference is a plain
-//! counter increment on the shared record, so inserting and removing connections of known
-//! destinations takes no lock.
+//! whole under a lock only when a destination gains its first entry or is dropped by the
+//! housekeeper's sweep (which also bumps a version number). Each thread keeps the last
+//! snapshot it used in a thread-local cache and revalidates it with one load of the
+//! version, so the usual read is a load and a hash-map probe, with no atomic
+//! read-modify-write (an `ArcSwap` load alone cost ~85 instructions and two fenced
+//! operations). An entry's reference is a plain counter increment on the shared record, so
+//! inserting and removing connections of known destinations takes no lock.
 //!
-//! A thread's cached snapshot keeps the destinations it lists alive until that thread next
-//! uses a registry (any table's): a destination whose last entry died may outlive it a
+//! A record whose count falls to 0 stays registered (and can be taken again) until the
+//! next [`ConnTable::expire`](super::ConnTable::expire) sweeps it: the sweep marks it dead
+//! with one CAS from 0, which no later increment can undo, and publishes a map without it.
+//! So a destination whose connections come and go one at a time is not registered afresh
+//! for each. A thread's cached snapshot keeps the destinations it lists alive until that
+//! thread next uses a registry (any table's): a destination may outlive its last entry a
 //! little, never the other way round.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
 use crate::dest::DestState;
 
-/// A registered destination and the number of entries referencing it. A record whose count
-/// fell to 0 is dead: it is never revived, a new record replaces it.
+/// A registered destination and the number of entries referencing it ([`DEAD`] set once
+/// the sweep dropped it: a dead record is never used again, a new one replaces it).
 struct Registered {
     dest: Arc<DestState>,
     refs: AtomicU64,
 }
+
+/// Flag of a swept record's count.
+const DEAD: u64 = 1 << 63;
 
 /// Ids are small sequential integers: a multiplicative hash is plenty.
 #[derive(Default)]
@@ -56,6 +63,8 @@ type Map = HashMap<u32, Arc<Registered>, BuildHasherDefault<IdHasher>>;
 /// The registry.
 pub(crate) struct DestRegistry {
     map: ArcSwap<Map>,
+    /// Set when some record's count fell to 0 (the next sweep looks for it).
+    zero_seen: AtomicBool,
     /// Bumped (release) after each new map is stored.
     version: AtomicU64,
     /// Process-wide unique number of this registry (keys the thread-local caches).
@@ -81,16 +90,26 @@ thread_local! {
 #[derive(Debug)]
 pub(crate) struct IdClash;
 
+/// Takes a reference on a record unless the sweep killed it.
 #[inline]
 fn inc_if_live(refs: &AtomicU64) -> bool {
-    refs.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n != 0).then_some(n + 1))
-        .is_ok()
+    if refs.fetch_add(1, Ordering::AcqRel) & DEAD == 0 {
+        return true;
+    }
+    refs.fetch_sub(1, Ordering::AcqRel);
+    false
+}
+
+#[inline]
+fn is_dead(r: &Registered) -> bool {
+    r.refs.load(Ordering::Acquire) & DEAD != 0
 }
 
 impl DestRegistry {
     pub(crate) fn new() -> DestRegistry {
         DestRegistry {
             map: ArcSwap::from_pointee(Map::default()),
+            zero_seen: AtomicBool::new(false),
             version: AtomicU64::new(0),
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             write: Mutex::new(()),
@@ -156,7 +175,13 @@ impl DestRegistry {
                 if inc_if_live(&r.refs) {
                     return Ok(());
                 }
-            } else if r.refs.load(Ordering::Acquire) != 0 {
+            } else if r
+                .refs
+                .compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+                && !is_dead(r)
+            {
+                // Another live destination state has this id.
                 return Err(IdClash);
             }
         }
@@ -177,8 +202,13 @@ impl DestRegistry {
     #[inline]
     fn find<R>(&self, id: u32, f: impl FnOnce(&Arc<Registered>) -> R) -> Option<R> {
         let mut f = Some(f);
-        if let Some(r) = self.with_map(|m| m.get(&id).map(|r| (f.take().expect("once"))(r))) {
-            return Some(r);
+        let cached = self.with_map(|m| {
+            m.get(&id)
+                .filter(|r| !is_dead(r))
+                .map(|r| (f.take().expect("once"))(r))
+        });
+        if cached.is_some() {
+            return cached;
         }
         let f = f?;
         self.map.load().get(&id).map(f)
@@ -196,26 +226,43 @@ impl DestRegistry {
     }
 
     /// Calls `f` with the destination of id `id`, then drops one entry's reference to it
-    /// (unregistering it with its last one).
+    /// (the next sweep unregisters it if that was the last one).
     #[inline]
     pub(crate) fn release(&self, id: u32, f: impl FnOnce(&DestState)) {
         let found = self.find(id, |r| {
             f(&r.dest);
-            (r.refs.fetch_sub(1, Ordering::AcqRel) == 1).then(|| Arc::clone(r))
+            r.refs.fetch_sub(1, Ordering::AcqRel) == 1
         });
-        let Some(last) = found else {
-            debug_assert!(false, "release of an unregistered destination {id}");
+        match found {
+            Some(true) => self.zero_seen.store(true, Ordering::Release),
+            Some(false) => {}
+            None => debug_assert!(false, "release of an unregistered destination {id}"),
+        }
+    }
+
+    /// Drops the destinations no entry references any more (one lock and one new map, only
+    /// if some count fell to 0 since the last sweep). Called by the housekeeper.
+    pub(crate) fn sweep(&self) {
+        if !self.zero_seen.swap(false, Ordering::AcqRel) {
             return;
-        };
-        if let Some(dead) = last {
-            let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
-            let cur = self.map.load_full();
-            // Only if nobody registered a fresh record for this id meanwhile.
-            if cur.get(&id).is_some_and(|r| Arc::ptr_eq(r, &dead)) {
-                let mut m = (*cur).clone();
+        }
+        let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let cur = self.map.load_full();
+        let dead: Vec<u32> = cur
+            .iter()
+            .filter(|(_, r)| {
+                r.refs
+                    .compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        if !dead.is_empty() {
+            let mut m = (*cur).clone();
+            for id in dead {
                 m.remove(&id);
-                self.publish(m);
             }
+            self.publish(m);
         }
     }
 
@@ -230,7 +277,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn last_release_unregisters_and_a_new_entry_registers_again() {
+    fn the_sweep_unregisters_unreferenced_destinations_and_they_register_again() {
         let r = DestRegistry::new();
         let d = Arc::new(DestState::new(0, 0));
         r.acquire(&d).unwrap();
@@ -241,6 +288,13 @@ mod tests {
         assert_eq!(seen, d.id());
         assert!(r.get(d.id()).is_some());
         r.release(d.id(), |_| {});
+        // Still registered (and usable again) until the sweep.
+        assert_eq!(r.len(), 1);
+        r.acquire(&d).unwrap();
+        r.sweep();
+        assert_eq!(r.len(), 1, "a referenced destination survives the sweep");
+        r.release(d.id(), |_| {});
+        r.sweep();
         assert_eq!(r.len(), 0);
         assert_eq!(Arc::strong_count(&d), 1);
         r.acquire(&d).unwrap();

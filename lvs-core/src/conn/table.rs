@@ -1700,6 +1700,7 @@ impl ConnTable {
             }
         }
         self.stats.expired.fetch_add(expired as u64, Ordering::Relaxed);
+        self.dests.sweep();
         expired
     }
 
