@@ -4,10 +4,10 @@
 //! # Design
 //!
 //! * **Arenas.** IPv4 connections live in a preallocated arena of
-//!   `capacity + capacity/8 + 256` one-cache-line (64-byte) entries (the slack holds entries already dead but not
-//!   yet handed back by the housekeeper); IPv6 connections in a second arena of as many
-//!   128-byte slots (the same 64-byte header plus a line of four IPv6 addresses), allocated
-//!   in segments of 4096 slots on first use. A slot number below the IPv4 arena's length is
+//!   `capacity + capacity/8 + 256` one-cache-line (64-byte) entries (the slack holds
+//!   entries already dead but not yet handed back by the housekeeper); IPv6 connections in
+//!   a second arena of as many 128-byte slots (the same 64-byte header plus a line of four
+//!   IPv6 addresses), allocated in segments of 4096 slots on first use. A slot number below the IPv4 arena's length is
 //!   an IPv4 slot, above it an IPv6 one. Entry fields are atomics; nothing is ever
 //!   deallocated, only recycled.
 //! * **Seqlock generations** (`seqlock.rs`). Each entry's control word carries a 24-bit
@@ -19,8 +19,9 @@
 //!   `unsafe`).
 //! * **Two indexes.** Client side (proto, CIP:cport → VIP:vport) and server side (proto,
 //!   RIP:rport → CIP:cport for NAT, RIP:rport → LIP:lport for FULLNAT), each a lock-free
-//!   open-addressing array of cache-line buckets of fourteen 4-byte slots (see `index.rs`). DR/TUN entries are in the
-//!   client-side index only. Templates share the client-side index under their own kind.
+//!   open-addressing array of cache-line buckets of fourteen 4-byte slots (see
+//!   `index.rs`). DR/TUN entries are in the client-side index only. Templates share the
+//!   client-side index under their own kind.
 //! * **Lookups** take no lock, never write shared memory and never allocate. Inserts and
 //!   removals take no lock either: a CAS on the free list (tagged Treiber stack), CASes on
 //!   the index slots, an atomic on the live count and one on the destination's entry count
@@ -47,9 +48,11 @@
 //!   bits of a connection's control word, a template's `aux` word). The table's registry
 //!   maps ids to `Arc<DestState>` with a count of the entries referencing each; reads are
 //!   lock-free (an `ArcSwap`ped immutable map, which each thread caches and revalidates
-//!   with one load of a version number), a lock is taken only when a destination gets its
-//!   first entry or loses its last. A thread's cached map may keep a destination state
-//!   alive a little after its last entry died, until that thread next uses the table. Two
+//!   with one load of a version number); a lock is taken only when a destination gets its
+//!   first entry, and by [`ConnTable::expire`] when it drops destinations whose last entry
+//!   died since its previous run (so connections that come and go one at a time do not
+//!   re-register their destination each time). A thread's cached map may keep a
+//!   destination state alive a little longer, until that thread next uses the table. Two
 //!   live destination states with the same id (ids wrap after 2^27 of them) cannot be told
 //!   apart: the second one's connections are refused with [`TableFull`].
 //! * **Counters stay exact.** A state change that reclassifies the connection marks the
