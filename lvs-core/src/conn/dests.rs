@@ -121,16 +121,17 @@ impl DestRegistry {
     #[inline]
     fn with_map<R>(&self, f: impl FnOnce(&Map) -> R) -> R {
         let version = self.version.load(Ordering::Acquire);
-        CACHE.with(|cell| {
+        let mut f = Some(f);
+        let cached = CACHE.try_with(|cell| {
             if let Ok(c) = cell.try_borrow()
                 && let Some(c) = c.as_ref()
                 && c.uid == self.uid
                 && c.version == version
             {
-                return f(&c.map);
+                return Some((f.take().expect("once"))(&c.map));
             }
             let map = self.map.load_full();
-            let r = f(&map);
+            let r = (f.take().expect("once"))(&map);
             if let Ok(mut c) = cell.try_borrow_mut() {
                 *c = Some(Cached {
                     uid: self.uid,
@@ -138,8 +139,14 @@ impl DestRegistry {
                     map,
                 });
             }
-            r
-        })
+            Some(r)
+        });
+        match (cached, f) {
+            (Ok(Some(r)), _) => r,
+            // The thread's cache is gone (thread exit): read the map directly.
+            (_, Some(f)) => f(&self.map.load()),
+            (_, None) => unreachable!("the closure ran but returned nothing"),
+        }
     }
 
     /// Stores a new map (lock held) and brings this thread's cache up to date.
@@ -147,7 +154,7 @@ impl DestRegistry {
         let m = Arc::new(m);
         self.map.store(Arc::clone(&m));
         let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
-        CACHE.with(|cell| {
+        let _ = CACHE.try_with(|cell| {
             if let Ok(mut c) = cell.try_borrow_mut() {
                 *c = Some(Cached {
                     uid: self.uid,
