@@ -1020,15 +1020,14 @@ impl ConnTable {
                 };
                 // A home candidate that does not verify, alone in a bucket nothing was pushed
                 // past, settles the miss: the key would have matched the same tag there.
-                if hit.is_none() && (more || v6 >> j & 1 != 0) {
+                if hit.is_none() && more && v6 >> j & 1 == 0 {
                     slow[nslow] = j;
                     nslow += 1;
                 }
                 out[start + j] = hit;
             }
             // The few keys not settled by their home bucket (several candidates, keys pushed
-            // past it, IPv6): bring the next buckets in together, then probe as `lookup_in`
-            // does.
+            // past it): bring the next buckets in together, then probe as `lookup_in` does.
             for &j in &slow[..nslow] {
                 sink ^= self.in_ix.touch_next(words[j].3) as u64;
             }
@@ -1036,7 +1035,51 @@ impl ConnTable {
                 out[start + j] = self.lookup_in(&keys[start + j]);
             }
             std::hint::black_box(sink);
+            if v6 != 0 {
+                self.lookup_in_batch6(&keys[start..start + m], v6, &mut out[start..start + m]);
+            }
             start += m;
+        }
+    }
+
+    /// The IPv6 keys of a burst (bit `j` of `which` set for key `j`), staged as
+    /// [`lookup_in_batch`](Self::lookup_in_batch) stages IPv4 ones: home buckets, then both
+    /// lines of every candidate entry, then the checks. Out of line so that IPv4 bursts do
+    /// not carry its code.
+    #[inline(never)]
+    fn lookup_in_batch6(&self, keys: &[ConnKeyIn], which: u64, out: &mut [Option<ConnRef>]) {
+        const B: usize = 64;
+        let mut hs = [0u64; B];
+        let mut sink = 0u64;
+        for (j, k) in keys.iter().enumerate().filter(|(j, _)| which >> j & 1 != 0) {
+            let want = proto_bits(Some(k.proto)) | AF6;
+            let pw = k.cport as u64 | (k.vport as u64) << 16;
+            hs[j] = self.hash_in_words(want, key_addr(k.caddr, true), key_addr(k.vaddr, true), pw);
+            sink ^= self.in_ix.touch(hs[j]) as u64;
+        }
+        let mut cand = [(u32::MAX, false); B];
+        for j in (0..keys.len()).filter(|j| which >> j & 1 != 0) {
+            cand[j] = self.in_ix.home_candidate(hs[j]);
+            if let Some(w) = self.wide_slot(cand[j].0) {
+                sink ^= w.hdr.ctl.load(Ordering::Relaxed) ^ w.addrs.caddr[0].load(Ordering::Relaxed);
+            }
+        }
+        std::hint::black_box(sink);
+        for (j, k) in keys.iter().enumerate().filter(|(j, _)| which >> j & 1 != 0) {
+            let (idx, more) = cand[j];
+            let want = proto_bits(Some(k.proto)) | AF6;
+            let pw = k.cport as u64 | (k.vport as u64) << 16;
+            let (c, v) = (key_addr(k.caddr, true), key_addr(k.vaddr, true));
+            let hit = if idx == u32::MAX {
+                None
+            } else {
+                self.read_in(idx, want, c, v, pw)
+            };
+            out[j] = if hit.is_none() && more {
+                self.in_ix.find(hs[j], |i| self.read_in(i, want, c, v, pw))
+            } else {
+                hit
+            };
         }
     }
 
