@@ -44,6 +44,12 @@
 //!   163.0 per entry with the indexes ([`ConnTable::bytes_per_entry_v6`]), allocated only
 //!   as IPv6 connections arrive (the IPv6 arena's high-water mark stays allocated).
 //!   Capacity is limited to 100M entries (both arenas' slot numbers fit 28 bits).
+//! * **Speed** (1M IPv4 NAT entries, this shared 2-core Zen 5 VM, best of 3000 bursts of
+//!   4096 lookups; criterion's `conntable` figures run a few ns higher under load): a
+//!   batched hit about 37 ns (44 with the previous 128-byte entries), a batched miss about
+//!   26 ns (24), a single hit about 115 ns (155), an insert plus remove with its share of
+//!   housekeeping about 280 ns (320). Batched lookups are bound by the two page walks
+//!   (bucket, entry) of each key; a miss by the instructions that scan a bucket half.
 //! * **Destination reference** (`dests.rs`). An entry keeps only its destination's id (27
 //!   bits of a connection's control word, a template's `aux` word). The table's registry
 //!   maps ids to `Arc<DestState>` with a count of the entries referencing each; reads are
