@@ -1,28 +1,57 @@
 //! A lock-free open-addressing index from a key hash to an arena slot number.
 //!
-//! The index is an array of cache-line buckets, each holding seven slots and one overflow
-//! counter. A slot is `0` (empty) or `tag << 32 | slot_number` where the tag is the low 32
-//! bits of the key hash with the lowest bit forced to 1. Inserts and removals are single
-//! CASes on a slot; there are no tombstones: a removed slot becomes empty at once, and a
-//! lookup keeps probing past a bucket only while that bucket's overflow counter (the number
-//! of live keys that were pushed past it) is non-zero. The index never decides a match by
-//! itself: callers verify the candidate entry's key (see the table's seqlock read), so a
+//! The index is an array of cache-line buckets, each holding fourteen 4-byte slots and two
+//! words of counters. A slot is `0` (empty) or `tag | slot_number`: the low `slot_bits` bits
+//! are the slot number, the bits above hold the same bits of the key hash with the lowest of
+//! them forced to 1 (so a used slot is never 0). Inserts and removals are single CASes on a
+//! slot; there are no tombstones: a removed slot becomes empty at once.
+//!
+//! Each key prefers one half of its home bucket (slots 0–6 or 7–13, by one hash bit), so a
+//! probe usually reads seven slots, not fourteen. A key that finds its half full goes to the
+//! other half and counts itself in its half's *spill* counter; one that finds the whole
+//! bucket full goes on to the next buckets (where it takes any slot) and counts itself in
+//! the *overflow* counter of every bucket it passes. A lookup reads the other half only
+//! while its half's spill counter is non-zero, and goes past a bucket only while its
+//! overflow counter is non-zero; counters are raised before the key is stored and lowered
+//! after it is cleared, so a present key is always found. The index never decides a match
+//! by itself: callers verify the candidate entry's key (see the table's seqlock read), so a
 //! stale or colliding slot costs a probe, never a wrong answer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::atomic::{AtomicU32, Ordering};
 
-const SLOTS: usize = 7;
+/// Slots per bucket.
+pub(crate) const SLOTS: usize = 14;
+/// Slots in the first half of a bucket (the second half has the rest).
+const HALF: usize = 7;
+/// Where the spill counter of each half sits in a bucket's spill word (16 bits each).
+const SPILL_SHIFT: [u32; 2] = [0, 16];
 
-#[repr(align(64))]
-#[derive(Default)]
+#[repr(C, align(64))]
 struct Bucket {
-    slots: [AtomicU64; SLOTS],
-    overflow: AtomicU64,
+    slots: [AtomicU32; SLOTS],
+    /// Keys preferring half 0 (low 16 bits) or half 1 (high 16 bits) stored in the other half.
+    spill: AtomicU32,
+    /// Keys pushed past this bucket.
+    overflow: AtomicU32,
+}
+
+impl Bucket {
+    fn new() -> Bucket {
+        Bucket {
+            slots: std::array::from_fn(|_| AtomicU32::new(0)),
+            spill: AtomicU32::new(0),
+            overflow: AtomicU32::new(0),
+        }
+    }
 }
 
 /// One index (client side or server side).
 pub(crate) struct Index {
     buckets: Box<[Bucket]>,
+    /// Mask of the slot-number bits of a slot.
+    idx_mask: u32,
+    /// The lowest tag bit (forced to 1 in every tag).
+    tag_one: u32,
 }
 
 impl std::fmt::Debug for Index {
@@ -36,25 +65,59 @@ impl std::fmt::Debug for Index {
 /// Bytes one bucket occupies.
 pub(crate) const BUCKET_BYTES: usize = std::mem::size_of::<Bucket>();
 
-#[inline]
-fn slot_value(hash: u64, idx: u32) -> u64 {
-    (((hash as u32) | 1) as u64) << 32 | idx as u64
-}
+/// Most slot-number bits an index supports (at least 4 bits are left for the tag).
+pub(crate) const MAX_SLOT_BITS: u32 = 28;
 
 impl Index {
-    /// An index for up to `keys` keys at a load of at most 50 % of its slots (3.5 keys per
-    /// 7-slot bucket on average), so that nearly every key sits in its home bucket and
-    /// nearly every miss ends there: one cache line per probe.
-    pub(crate) fn for_keys(keys: usize) -> Index {
-        let n = (keys * 2).div_ceil(SLOTS).max(2);
+    /// An index for up to `keys` keys whose slot numbers are below `1 << slot_bits`, at 6.75
+    /// keys per 14-slot bucket on average (48 % load), so that nearly every key sits in its
+    /// home bucket, most in their preferred half, and nearly every miss ends there: one cache
+    /// line per probe.
+    pub(crate) fn for_keys(keys: usize, slot_bits: u32) -> Index {
+        assert!(slot_bits <= MAX_SLOT_BITS);
+        let n = (keys * 4).div_ceil(27).max(2);
         Index {
-            buckets: (0..n).map(|_| Bucket::default()).collect(),
+            buckets: (0..n).map(|_| Bucket::new()).collect(),
+            idx_mask: ((1u64 << slot_bits) - 1) as u32,
+            tag_one: 1 << slot_bits,
         }
     }
 
     /// Number of buckets.
     pub(crate) fn buckets(&self) -> usize {
         self.buckets.len()
+    }
+
+    /// Sum of the overflow counters (0 when every key sits in its home bucket).
+    #[cfg(any(test, loom))]
+    pub(crate) fn overflow_total(&self) -> u64 {
+        self.buckets
+            .iter()
+            .map(|b| b.overflow.load(Ordering::SeqCst) as u64)
+            .sum()
+    }
+
+    /// Sum of the spill counters (0 when every key sits in its preferred half).
+    #[cfg(any(test, loom))]
+    pub(crate) fn spill_total(&self) -> u64 {
+        self.buckets
+            .iter()
+            .map(|b| {
+                let w = b.spill.load(Ordering::SeqCst);
+                ((w >> SPILL_SHIFT[0]) & 0xffff) as u64 + ((w >> SPILL_SHIFT[1]) & 0xffff) as u64
+            })
+            .sum()
+    }
+
+    /// The half of its home bucket a key prefers.
+    #[inline]
+    fn half(hash: u64) -> usize {
+        (hash & 1) as usize
+    }
+
+    #[inline]
+    fn tag(&self, hash: u64) -> u32 {
+        ((hash as u32) | self.tag_one) & !self.idx_mask
     }
 
     #[inline]
@@ -71,79 +134,152 @@ impl Index {
     /// until it returns `Some`; `None` when the probe sequence ends.
     #[inline]
     pub(crate) fn find<T>(&self, hash: u64, mut check: impl FnMut(u32) -> Option<T>) -> Option<T> {
-        let tag = ((hash as u32) | 1) as u64;
+        let tag = self.tag(hash);
         let mut b = self.home(hash);
-        for _ in 0..self.buckets.len() {
-            let bucket = &self.buckets[b];
-            for s in &bucket.slots {
+        let p = Self::half(hash);
+        let mut probe = |slots: &[AtomicU32]| {
+            for s in slots {
                 let v = s.load(Ordering::SeqCst);
-                if v >> 32 == tag
-                    && let Some(t) = check(v as u32)
+                if v & !self.idx_mask == tag
+                    && let Some(t) = check(v & self.idx_mask)
                 {
                     return Some(t);
                 }
             }
+            None
+        };
+        // Home bucket: the preferred half, the other one only if keys spilled into it.
+        let bucket = &self.buckets[b];
+        if let Some(t) = probe(Self::half_slots(bucket, p)) {
+            return Some(t);
+        }
+        if (bucket.spill.load(Ordering::SeqCst) >> SPILL_SHIFT[p]) & 0xffff != 0
+            && let Some(t) = probe(Self::half_slots(bucket, 1 - p))
+        {
+            return Some(t);
+        }
+        if bucket.overflow.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        // Keys pushed past their home take any slot of the next buckets.
+        for _ in 1..self.buckets.len() {
+            b = self.next(b);
+            let bucket = &self.buckets[b];
+            if let Some(t) = probe(&bucket.slots) {
+                return Some(t);
+            }
             if bucket.overflow.load(Ordering::SeqCst) == 0 {
                 return None;
             }
-            b = self.next(b);
         }
         None
     }
 
     /// Loads the home bucket's overflow word (to bring its cache line in early).
     #[inline]
-    pub(crate) fn touch(&self, hash: u64) -> u64 {
+    pub(crate) fn touch(&self, hash: u64) -> u32 {
         self.buckets[self.home(hash)].overflow.load(Ordering::Relaxed)
     }
 
     /// Loads the overflow word of the bucket after the home bucket.
     #[inline]
-    pub(crate) fn touch_next(&self, hash: u64) -> u64 {
+    pub(crate) fn touch_next(&self, hash: u64) -> u32 {
         self.buckets[self.next(self.home(hash))]
             .overflow
             .load(Ordering::Relaxed)
     }
 
     /// Second stage of a batched lookup: the first slot number in the home bucket whose tag
-    /// matches (`u32::MAX` if none) and whether the probe may have to go further (another
-    /// match in the bucket, or keys pushed past it).
+    /// matches (`u32::MAX` if none; the preferred half first, the other one if keys spilled
+    /// into it) and whether the probe may have to go further (another match, or keys pushed
+    /// past the bucket).
     #[inline]
     pub(crate) fn home_candidate(&self, hash: u64) -> (u32, bool) {
-        let tag = ((hash as u32) | 1) as u64;
+        let tag = self.tag(hash);
         let bucket = &self.buckets[self.home(hash)];
+        let p = Self::half(hash);
         let mut found = u32::MAX;
         let mut more = false;
-        for s in &bucket.slots {
-            let v = s.load(Ordering::SeqCst);
-            if v >> 32 == tag {
-                more |= found != u32::MAX;
-                found = v as u32;
+        let mut scan = |slots: &[AtomicU32]| {
+            for s in slots {
+                let v = s.load(Ordering::SeqCst);
+                if v & !self.idx_mask == tag {
+                    more |= found != u32::MAX;
+                    found = v & self.idx_mask;
+                }
             }
+        };
+        scan(Self::half_slots(bucket, p));
+        if (bucket.spill.load(Ordering::SeqCst) >> SPILL_SHIFT[p]) & 0xffff != 0 {
+            scan(Self::half_slots(bucket, 1 - p));
         }
         (found, more || bucket.overflow.load(Ordering::SeqCst) != 0)
+    }
+
+    /// Stores `v` in an empty slot of `slots`; true if it did.
+    #[inline]
+    fn put(slots: &[AtomicU32], v: u32) -> bool {
+        for s in slots {
+            if s.load(Ordering::Relaxed) == 0
+                && s.compare_exchange(0, v, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Clears the slot of `slots` holding `v`; true if it did.
+    #[inline]
+    fn take(slots: &[AtomicU32], v: u32) -> bool {
+        for s in slots {
+            if s.load(Ordering::Relaxed) == v
+                && s.compare_exchange(v, 0, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Slots of half `h` of `bucket`.
+    #[inline]
+    fn half_slots(bucket: &Bucket, h: usize) -> &[AtomicU32] {
+        let (a, b) = bucket.slots.split_at(HALF);
+        if h == 0 { a } else { b }
     }
 
     /// Adds `idx` under `hash`. Returns false only if every slot is taken (the table sizes
     /// the index so that this cannot happen while the capacity bound holds).
     pub(crate) fn insert(&self, hash: u64, idx: u32) -> bool {
-        let v = slot_value(hash, idx);
+        debug_assert_eq!(idx & !self.idx_mask, 0);
+        let v = self.tag(hash) | idx;
         let home = self.home(hash);
+        let p = Self::half(hash);
+        let bucket = &self.buckets[home];
+        if Self::put(Self::half_slots(bucket, p), v) {
+            return true;
+        }
+        let spill = 1 << SPILL_SHIFT[p];
+        bucket.spill.fetch_add(spill, Ordering::SeqCst);
+        if Self::put(Self::half_slots(bucket, 1 - p), v) {
+            return true;
+        }
+        bucket.spill.fetch_sub(spill, Ordering::SeqCst);
         let mut b = home;
         for _ in 0..self.buckets.len() {
-            let bucket = &self.buckets[b];
-            for s in &bucket.slots {
-                if s.load(Ordering::Relaxed) == 0
-                    && s.compare_exchange(0, v, Ordering::SeqCst, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    return true;
-                }
-            }
-            bucket.overflow.fetch_add(1, Ordering::SeqCst);
+            self.buckets[b].overflow.fetch_add(1, Ordering::SeqCst);
             b = self.next(b);
+            if b == home {
+                break;
+            }
+            if Self::put(&self.buckets[b].slots, v) {
+                return true;
+            }
         }
-        // Undo the overflow marks of a failed insert.
+        // Every slot is taken: undo the overflow marks.
         let mut b = home;
         for _ in 0..self.buckets.len() {
             self.buckets[b].overflow.fetch_sub(1, Ordering::SeqCst);
@@ -154,45 +290,50 @@ impl Index {
 
     /// Removes `idx` stored under `hash`. Returns false if it was not there.
     pub(crate) fn remove(&self, hash: u64, idx: u32) -> bool {
-        let v = slot_value(hash, idx);
+        let v = self.tag(hash) | idx;
         let home = self.home(hash);
+        let p = Self::half(hash);
+        let bucket = &self.buckets[home];
+        if Self::take(Self::half_slots(bucket, p), v) {
+            return true;
+        }
+        if Self::take(Self::half_slots(bucket, 1 - p), v) {
+            bucket.spill.fetch_sub(1 << SPILL_SHIFT[p], Ordering::SeqCst);
+            return true;
+        }
         let mut b = home;
-        for hops in 0..self.buckets.len() {
-            let bucket = &self.buckets[b];
-            for s in &bucket.slots {
-                if s.load(Ordering::Relaxed) == v
-                    && s.compare_exchange(v, 0, Ordering::SeqCst, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    let mut c = home;
-                    for _ in 0..hops {
-                        self.buckets[c].overflow.fetch_sub(1, Ordering::SeqCst);
-                        c = self.next(c);
-                    }
-                    return true;
-                }
-            }
-            if bucket.overflow.load(Ordering::SeqCst) == 0 {
+        for hops in 1..self.buckets.len() {
+            if self.buckets[b].overflow.load(Ordering::SeqCst) == 0 {
                 return false;
             }
             b = self.next(b);
+            if Self::take(&self.buckets[b].slots, v) {
+                let mut c = home;
+                for _ in 0..hops {
+                    self.buckets[c].overflow.fetch_sub(1, Ordering::SeqCst);
+                    c = self.next(c);
+                }
+                return true;
+            }
         }
         false
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
     #[test]
     fn overflowing_keys_stay_findable_and_removal_clears_overflow_marks() {
-        let ix = Index::for_keys(16);
+        let ix = Index::for_keys(16, 8);
+        assert_eq!(ix.buckets(), 3);
         // Same home bucket for all: identical high bits, distinct tags.
-        let hashes: Vec<u64> = (0..20u64).map(|i| (7u64 << 32) | (i * 2 + 1)).collect();
+        let hashes: Vec<u64> = (0..40u64).map(|i| (7u64 << 32) | (i << 8)).collect();
         for (i, h) in hashes.iter().enumerate() {
             assert!(ix.insert(*h, i as u32));
         }
+        assert!(ix.overflow_total() > 0);
         for (i, h) in hashes.iter().enumerate() {
             assert_eq!(ix.find(*h, |s| (s == i as u32).then_some(s)), Some(i as u32));
         }
@@ -200,11 +341,33 @@ mod tests {
             assert!(ix.remove(*h, i as u32));
             assert!(!ix.remove(*h, i as u32));
         }
-        assert!(ix.buckets.iter().all(|b| b.overflow.load(Ordering::Relaxed) == 0));
+        assert_eq!(ix.overflow_total(), 0);
+        assert_eq!(ix.spill_total(), 0);
         assert!(
             ix.buckets
                 .iter()
                 .all(|b| b.slots.iter().all(|s| s.load(Ordering::Relaxed) == 0))
         );
+    }
+
+    #[test]
+    fn a_full_index_refuses_and_leaves_no_overflow_marks() {
+        let ix = Index::for_keys(4, 8);
+        let total = ix.buckets() * SLOTS;
+        for i in 0..total as u64 {
+            assert!(ix.insert(i << 8 | 1, i as u32));
+        }
+        let before: Vec<u32> = ix
+            .buckets
+            .iter()
+            .map(|b| b.overflow.load(Ordering::Relaxed))
+            .collect();
+        assert!(!ix.insert(0xabcd_ef00, 3));
+        let after: Vec<u32> = ix
+            .buckets
+            .iter()
+            .map(|b| b.overflow.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(before, after);
     }
 }

@@ -1,24 +1,28 @@
-//! The table itself: arena of atomic entries, the two indexes, free list, insert, lookup,
-//! state updates, removal, templates and housekeeping.
+//! The table itself: the arenas of atomic entries, the two indexes, free lists, insert,
+//! lookup, state updates, removal, templates and housekeeping.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
+use super::dests::DestRegistry;
+use super::freelist::{FreeList, NIL, Stack};
 use super::index::{BUCKET_BYTES, Index};
 use super::list::ConnInfo;
+use super::seqlock::{
+    GEN_ONE, begin_write, gen_of, is_live, next_live, publish, read_begin, read_end, retire,
+};
 use super::state::{ConnState, Direction, TableDir, TcpFlags, Timeouts, tcp_next};
-use super::wheel::{TICK_MS, Wheel};
+use super::wheel::{Links, TICK_MS, UNLINKED, Wheel};
 use crate::dest::{ConnClass, DestState, Destination, ForwardMethod};
 use crate::service::{AddrFamily, PersistNetmask, Protocol};
 use crate::time::Time;
 
 // ---- control word layout -------------------------------------------------------------
-const GEN_SHIFT: u32 = 40;
-const GEN_ONE: u64 = 1 << GEN_SHIFT;
+// Bits 40..64: seqlock generation (see `seqlock.rs`).
 const STATE_SHIFT: u32 = 36;
 const STATE_MASK: u64 = 0xf << STATE_SHIFT;
 const METHOD_SHIFT: u32 = 34;
@@ -33,14 +37,6 @@ const HAS_OUT: u64 = 1 << 27;
 const NCTL_MASK: u64 = (1 << 27) - 1;
 const KEY_MASK: u64 = TEMPLATE | AF6 | PROTO_MASK;
 
-#[inline]
-fn gen_of(ctl: u64) -> u32 {
-    (ctl >> GEN_SHIFT) as u32
-}
-#[inline]
-fn is_live(ctl: u64) -> bool {
-    gen_of(ctl) & 1 == 0
-}
 #[inline]
 fn state_of(ctl: u64) -> ConnState {
     ConnState::from_u8(((ctl & STATE_MASK) >> STATE_SHIFT) as u8)
@@ -99,14 +95,28 @@ fn class_of(ctl: u64) -> ConnClass {
 }
 
 // ---- addresses and hashing -----------------------------------------------------------
-/// An address as two words (IPv4 as its IPv4-mapped IPv6 form) and whether it is IPv6.
+/// An address as two words: for an IPv6 connection the 128 bits (an IPv4 address in its
+/// IPv4-mapped form), for an IPv4 connection `[0, the 32 bits]` (an IPv6 address there, which
+/// a well-formed IPv4 connection never has, keeps its low 32 bits).
 #[inline]
-fn addr_words(a: IpAddr) -> ([u64; 2], bool) {
-    let (v, six) = match a {
-        IpAddr::V4(v4) => (0xffff_0000_0000u128 | u32::from(v4) as u128, false),
-        IpAddr::V6(v6) => (u128::from(v6), true),
-    };
-    ([(v >> 64) as u64, v as u64], six)
+fn key_addr(a: IpAddr, six: bool) -> [u64; 2] {
+    if six {
+        let v = match a {
+            IpAddr::V4(v4) => 0xffff_0000_0000u128 | u32::from(v4) as u128,
+            IpAddr::V6(v6) => u128::from(v6),
+        };
+        [(v >> 64) as u64, v as u64]
+    } else {
+        [0, v4_bits(a) as u64]
+    }
+}
+
+#[inline]
+fn v4_bits(a: IpAddr) -> u32 {
+    match a {
+        IpAddr::V4(v4) => u32::from(v4),
+        IpAddr::V6(v6) => u128::from(v6) as u32,
+    }
 }
 
 #[inline]
@@ -133,11 +143,28 @@ const K: [u64; 6] = [
     0xbe54_66cf_34e9_0c6c,
 ];
 
+/// Hash of an IPv6 key: two addresses (four words) and one word of ports and kind bits.
 #[inline]
-fn hash5(seed: u64, a: [u64; 2], b: [u64; 2], w: u64) -> u64 {
+fn hash6(seed: u64, a: [u64; 2], b: [u64; 2], w: u64) -> u64 {
     let x = fold(a[0] ^ seed ^ K[0], a[1] ^ K[1]);
     let y = fold(b[0] ^ K[2], b[1] ^ seed.rotate_left(29) ^ K[3]);
     fold(x ^ w ^ K[4], y ^ K[5])
+}
+
+/// Hash of an IPv4 key: both addresses in one word, ports and kind bits in another.
+#[inline]
+fn hash4(seed: u64, ab: u64, w: u64) -> u64 {
+    let x = fold(ab ^ seed ^ K[0], w ^ K[1]);
+    fold(x ^ K[2], K[3] ^ seed.rotate_left(29))
+}
+
+#[inline]
+fn hash_words(seed: u64, six: bool, a: [u64; 2], b: [u64; 2], w: u64) -> u64 {
+    if six {
+        hash6(seed, a, b, w)
+    } else {
+        hash4(seed, a[1] | b[1] << 32, w)
+    }
 }
 
 // ---- public key and handle types -----------------------------------------------------
@@ -379,72 +406,92 @@ pub struct ConnCounters {
     pub inserted: u64,
 }
 
-// ---- the entry -----------------------------------------------------------------------
-const NIL: u32 = u32::MAX;
+// ---- the entries ---------------------------------------------------------------------
 // Reclamation states of a slot (`Entry::link`).
-const L_FREE: u32 = 0;
-const L_PENDING: u32 = 1;
-const L_WHEEL: u32 = 2;
-const L_GRAVE: u32 = 3;
-const L_ZOMBIE: u32 = 4;
+const L_FREE: u16 = 0;
+const L_PENDING: u16 = 1;
+const L_WHEEL: u16 = 2;
+const L_GRAVE: u16 = 3;
+const L_ZOMBIE: u16 = 4;
 
-/// One arena slot. The first cache line holds everything a client-side lookup reads
-/// (`repr(C)` keeps that order).
+/// One arena slot: a whole IPv4 connection in one cache line, or the first line of an IPv6
+/// one (whose addresses are in the [`Wide`] line next to it). The first 32 bytes are what
+/// a lookup reads; `deadline` is what a packet writes.
 #[repr(C, align(64))]
-#[derive(Default)]
 struct Entry {
     ctl: AtomicU64,
-    caddr: [AtomicU64; 2],
-    vaddr: [AtomicU64; 2],
+    /// IPv4: caddr | vaddr << 32. IPv6: unused.
+    cv: AtomicU64,
+    /// IPv4: daddr | laddr << 32 (the FULLNAT local address). A template (both families)
+    /// keeps its timeout in milliseconds in the high half.
+    dl: AtomicU64,
     /// cport | vport << 16 | dport << 32 | lport << 48.
     ports: AtomicU64,
-    daddr: [AtomicU64; 2],
-    // ---- second line
-    /// FULLNAT local address; for a template, `[timeout_ms, 0]`.
-    laddr: [AtomicU64; 2],
     /// Milliseconds (caller's clock) at which the entry expires.
     deadline: AtomicU64,
-    /// Connection: its template as `gen << 32 | idx + 1` (0 = none).
-    aux: AtomicU64,
-    /// The destination, behind a per-entry lock taken only at insert, at death and on a
-    /// state change that moves the connection between active and inactive; lookups never
-    /// touch it. (An `ArcSwapOption` here cost ~150 ns per insert+remove in debt payment.)
-    dest: DestSlot,
+    /// Connection: its template's slot + 1 (0 = none). Template: its destination's id.
+    aux: AtomicU32,
     /// Link of the free list, the pending list and the graveyard.
     gc_next: AtomicU32,
     /// Reclamation state (`L_*`).
-    link: AtomicU32,
+    link: AtomicU16,
+    /// 1 while the slot is on the reschedule list.
+    resched: AtomicU16,
     /// Link of the reschedule list (deadlines moved earlier).
     resched_next: AtomicU32,
-    /// 1 while the slot is on the reschedule list.
-    resched: AtomicU32,
+    /// Timer wheel links, previous and next (owned by the housekeeper).
+    wlinks: [AtomicU32; 2],
 }
 
-/// An entry's destination reference.
-#[derive(Default)]
-struct DestSlot(Mutex<Option<Arc<DestState>>>);
-
-impl DestSlot {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<DestState>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    fn get(&self) -> Option<Arc<DestState>> {
-        self.lock().clone()
-    }
-    fn set(&self, d: Arc<DestState>) {
-        *self.lock() = Some(d);
-    }
-    fn take(&self) -> Option<Arc<DestState>> {
-        self.lock().take()
+impl Entry {
+    fn new(gc_next: u32) -> Entry {
+        Entry {
+            ctl: AtomicU64::new(GEN_ONE),
+            cv: AtomicU64::new(0),
+            dl: AtomicU64::new(0),
+            ports: AtomicU64::new(0),
+            deadline: AtomicU64::new(0),
+            aux: AtomicU32::new(0),
+            gc_next: AtomicU32::new(gc_next),
+            link: AtomicU16::new(L_FREE),
+            resched: AtomicU16::new(0),
+            resched_next: AtomicU32::new(NIL),
+            wlinks: [AtomicU32::new(UNLINKED), AtomicU32::new(NIL)],
+        }
     }
 }
+
+/// The four addresses of an IPv6 connection (or template).
+#[repr(C, align(64))]
+struct Wide {
+    caddr: [AtomicU64; 2],
+    vaddr: [AtomicU64; 2],
+    daddr: [AtomicU64; 2],
+    laddr: [AtomicU64; 2],
+}
+
+/// An IPv6 arena slot: two cache lines.
+#[repr(C)]
+struct WideSlot {
+    hdr: Entry,
+    addrs: Wide,
+}
+
+/// IPv6 slots are allocated in segments of this many, on first use.
+const SEG_BITS: u32 = 12;
+const SEG: usize = 1 << SEG_BITS;
 
 /// Most keys [`ConnTable::prefetch_in`] and [`ConnTable::prefetch_out`] use per call (a
 /// receive burst).
 pub const PREFETCH_BURST: usize = 32;
 
-/// Bytes of one arena entry.
+/// Bytes of one IPv4 arena entry (an IPv6 entry takes twice as many).
 pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
+
+/// Bytes of one IPv6 arena entry.
+pub const ENTRY_BYTES_V6: usize = std::mem::size_of::<WideSlot>();
+
+const _: () = assert!(ENTRY_BYTES == 64 && ENTRY_BYTES_V6 == 128);
 
 #[inline]
 fn load2(a: &[AtomicU64; 2]) -> [u64; 2] {
@@ -456,9 +503,17 @@ fn store2(a: &[AtomicU64; 2], v: [u64; 2]) {
     a[1].store(v[1], Ordering::Relaxed);
 }
 
+/// The four addresses of an entry or key, as words (see [`key_addr`]).
+#[derive(Clone, Copy)]
+struct Addrs {
+    c: [u64; 2],
+    v: [u64; 2],
+    d: [u64; 2],
+    l: [u64; 2],
+}
+
 #[derive(Default)]
 struct Stats {
-    conns: AtomicU64,
     templates: AtomicU64,
     refused_full: AtomicU64,
     reclaimed_synrecv: AtomicU64,
@@ -470,28 +525,35 @@ struct Stats {
 /// The connection table. `Send + Sync`: share it (e.g. in an `Arc`) between any number of
 /// worker threads; one of them (or a timer thread) calls [`ConnTable::expire`] regularly.
 pub struct ConnTable {
-    entries: Box<[Entry]>,
+    /// IPv4 slots `0..narrow.len()`, preallocated.
+    narrow: Box<[Entry]>,
+    /// IPv6 slots `narrow.len()..narrow.len() + wide_cap`, in segments allocated on first use.
+    wide: Box<[OnceLock<Box<[WideSlot]>>]>,
+    wide_cap: u32,
+    /// IPv6 slots handed out so far (the next fresh one).
+    wide_next: CachePadded<AtomicU32>,
     capacity: u32,
     in_ix: Index,
     out_ix: Index,
     seed: u64,
-    /// Free list head: ABA tag << 32 | slot (NIL when empty).
-    free: CachePadded<AtomicU64>,
-    /// Newly inserted entries waiting to be filed in the wheel (MPSC stack).
-    pending: CachePadded<AtomicU32>,
-    /// Entries killed while in the wheel, waiting to be unfiled and freed (MPSC stack).
-    graveyard: CachePadded<AtomicU32>,
-    /// Entries whose deadline moved earlier, to be re-filed in the wheel (MPSC stack).
-    resched: CachePadded<AtomicU32>,
+    free4: CachePadded<FreeList>,
+    free6: CachePadded<FreeList>,
+    /// Newly inserted entries waiting to be filed in the wheel.
+    pending: CachePadded<Stack>,
+    /// Entries killed while in the wheel, waiting to be unfiled and freed.
+    graveyard: CachePadded<Stack>,
+    /// Entries whose deadline moved earlier, to be re-filed in the wheel.
+    resched: CachePadded<Stack>,
     live: CachePadded<AtomicU64>,
     reclaim_cursor: CachePadded<AtomicU32>,
     stats: Stats,
+    dests: DestRegistry,
     timeouts: Timeouts,
     expire_quiescent_template: AtomicBool,
     wheel: Mutex<Wheel>,
     /// Told the FULLNAT local address of every connection that dies (to return its port to
     /// the pool), whatever ends it: expiry, removal, reclaim.
-    on_local_release: std::sync::OnceLock<LocalRelease>,
+    on_local_release: OnceLock<LocalRelease>,
 }
 
 /// Callback receiving the FULLNAT local address and port of a connection that died.
@@ -502,7 +564,15 @@ impl std::fmt::Debug for ConnTable {
         f.debug_struct("ConnTable")
             .field("capacity", &self.capacity)
             .field("counters", &self.counters())
+            .field("destinations", &self.dests.len())
             .finish()
+    }
+}
+
+impl Links for ConnTable {
+    #[inline]
+    fn links(&self, i: u32) -> &[AtomicU32; 2] {
+        &self.slot(i).wlinks
     }
 }
 
@@ -510,10 +580,13 @@ impl std::fmt::Debug for ConnTable {
 const RECLAIM_SAMPLE: u32 = 32;
 /// How often a removed template still holding connections is checked again.
 const ZOMBIE_RECHECK_MS: u64 = 1000;
+/// Largest capacity (both arenas' slot numbers must fit the index's 28 bits).
+const MAX_CAPACITY: usize = 100_000_000;
 
 impl ConnTable {
-    /// A table for at most `capacity` live entries (connections + templates), everything
-    /// preallocated.
+    /// A table for at most `capacity` live entries (connections + templates). The IPv4
+    /// arena is preallocated; the IPv6 arena (as many slots) is allocated in segments on
+    /// first use.
     pub fn with_capacity(capacity: usize) -> ConnTable {
         ConnTable::with_capacity_and_seed(capacity, 0x9e37_79b9_7f4a_7c15)
     }
@@ -521,32 +594,36 @@ impl ConnTable {
     /// As [`with_capacity`](Self::with_capacity), with the hash seed given (pick a random
     /// one in production so that clients cannot aim at one bucket chain).
     pub fn with_capacity_and_seed(capacity: usize, seed: u64) -> ConnTable {
-        let capacity = capacity.clamp(1, (u32::MAX / 2) as usize);
+        let capacity = capacity.clamp(1, MAX_CAPACITY);
         let arena = capacity + capacity / 8 + 256;
-        let entries: Box<[Entry]> = (0..arena).map(|_| Entry::default()).collect();
-        // Chain every slot into the free list, generation 1 (odd = not live).
-        for (i, e) in entries.iter().enumerate() {
-            e.ctl.store(GEN_ONE, Ordering::Relaxed);
-            let next = if i + 1 == arena { NIL } else { i as u32 + 1 };
-            e.gc_next.store(next, Ordering::Relaxed);
-        }
+        // Every IPv4 slot chained into its free list, generation 1 (odd = not live).
+        let narrow: Box<[Entry]> = (0..arena)
+            .map(|i| Entry::new(if i + 1 == arena { NIL } else { i as u32 + 1 }))
+            .collect();
+        let slots = 2 * arena as u64;
+        let slot_bits = 64 - (slots - 1).leading_zeros();
         ConnTable {
-            in_ix: Index::for_keys(capacity),
-            out_ix: Index::for_keys(capacity),
+            in_ix: Index::for_keys(capacity, slot_bits),
+            out_ix: Index::for_keys(capacity, slot_bits),
             capacity: capacity as u32,
-            entries,
+            narrow,
+            wide: (0..arena.div_ceil(SEG)).map(|_| OnceLock::new()).collect(),
+            wide_cap: arena as u32,
+            wide_next: CachePadded::new(AtomicU32::new(0)),
             seed,
-            free: CachePadded::new(AtomicU64::new(0)),
-            pending: CachePadded::new(AtomicU32::new(NIL)),
-            graveyard: CachePadded::new(AtomicU32::new(NIL)),
-            resched: CachePadded::new(AtomicU32::new(NIL)),
+            free4: CachePadded::new(FreeList::new(0)),
+            free6: CachePadded::new(FreeList::new(NIL)),
+            pending: CachePadded::new(Stack::new()),
+            graveyard: CachePadded::new(Stack::new()),
+            resched: CachePadded::new(Stack::new()),
             live: CachePadded::new(AtomicU64::new(0)),
             reclaim_cursor: CachePadded::new(AtomicU32::new(0)),
             stats: Stats::default(),
+            dests: DestRegistry::new(),
             timeouts: Timeouts::default(),
             expire_quiescent_template: AtomicBool::new(false),
-            wheel: Mutex::new(Wheel::new(arena)),
-            on_local_release: std::sync::OnceLock::new(),
+            wheel: Mutex::new(Wheel::new(slots as u32)),
+            on_local_release: OnceLock::new(),
         }
     }
 
@@ -562,10 +639,20 @@ impl ConnTable {
         self.capacity as usize
     }
 
-    /// Memory the table preallocated, divided by its capacity: arena slot (with its slack
-    /// share), both index slots at their load factor, and the wheel links.
+    /// Memory the table preallocates for IPv4 connections, divided by its capacity: the
+    /// arena slot (with its slack share), both index slots at their load factor, and the
+    /// directory of the (lazily allocated) IPv6 arena. Wheel links live in the entries.
     pub fn bytes_per_entry(&self) -> f64 {
-        let arena = self.entries.len() * (ENTRY_BYTES + 8);
+        let arena = self.narrow.len() * ENTRY_BYTES;
+        let index = (self.in_ix.buckets() + self.out_ix.buckets()) * BUCKET_BYTES;
+        let dir = self.wide.len() * std::mem::size_of::<OnceLock<Box<[WideSlot]>>>();
+        (arena + index + dir) as f64 / self.capacity as f64
+    }
+
+    /// As [`bytes_per_entry`](Self::bytes_per_entry) for a table full of IPv6 connections:
+    /// the IPv6 arena (allocated as used) and both index slots.
+    pub fn bytes_per_entry_v6(&self) -> f64 {
+        let arena = self.wide_cap as usize * ENTRY_BYTES_V6;
         let index = (self.in_ix.buckets() + self.out_ix.buckets()) * BUCKET_BYTES;
         (arena + index) as f64 / self.capacity as f64
     }
@@ -589,9 +676,10 @@ impl ConnTable {
     /// Current counters.
     pub fn counters(&self) -> ConnCounters {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let templates = l(&self.stats.templates);
         ConnCounters {
-            conns: l(&self.stats.conns),
-            templates: l(&self.stats.templates),
+            conns: l(&self.live).saturating_sub(templates),
+            templates,
             refused_full: l(&self.stats.refused_full),
             reclaimed_synrecv: l(&self.stats.reclaimed_synrecv),
             expired: l(&self.stats.expired),
@@ -610,65 +698,236 @@ impl ConnTable {
         self.len() == 0
     }
 
+    // ---- slots ----
+    /// The entry of a slot that exists (from an index, a handle or a list).
+    #[inline]
+    fn slot(&self, idx: u32) -> &Entry {
+        match self.narrow.get(idx as usize) {
+            Some(e) => e,
+            None => &self.wide_slot(idx).expect("allocated IPv6 slot").hdr,
+        }
+    }
+
+    /// The entry of slot `idx` if that slot was ever handed out.
+    #[inline]
+    fn try_slot(&self, idx: u32) -> Option<&Entry> {
+        match self.narrow.get(idx as usize) {
+            Some(e) => Some(e),
+            None => self.wide_slot(idx).map(|w| &w.hdr),
+        }
+    }
+
+    #[inline]
+    fn wide_slot(&self, idx: u32) -> Option<&WideSlot> {
+        let j = (idx as usize).checked_sub(self.narrow.len())?;
+        self.wide.get(j >> SEG_BITS)?.get().map(|s| &s[j & (SEG - 1)])
+    }
+
+    /// Slots that may hold entries (IPv4 arena, then the IPv6 slots handed out so far).
+    fn slots_in_use(&self) -> u32 {
+        self.narrow.len() as u32 + self.wide_next.load(Ordering::Acquire)
+    }
+
     // ---- hashing of entries and keys ----
     #[inline]
-    fn hash_in_words(&self, kind: u64, c: [u64; 2], v: [u64; 2], cport: u16, vport: u16) -> u64 {
-        hash5(
+    fn hash_in_words(&self, kind: u64, c: [u64; 2], v: [u64; 2], ports: u64) -> u64 {
+        hash_words(
             self.seed,
+            kind & AF6 != 0,
             c,
             v,
-            cport as u64 | (vport as u64) << 16 | (kind & KEY_MASK),
+            (ports & 0xffff_ffff) | (kind & KEY_MASK),
         )
     }
     #[inline]
     fn hash_out_words(&self, kind: u64, d: [u64; 2], a: [u64; 2], dport: u16, port: u16) -> u64 {
-        hash5(
+        hash_words(
             self.seed ^ 0x5bd1_e995_c3a5_c85c,
+            kind & AF6 != 0,
             d,
             a,
             dport as u64 | (port as u64) << 16 | (kind & (AF6 | PROTO_MASK)),
         )
     }
-    fn entry_hash_in(&self, e: &Entry, ctl: u64) -> u64 {
-        let p = e.ports.load(Ordering::Relaxed);
-        self.hash_in_words(ctl, load2(&e.caddr), load2(&e.vaddr), p as u16, (p >> 16) as u16)
-    }
-    fn entry_hash_out(&self, e: &Entry, ctl: u64) -> u64 {
-        let p = e.ports.load(Ordering::Relaxed);
-        let (a, port) = if method_of(ctl) == ForwardMethod::FullNat {
-            (load2(&e.laddr), (p >> 48) as u16)
+    #[inline]
+    fn entry_hash_out(&self, ctl: u64, a: &Addrs, ports: u64) -> u64 {
+        let (addr, port) = if method_of(ctl) == ForwardMethod::FullNat {
+            (a.l, (ports >> 48) as u16)
         } else {
-            (load2(&e.caddr), p as u16)
+            (a.c, ports as u16)
         };
-        self.hash_out_words(ctl, load2(&e.daddr), a, (p >> 32) as u16, port)
+        self.hash_out_words(ctl, a.d, addr, (ports >> 32) as u16, port)
+    }
+
+    /// The addresses of slot `idx` whose control word is `ctl` (a seqlock read if the
+    /// entry is not owned by the caller).
+    #[inline]
+    fn load_addrs(&self, idx: u32, e: &Entry, ctl: u64) -> Addrs {
+        if ctl & AF6 != 0 {
+            match self.wide_slot(idx) {
+                Some(w) => Addrs {
+                    c: load2(&w.addrs.caddr),
+                    v: load2(&w.addrs.vaddr),
+                    d: load2(&w.addrs.daddr),
+                    l: load2(&w.addrs.laddr),
+                },
+                None => Addrs {
+                    c: [0; 2],
+                    v: [0; 2],
+                    d: [0; 2],
+                    l: [0; 2],
+                },
+            }
+        } else {
+            let cv = e.cv.load(Ordering::Relaxed);
+            let dl = e.dl.load(Ordering::Relaxed);
+            Addrs {
+                c: [0, cv & 0xffff_ffff],
+                v: [0, cv >> 32],
+                d: [0, dl & 0xffff_ffff],
+                l: [0, dl >> 32],
+            }
+        }
+    }
+
+    /// Writes the addresses of a slot the caller owns; `hi` is what a template keeps in the
+    /// high half of `dl` (its timeout) instead of a local address.
+    #[inline]
+    fn store_addrs(&self, idx: u32, e: &Entry, six: bool, a: &Addrs, tmpl_timeout: Option<u32>) {
+        if six {
+            let w = self.wide_slot(idx).expect("allocated IPv6 slot");
+            store2(&w.addrs.caddr, a.c);
+            store2(&w.addrs.vaddr, a.v);
+            store2(&w.addrs.daddr, a.d);
+            store2(&w.addrs.laddr, a.l);
+            e.cv.store(0, Ordering::Relaxed);
+            e.dl.store((tmpl_timeout.unwrap_or(0) as u64) << 32, Ordering::Relaxed);
+        } else {
+            e.cv.store(a.c[1] | a.v[1] << 32, Ordering::Relaxed);
+            let hi = tmpl_timeout.map_or(a.l[1], |t| t as u64);
+            e.dl.store(a.d[1] | hi << 32, Ordering::Relaxed);
+        }
+    }
+
+    /// A consistent copy of live slot `idx` (generation of `g1`, loaded with acquire):
+    /// ports, addresses and deadline; `None` if it changed meanwhile.
+    #[inline]
+    fn snapshot(&self, idx: u32, e: &Entry, g1: u64) -> Option<(u64, Addrs, u64)> {
+        if !is_live(g1) {
+            return None;
+        }
+        let ports = e.ports.load(Ordering::Relaxed);
+        let a = self.load_addrs(idx, e, g1);
+        let deadline = e.deadline.load(Ordering::Relaxed);
+        read_end(&e.ctl, g1).then_some((ports, a, deadline))
+    }
+
+    #[inline]
+    fn conn_ref(idx: u32, g1: u64, ports: u64, a: &Addrs) -> ConnRef {
+        ConnRef {
+            idx,
+            gen_: gen_of(g1),
+            ctl: g1,
+            ports,
+            caddr: a.c,
+            vaddr: a.v,
+            daddr: a.d,
+            laddr: if g1 & TEMPLATE == 0 && method_of(g1) == ForwardMethod::FullNat {
+                a.l
+            } else {
+                [0; 2]
+            },
+        }
     }
 
     // ---- lookups ----
     /// Finds the connection of a client's packet. Lock-free, allocation-free.
     #[inline]
     pub fn lookup_in(&self, k: &ConnKeyIn) -> Option<ConnRef> {
-        let (c, six) = addr_words(k.caddr);
-        let (v, _) = addr_words(k.vaddr);
-        let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
         let pw = k.cport as u64 | (k.vport as u64) << 16;
-        let h = self.hash_in_words(want, c, v, k.cport, k.vport);
+        if k.caddr.is_ipv4() {
+            let want = proto_bits(Some(k.proto));
+            let cv = v4_bits(k.caddr) as u64 | (v4_bits(k.vaddr) as u64) << 32;
+            let h = hash4(self.seed, cv, pw | want);
+            return self.in_ix.find(h, |idx| {
+                let e = self.narrow.get(idx as usize)?;
+                self.read_in4(idx, e, read_begin(&e.ctl), want, cv, pw)
+            });
+        }
+        let want = proto_bits(Some(k.proto)) | AF6;
+        let c = key_addr(k.caddr, true);
+        let v = key_addr(k.vaddr, true);
+        let h = self.hash_in_words(want, c, v, pw);
         self.in_ix.find(h, |idx| self.read_in(idx, want, c, v, pw))
     }
 
+    /// The seqlock read of IPv4 slot `idx` against a client-side key; `g1` is its control
+    /// word, loaded (acquire) first.
+    #[inline]
+    fn read_in4(&self, idx: u32, e: &Entry, g1: u64, want: u64, cv: u64, pw: u64) -> Option<ConnRef> {
+        if !is_live(g1) || g1 & KEY_MASK != want {
+            return None;
+        }
+        let ecv = e.cv.load(Ordering::Relaxed);
+        let ports = e.ports.load(Ordering::Relaxed);
+        if ecv != cv || ports & 0xffff_ffff != pw {
+            return None;
+        }
+        let dl = e.dl.load(Ordering::Relaxed);
+        if !read_end(&e.ctl, g1) {
+            return None;
+        }
+        Some(ConnRef {
+            idx,
+            gen_: gen_of(g1),
+            ctl: g1,
+            ports,
+            caddr: [0, cv & 0xffff_ffff],
+            vaddr: [0, cv >> 32],
+            daddr: [0, dl & 0xffff_ffff],
+            laddr: if g1 & TEMPLATE == 0 && method_of(g1) == ForwardMethod::FullNat {
+                [0, dl >> 32]
+            } else {
+                [0; 2]
+            },
+        })
+    }
+
+    /// The seqlock read of slot `idx` against a client-side key of either family (kind bits
+    /// `want`, addresses as [`key_addr`] words, `pw` = cport | vport << 16).
+    #[inline]
+    fn read_in(&self, idx: u32, want: u64, c: [u64; 2], v: [u64; 2], pw: u64) -> Option<ConnRef> {
+        if want & AF6 == 0 {
+            let e = self.narrow.get(idx as usize)?;
+            return self.read_in4(idx, e, read_begin(&e.ctl), want, c[1] | v[1] << 32, pw);
+        }
+        let w = self.wide_slot(idx)?;
+        let g1 = read_begin(&w.hdr.ctl);
+        if !is_live(g1) || g1 & KEY_MASK != want {
+            return None;
+        }
+        let ports = w.hdr.ports.load(Ordering::Relaxed);
+        if ports & 0xffff_ffff != pw || load2(&w.addrs.caddr) != c || load2(&w.addrs.vaddr) != v {
+            return None;
+        }
+        let (ports, a, _) = self.snapshot(idx, &w.hdr, g1)?;
+        Some(Self::conn_ref(idx, g1, ports, &a))
+    }
+
     /// Warms the cache for a burst of client packets that will then be looked up one by one
-    /// with [`lookup_in`](Self::lookup_in): the home bucket of every key, then both lines of
-    /// every candidate entry (the key line a lookup reads, the line whose deadline
-    /// [`on_packet`](Self::on_packet) writes), each stage a tight loop of independent loads so
-    /// the cache and TLB misses of the whole burst overlap instead of following one another.
-    /// Reads only; at most [`PREFETCH_BURST`] keys are used.
+    /// with [`lookup_in`](Self::lookup_in): the home bucket of every key, then the line of
+    /// every candidate entry (its key, and the deadline [`on_packet`](Self::on_packet)
+    /// writes), each stage a tight loop of independent loads so the cache and TLB misses
+    /// of the whole burst overlap instead of following one another. Reads only; at most
+    /// [`PREFETCH_BURST`] keys are used.
     pub fn prefetch_in(&self, keys: &[ConnKeyIn]) {
         let m = keys.len().min(PREFETCH_BURST);
         let mut h = [0u64; PREFETCH_BURST];
         for (h, k) in h.iter_mut().zip(&keys[..m]) {
-            let (c, six) = addr_words(k.caddr);
-            let (v, _) = addr_words(k.vaddr);
+            let six = k.caddr.is_ipv6();
             let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
-            *h = self.hash_in_words(want, c, v, k.cport, k.vport);
+            let pw = k.cport as u64 | (k.vport as u64) << 16;
+            *h = self.hash_in_words(want, key_addr(k.caddr, six), key_addr(k.vaddr, six), pw);
         }
         self.prefetch_stages(&self.in_ix, &h[..m]);
     }
@@ -679,10 +938,15 @@ impl ConnTable {
         let m = keys.len().min(PREFETCH_BURST);
         let mut h = [0u64; PREFETCH_BURST];
         for (h, k) in h.iter_mut().zip(&keys[..m]) {
-            let (d, six) = addr_words(k.daddr);
-            let (a, _) = addr_words(k.addr);
+            let six = k.daddr.is_ipv6();
             let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
-            *h = self.hash_out_words(want, d, a, k.dport, k.port);
+            *h = self.hash_out_words(
+                want,
+                key_addr(k.daddr, six),
+                key_addr(k.addr, six),
+                k.dport,
+                k.port,
+            );
         }
         self.prefetch_stages(&self.out_ix, &h[..m]);
     }
@@ -691,14 +955,14 @@ impl ConnTable {
     fn prefetch_stages(&self, ix: &Index, hashes: &[u64]) {
         let mut sink = 0u64;
         for &h in hashes {
-            sink ^= ix.touch(h);
+            sink ^= ix.touch(h) as u64;
         }
         let mut cand = [u32::MAX; PREFETCH_BURST];
         for (c, &h) in cand.iter_mut().zip(hashes) {
             *c = ix.home_candidate(h).0;
         }
         for &idx in &cand[..hashes.len()] {
-            if let Some(e) = self.entries.get(idx as usize) {
+            if let Some(e) = self.try_slot(idx) {
                 sink ^= e.ctl.load(Ordering::Relaxed) ^ e.deadline.load(Ordering::Relaxed);
             }
         }
@@ -706,222 +970,193 @@ impl ConnTable {
     }
 
     /// Looks up a burst of client packets at once: `out[i]` gets `lookup_in(&keys[i])`.
-    /// The work is staged over up to 64 keys at a time (hashes and home buckets of every key, then the
-    /// control words of every candidate entry, then the checks), so the cache misses of
-    /// different packets overlap instead of following one another. Same results and the
-    /// same guarantees as [`lookup_in`](Self::lookup_in); no allocation.
+    /// The work is staged over up to 64 keys at a time (hashes and home buckets of every
+    /// key, then the control words of every candidate entry, then the checks), so the cache
+    /// misses of different packets overlap instead of following one another. Same results
+    /// and the same guarantees as [`lookup_in`](Self::lookup_in); no allocation.
     pub fn lookup_in_batch(&self, keys: &[ConnKeyIn], out: &mut [Option<ConnRef>]) {
         const B: usize = 64;
         let n = keys.len().min(out.len());
         let mut start = 0;
         while start < n {
             let m = (n - start).min(B);
-            let mut words = [([0u64; 2], [0u64; 2], 0u64, 0u64, 0u64); B];
-            let mut cand = [(u32::MAX, false); B];
-            let mut g1 = [0u64; B];
+            // (cv, want, pw, hash) of each IPv4 key; IPv6 keys take the slow path.
+            let mut words = [(0u64, 0u64, 0u64, 0u64); B];
+            let mut v6 = 0u64;
             for j in 0..m {
                 let k = &keys[start + j];
-                let (c, six) = addr_words(k.caddr);
-                let (v, _) = addr_words(k.vaddr);
-                let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
+                if k.caddr.is_ipv6() {
+                    v6 |= 1 << j;
+                    continue;
+                }
+                let want = proto_bits(Some(k.proto));
                 let pw = k.cport as u64 | (k.vport as u64) << 16;
-                let h = self.hash_in_words(want, c, v, k.cport, k.vport);
-                words[j] = (c, v, want, pw, h);
+                let cv = v4_bits(k.caddr) as u64 | (v4_bits(k.vaddr) as u64) << 32;
+                words[j] = (cv, want, pw, hash4(self.seed, cv, pw | want));
             }
             // Tight loops of independent loads: the misses of the whole burst overlap.
             let mut sink = 0u64;
             for w in &words[..m] {
-                sink ^= self.in_ix.touch(w.4);
+                sink ^= self.in_ix.touch(w.3) as u64;
             }
+            let mut cand = [(u32::MAX, false); B];
             for j in 0..m {
-                cand[j] = self.in_ix.home_candidate(words[j].4);
+                cand[j] = self.in_ix.home_candidate(words[j].3);
             }
+            let mut g1 = [0u64; B];
             for j in 0..m {
-                if let Some(e) = self.entries.get(cand[j].0 as usize) {
-                    g1[j] = e.ctl.load(Ordering::Acquire);
+                if let Some(e) = self.narrow.get(cand[j].0 as usize) {
+                    g1[j] = read_begin(&e.ctl);
                 }
             }
             let mut slow = [0usize; B];
             let mut nslow = 0;
             for j in 0..m {
-                let (c, v, want, pw, _) = words[j];
+                let (cv, want, pw, _) = words[j];
                 let (idx, more) = cand[j];
-                let hit = if idx != u32::MAX {
-                    self.read_in_with(idx, g1[j], want, c, v, pw)
-                } else {
-                    None
+                let hit = match self.narrow.get(idx as usize) {
+                    Some(e) => self.read_in4(idx, e, g1[j], want, cv, pw),
+                    None => None,
                 };
-                if hit.is_none() && (more || idx != u32::MAX) {
+                // A home candidate that does not verify, alone in a bucket nothing was pushed
+                // past, settles the miss: the key would have matched the same tag there.
+                if hit.is_none() && more && v6 >> j & 1 == 0 {
                     slow[nslow] = j;
                     nslow += 1;
                 }
                 out[start + j] = hit;
             }
-            // The few keys not settled by their home bucket: bring the next buckets in
-            // together, then probe as `lookup_in` does.
+            // The few keys not settled by their home bucket (several candidates, keys pushed
+            // past it): bring the next buckets in together, then probe as `lookup_in` does.
             for &j in &slow[..nslow] {
-                sink ^= self.in_ix.touch_next(words[j].4);
+                sink ^= self.in_ix.touch_next(words[j].3) as u64;
             }
             for &j in &slow[..nslow] {
-                let (c, v, want, pw, h) = words[j];
-                out[start + j] = self.in_ix.find(h, |i| self.read_in(i, want, c, v, pw));
+                out[start + j] = self.lookup_in(&keys[start + j]);
             }
             std::hint::black_box(sink);
+            if v6 != 0 {
+                self.lookup_in_batch6(&keys[start..start + m], v6, &mut out[start..start + m]);
+            }
             start += m;
         }
     }
 
-    #[inline]
-    fn read_in(&self, idx: u32, want: u64, c: [u64; 2], v: [u64; 2], pw: u64) -> Option<ConnRef> {
-        let e = self.entries.get(idx as usize)?;
-        let g1 = e.ctl.load(Ordering::Acquire);
-        self.read_in_with(idx, g1, want, c, v, pw)
-    }
-
-    /// The seqlock read of entry `idx`, whose control word `g1` was loaded (Acquire) first.
-    #[inline]
-    fn read_in_with(
-        &self,
-        idx: u32,
-        g1: u64,
-        want: u64,
-        c: [u64; 2],
-        v: [u64; 2],
-        pw: u64,
-    ) -> Option<ConnRef> {
-        let e = self.entries.get(idx as usize)?;
-        if !is_live(g1) || g1 & KEY_MASK != want {
-            return None;
+    /// The IPv6 keys of a burst (bit `j` of `which` set for key `j`), staged as
+    /// [`lookup_in_batch`](Self::lookup_in_batch) stages IPv4 ones: home buckets, then both
+    /// lines of every candidate entry, then the checks. Out of line so that IPv4 bursts do
+    /// not carry its code.
+    #[inline(never)]
+    fn lookup_in_batch6(&self, keys: &[ConnKeyIn], which: u64, out: &mut [Option<ConnRef>]) {
+        const B: usize = 64;
+        let mut hs = [0u64; B];
+        let mut sink = 0u64;
+        for (j, k) in keys.iter().enumerate().filter(|(j, _)| which >> j & 1 != 0) {
+            let want = proto_bits(Some(k.proto)) | AF6;
+            let pw = k.cport as u64 | (k.vport as u64) << 16;
+            hs[j] = self.hash_in_words(want, key_addr(k.caddr, true), key_addr(k.vaddr, true), pw);
+            sink ^= self.in_ix.touch(hs[j]) as u64;
         }
-        let ec = load2(&e.caddr);
-        let ev = load2(&e.vaddr);
-        let ports = e.ports.load(Ordering::Relaxed);
-        if ec != c || ev != v || ports & 0xffff_ffff != pw {
-            return None;
+        let mut cand = [(u32::MAX, false); B];
+        for j in (0..keys.len()).filter(|j| which >> j & 1 != 0) {
+            cand[j] = self.in_ix.home_candidate(hs[j]);
+            if let Some(w) = self.wide_slot(cand[j].0) {
+                sink ^= w.hdr.ctl.load(Ordering::Relaxed) ^ w.addrs.caddr[0].load(Ordering::Relaxed);
+            }
         }
-        let daddr = load2(&e.daddr);
-        let laddr = if method_of(g1) == ForwardMethod::FullNat {
-            load2(&e.laddr)
-        } else {
-            [0; 2]
-        };
-        fence(Ordering::Acquire);
-        let g2 = e.ctl.load(Ordering::Relaxed);
-        if gen_of(g2) != gen_of(g1) {
-            return None;
+        std::hint::black_box(sink);
+        for (j, k) in keys.iter().enumerate().filter(|(j, _)| which >> j & 1 != 0) {
+            let (idx, more) = cand[j];
+            let want = proto_bits(Some(k.proto)) | AF6;
+            let pw = k.cport as u64 | (k.vport as u64) << 16;
+            let (c, v) = (key_addr(k.caddr, true), key_addr(k.vaddr, true));
+            let hit = if idx == u32::MAX {
+                None
+            } else {
+                self.read_in(idx, want, c, v, pw)
+            };
+            out[j] = if hit.is_none() && more {
+                self.in_ix.find(hs[j], |i| self.read_in(i, want, c, v, pw))
+            } else {
+                hit
+            };
         }
-        Some(ConnRef {
-            idx,
-            gen_: gen_of(g1),
-            ctl: g1,
-            ports,
-            caddr: ec,
-            vaddr: ev,
-            daddr,
-            laddr,
-        })
     }
 
     /// Finds the connection of a real server's reply (NAT and FULLNAT entries only).
     #[inline]
     pub fn lookup_out(&self, k: &ConnKeyOut) -> Option<ConnRef> {
-        let (d, six) = addr_words(k.daddr);
-        let (a, _) = addr_words(k.addr);
+        let six = k.daddr.is_ipv6();
         let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
+        let d = key_addr(k.daddr, six);
+        let a = key_addr(k.addr, six);
         let h = self.hash_out_words(want, d, a, k.dport, k.port);
         self.out_ix.find(h, |idx| {
-            let e = self.entries.get(idx as usize)?;
-            let g1 = e.ctl.load(Ordering::Acquire);
+            let e = self.try_slot(idx)?;
+            let g1 = read_begin(&e.ctl);
             if !is_live(g1) || g1 & HAS_OUT == 0 || g1 & KEY_MASK != want {
                 return None;
             }
-            let ports = e.ports.load(Ordering::Relaxed);
-            let daddr = load2(&e.daddr);
-            let caddr = load2(&e.caddr);
-            let vaddr = load2(&e.vaddr);
-            let laddr = load2(&e.laddr);
-            let full = method_of(g1) == ForwardMethod::FullNat;
-            let (ra, rp) = if full {
-                (laddr, (ports >> 48) as u16)
+            let (ports, ea, _) = self.snapshot(idx, e, g1)?;
+            let (ra, rp) = if method_of(g1) == ForwardMethod::FullNat {
+                (ea.l, (ports >> 48) as u16)
             } else {
-                (caddr, ports as u16)
+                (ea.c, ports as u16)
             };
-            if daddr != d || (ports >> 32) as u16 != k.dport || ra != a || rp != k.port {
+            if ea.d != d || (ports >> 32) as u16 != k.dport || ra != a || rp != k.port {
                 return None;
             }
-            fence(Ordering::Acquire);
-            if gen_of(e.ctl.load(Ordering::Relaxed)) != gen_of(g1) {
-                return None;
-            }
-            Some(ConnRef {
-                idx,
-                gen_: gen_of(g1),
-                ctl: g1,
-                ports,
-                caddr,
-                vaddr,
-                daddr,
-                laddr: if full { laddr } else { [0; 2] },
-            })
+            Some(Self::conn_ref(idx, g1, ports, &ea))
         })
     }
 
     /// The destination state a connection is bound to (`None` if it died since lookup).
     pub fn dest_of(&self, c: &ConnRef) -> Option<Arc<DestState>> {
-        let e = &self.entries[c.idx as usize];
-        let d = e.dest.get();
-        (gen_of(e.ctl.load(Ordering::Acquire)) == c.gen_)
-            .then_some(d)
-            .flatten()
+        let e = self.try_slot(c.idx)?;
+        let d = self.dests.get(c.dest_id());
+        (gen_of(read_begin(&e.ctl)) == c.gen_).then_some(d).flatten()
     }
 
     // ---- slot management ----
-    fn pop_free(&self) -> Option<u32> {
-        let mut head = self.free.load(Ordering::Acquire);
-        loop {
-            let idx = head as u32;
-            if idx == NIL {
-                return None;
-            }
-            let next = self.entries[idx as usize].gc_next.load(Ordering::Relaxed);
-            let new = ((head >> 32).wrapping_add(1) << 32) | next as u64;
-            match self
-                .free
-                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return Some(idx),
-                Err(h) => head = h,
-            }
-        }
-    }
-
     fn push_free(&self, idx: u32) {
-        let e = &self.entries[idx as usize];
+        let e = self.slot(idx);
         e.link.store(L_FREE, Ordering::Relaxed);
-        let mut head = self.free.load(Ordering::Relaxed);
-        loop {
-            e.gc_next.store(head as u32, Ordering::Relaxed);
-            let new = ((head >> 32).wrapping_add(1) << 32) | idx as u64;
-            match self
-                .free
-                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(h) => head = h,
-            }
+        if (idx as usize) < self.narrow.len() {
+            self.free4.push(idx, &e.gc_next);
+        } else {
+            self.free6.push(idx, &e.gc_next);
         }
     }
 
-    fn push_stack(&self, stack: &AtomicU32, idx: u32) {
-        let e = &self.entries[idx as usize];
-        let mut head = stack.load(Ordering::Relaxed);
-        loop {
-            e.gc_next.store(head, Ordering::Relaxed);
-            match stack.compare_exchange_weak(head, idx, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(h) => head = h,
-            }
+    fn pop_free(&self, six: bool) -> Option<u32> {
+        if !six {
+            return self.free4.pop(|i| &self.narrow[i as usize].gc_next);
         }
+        if let Some(i) = self.free6.pop(|i| &self.slot(i).gc_next) {
+            return Some(i);
+        }
+        // A fresh IPv6 slot; its segment is allocated by the first slot that needs it.
+        let j = self
+            .wide_next
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.wide_cap).then_some(n + 1)
+            })
+            .ok()?;
+        let seg = &self.wide[j as usize >> SEG_BITS];
+        seg.get_or_init(|| {
+            (0..SEG)
+                .map(|_| WideSlot {
+                    hdr: Entry::new(NIL),
+                    addrs: Wide {
+                        caddr: Default::default(),
+                        vaddr: Default::default(),
+                        daddr: Default::default(),
+                        laddr: Default::default(),
+                    },
+                })
+                .collect()
+        });
+        Some(self.narrow.len() as u32 + j)
     }
 
     /// Reserves one unit of capacity, reclaiming a SYN_RECV entry if the table is full.
@@ -943,13 +1178,14 @@ impl ConnTable {
     /// and kills the first connection still in SYN_RECV (or SYNACK). Never touches
     /// established connections or templates.
     fn reclaim_synrecv(&self) -> bool {
-        let n = self.entries.len() as u64;
+        let n = self.slots_in_use() as u64;
         let start = self.reclaim_cursor.fetch_add(RECLAIM_SAMPLE, Ordering::Relaxed);
         for i in 0..RECLAIM_SAMPLE {
             // Scattered positions (golden-ratio stride) so that one cold region of the
             // arena cannot hide every candidate.
             let idx = ((start.wrapping_add(i) as u64).wrapping_mul(0x9e37_79b9) % n) as u32;
-            let ctl = self.entries[idx as usize].ctl.load(Ordering::Acquire);
+            let Some(e) = self.try_slot(idx) else { continue };
+            let ctl = e.ctl.load(Ordering::Acquire);
             if is_live(ctl)
                 && ctl & TEMPLATE == 0
                 && matches!(state_of(ctl), ConnState::SynRecv | ConnState::SynAck)
@@ -963,10 +1199,10 @@ impl ConnTable {
         false
     }
 
-    /// Takes a free slot for writing; undoes the reservation on failure.
-    fn alloc(&self) -> Result<u32, TableFull> {
+    /// Takes a free slot of the family for writing; undoes the reservation on failure.
+    fn alloc(&self, six: bool) -> Result<u32, TableFull> {
         self.reserve()?;
-        let mut slot = self.pop_free();
+        let mut slot = self.pop_free(six);
         if slot.is_none() {
             // Every spare slot is dead but not yet recycled: the housekeeper is late. Recycle
             // now if nobody else is housekeeping (work bounded by the dead entries, no scan).
@@ -976,7 +1212,7 @@ impl ConnTable {
                 let now_ms = w.next_tick * TICK_MS;
                 self.drain_lists(&mut w, now_ms);
             }
-            slot = self.pop_free();
+            slot = self.pop_free(six);
         }
         match slot {
             Some(i) => Ok(i),
@@ -988,11 +1224,18 @@ impl ConnTable {
         }
     }
 
+    /// Gives back a slot taken by [`alloc`](Self::alloc) that was never published.
+    fn unalloc(&self, idx: u32) {
+        self.push_free(idx);
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Kills entry `idx` of generation `gen_` (one winner) and tears it down: unlinks it from
     /// both indexes, releases its destination counter and its template. Returns false if
     /// it was already dead or recycled. The slot itself is recycled by the housekeeper.
     fn kill(&self, idx: u32, gen_: u32, now: Option<Time>) -> bool {
-        let e = &self.entries[idx as usize];
+        let e = self.slot(idx);
         let mut cur = e.ctl.load(Ordering::Acquire);
         let killed = loop {
             if gen_of(cur) != gen_ || !is_live(cur) {
@@ -1003,41 +1246,38 @@ impl ConnTable {
                 cur = e.ctl.load(Ordering::Acquire);
                 continue;
             }
-            match e.ctl.compare_exchange_weak(
-                cur,
-                cur.wrapping_add(GEN_ONE),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match retire(&e.ctl, cur) {
                 Ok(_) => break cur,
                 Err(c) => cur = c,
             }
         };
-        self.in_ix.remove(self.entry_hash_in(e, killed), idx);
+        // The slot is ours until handed back: its fields are stable.
+        let a = self.load_addrs(idx, e, killed);
+        let ports = e.ports.load(Ordering::Relaxed);
+        self.in_ix
+            .remove(self.hash_in_words(killed, a.c, a.v, ports), idx);
         if killed & HAS_OUT != 0 {
-            self.out_ix.remove(self.entry_hash_out(e, killed), idx);
+            self.out_ix.remove(self.entry_hash_out(killed, &a, ports), idx);
         }
-        if let Some(d) = e.dest.take() {
-            d.unbind(class_of(killed));
-        }
-        if killed & TEMPLATE == 0
-            && method_of(killed) == ForwardMethod::FullNat
-            && let Some(release) = self.on_local_release.get()
-        {
-            let lport = (e.ports.load(Ordering::Relaxed) >> 48) as u16;
-            release(SocketAddr::new(
-                words_addr(load2(&e.laddr), killed & AF6 != 0),
-                lport,
-            ));
-        }
-        if killed & TEMPLATE == 0 {
-            let aux = e.aux.swap(0, Ordering::AcqRel);
+        let aux = e.aux.load(Ordering::Relaxed);
+        let class = class_of(killed);
+        if killed & TEMPLATE != 0 {
+            self.dests.release(aux, |d| d.unbind(class));
+            self.stats.templates.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.dests
+                .release((killed & NCTL_MASK) as u32, |d| d.unbind(class));
+            if method_of(killed) == ForwardMethod::FullNat
+                && let Some(release) = self.on_local_release.get()
+            {
+                release(SocketAddr::new(
+                    words_addr(a.l, killed & AF6 != 0),
+                    (ports >> 48) as u16,
+                ));
+            }
             if aux != 0 {
                 self.release_template(aux, now);
             }
-            self.stats.conns.fetch_sub(1, Ordering::Relaxed);
-        } else {
-            self.stats.templates.fetch_sub(1, Ordering::Relaxed);
         }
         self.live.fetch_sub(1, Ordering::AcqRel);
         true
@@ -1045,27 +1285,34 @@ impl ConnTable {
 
     /// After a kill outside the housekeeper: hands the slot to the housekeeper.
     fn handoff(&self, idx: u32) {
-        if self.entries[idx as usize].link.swap(L_GRAVE, Ordering::AcqRel) == L_WHEEL {
-            self.push_stack(&self.graveyard, idx);
+        let e = self.slot(idx);
+        if e.link.swap(L_GRAVE, Ordering::AcqRel) == L_WHEEL {
+            self.graveyard.push(idx, &e.gc_next);
         }
     }
 
-    fn release_template(&self, aux: u64, now: Option<Time>) {
-        let t = &self.entries[(aux as u32 - 1) as usize];
+    #[inline]
+    fn template_timeout(e: &Entry) -> u64 {
+        e.dl.load(Ordering::Relaxed) >> 32
+    }
+
+    fn release_template(&self, aux: u32, now: Option<Time>) {
+        let t = self.slot(aux - 1);
         // The template slot is pinned while its count is non-zero, so it is still ours until
         // the decrement below; the last connection extends its life by its timeout first.
         if let Some(now) = now
             && t.ctl.load(Ordering::Acquire) & NCTL_MASK == 1
         {
-            let to = t.laddr[0].load(Ordering::Relaxed);
+            let to = Self::template_timeout(t);
             t.deadline.fetch_max(now.as_millis() + to, Ordering::Relaxed);
         }
         t.ctl.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Pins template `t` for a new connection: +1 on its count if still live.
-    fn acquire_template(&self, t: &TemplateRef, now: Time) -> u64 {
-        let e = &self.entries[t.idx as usize];
+    /// Pins template `t` for a new connection: +1 on its count if still live. Returns the
+    /// `aux` value linking a connection to it (0 if it died).
+    fn acquire_template(&self, t: &TemplateRef, now: Time) -> u32 {
+        let e = self.slot(t.idx);
         let mut cur = e.ctl.load(Ordering::Acquire);
         loop {
             if gen_of(cur) != t.gen_ || cur & NCTL_MASK == NCTL_MASK {
@@ -1079,9 +1326,9 @@ impl ConnTable {
                 Err(c) => cur = c,
             }
         }
-        let to = e.laddr[0].load(Ordering::Relaxed);
+        let to = Self::template_timeout(e);
         e.deadline.fetch_max(now.as_millis() + to, Ordering::Relaxed);
-        (t.gen_ as u64) << 32 | (t.idx as u64 + 1)
+        t.idx + 1
     }
 
     // ---- insert ----
@@ -1093,60 +1340,67 @@ impl ConnTable {
     /// entry survives and it is the one returned to both. Refused with [`TableFull`] (and
     /// counted) when the table is full and no SYN_RECV entry could be reclaimed.
     pub fn insert(&self, nc: NewConn<'_>, now: Time) -> Result<ConnRef, TableFull> {
+        let six = nc.key.caddr.is_ipv6();
+        let (l, lport) = match (nc.method, nc.local) {
+            (ForwardMethod::FullNat, Some(sa)) => (key_addr(sa.ip(), six), sa.port()),
+            _ => ([0; 2], 0),
+        };
+        let a = Addrs {
+            c: key_addr(nc.key.caddr, six),
+            v: key_addr(nc.key.vaddr, six),
+            d: key_addr(nc.dest_addr.ip(), six),
+            l,
+        };
+        let state = match nc.key.proto {
+            Protocol::Tcp => ConnState::None,
+            Protocol::Udp => ConnState::Udp,
+            Protocol::Sctp => ConnState::Established,
+        };
+        let ports = nc.key.cport as u64
+            | (nc.key.vport as u64) << 16
+            | (nc.dest_addr.port() as u64) << 32
+            | (lport as u64) << 48;
+        let has_out = matches!(nc.method, ForwardMethod::Masq | ForwardMethod::FullNat);
+        let nooutput = matches!(nc.method, ForwardMethod::DirectRoute | ForwardMethod::Tunnel);
+        let fields = ((state as u64) << STATE_SHIFT)
+            | method_bits(nc.method)
+            | if six { AF6 } else { 0 }
+            | proto_bits(Some(nc.key.proto))
+            | if nooutput { NOOUTPUT } else { 0 }
+            | if has_out { HAS_OUT } else { 0 }
+            // A connection's low bits (a template's count of connections) carry the
+            // destination's id: the packet path finds its counters through it.
+            | (nc.dest.id() as u64 & NCTL_MASK);
+        let want = fields & KEY_MASK;
+        let pw = ports & 0xffff_ffff;
+        let hin = self.hash_in_words(fields, a.c, a.v, ports);
+        let hout = has_out.then(|| self.entry_hash_out(fields, &a, ports));
+        let deadline = now.as_millis() + self.timeouts.millis(state);
         loop {
-            let idx = self.alloc()?;
-            let e = &self.entries[idx as usize];
-            let old = e.ctl.load(Ordering::Relaxed);
-            debug_assert!(!is_live(old));
-            fence(Ordering::Release);
-            let (c, six) = addr_words(nc.key.caddr);
-            let (v, _) = addr_words(nc.key.vaddr);
-            let (d, _) = addr_words(nc.dest_addr.ip());
-            let (l, lport) = match (nc.method, nc.local) {
-                (ForwardMethod::FullNat, Some(sa)) => (addr_words(sa.ip()).0, sa.port()),
-                _ => ([0; 2], 0),
-            };
-            let state = match nc.key.proto {
-                Protocol::Tcp => ConnState::None,
-                Protocol::Udp => ConnState::Udp,
-                Protocol::Sctp => ConnState::Established,
-            };
-            store2(&e.caddr, c);
-            store2(&e.vaddr, v);
-            store2(&e.daddr, d);
-            store2(&e.laddr, l);
-            let ports = nc.key.cport as u64
-                | (nc.key.vport as u64) << 16
-                | (nc.dest_addr.port() as u64) << 32
-                | (lport as u64) << 48;
+            let idx = self.alloc(six)?;
+            let e = self.slot(idx);
+            let old = begin_write(&e.ctl);
+            self.store_addrs(idx, e, six, &a, None);
             e.ports.store(ports, Ordering::Relaxed);
-            e.deadline
-                .store(now.as_millis() + self.timeouts.millis(state), Ordering::Relaxed);
+            e.deadline.store(deadline, Ordering::Relaxed);
             let aux = nc.template.map_or(0, |t| self.acquire_template(&t, now));
             e.aux.store(aux, Ordering::Relaxed);
             e.link.store(L_PENDING, Ordering::Relaxed);
-            let has_out = matches!(nc.method, ForwardMethod::Masq | ForwardMethod::FullNat);
-            let nooutput = matches!(nc.method, ForwardMethod::DirectRoute | ForwardMethod::Tunnel);
-            let ctl = (old & !(u64::MAX >> (64 - GEN_SHIFT))).wrapping_add(GEN_ONE)
-                | ((state as u64) << STATE_SHIFT)
-                | method_bits(nc.method)
-                | if six { AF6 } else { 0 }
-                | proto_bits(Some(nc.key.proto))
-                | if nooutput { NOOUTPUT } else { 0 }
-                | if has_out { HAS_OUT } else { 0 }
-                // A connection's low bits (a template's count of connections) carry the
-                // destination's id, so the packet path can find its counters without a lock.
-                | (nc.dest.id() as u64 & NCTL_MASK);
+            if self.dests.acquire(nc.dest).is_err() {
+                if aux != 0 {
+                    self.release_template(aux, Some(now));
+                }
+                self.unalloc(idx);
+                return Err(TableFull);
+            }
+            let ctl = next_live(old, fields);
             nc.dest.bind(class_of(ctl));
-            e.dest.set(Arc::clone(nc.dest));
-            self.stats.conns.fetch_add(1, Ordering::Relaxed);
-            // Publish: generation becomes even (live).
-            e.ctl.store(ctl, Ordering::Release);
+            // Publish: the generation becomes even (live).
+            publish(&e.ctl, ctl);
             let gen_ = gen_of(ctl);
-            let hin = self.hash_in_words(ctl, c, v, nc.key.cport, nc.key.vport);
             let ok_in = self.in_ix.insert(hin, idx);
-            let ok_out = !has_out || self.out_ix.insert(self.entry_hash_out(e, ctl), idx);
-            self.push_stack(&self.pending, idx);
+            let ok_out = hout.is_none_or(|h| self.out_ix.insert(h, idx));
+            self.pending.push(idx, &e.gc_next);
             if !(ok_in && ok_out) {
                 // Cannot happen while the capacity bound holds; fail safe.
                 if self.kill(idx, gen_, Some(now)) {
@@ -1157,17 +1411,34 @@ impl ConnTable {
             }
             self.stats.inserted.fetch_add(1, Ordering::Relaxed);
             // Duplicate race: the lowest slot number wins; whoever sees a pair kills the other one.
-            let want = ctl & KEY_MASK;
-            let pw = ports & 0xffff_ffff;
             let dup = self.in_ix.find(hin, |j| {
                 if j != idx {
-                    self.read_in(j, want, c, v, pw)
+                    self.read_in(j, want, a.c, a.v, pw)
                 } else {
                     None
                 }
             });
             match dup {
-                None => {}
+                None => {
+                    let mine = ConnRef {
+                        idx,
+                        gen_,
+                        ctl,
+                        ports,
+                        caddr: a.c,
+                        vaddr: a.v,
+                        daddr: a.d,
+                        laddr: if nc.method == ForwardMethod::FullNat {
+                            a.l
+                        } else {
+                            [0; 2]
+                        },
+                    };
+                    // Still ours unless a concurrent duplicate resolution killed it.
+                    if gen_of(e.ctl.load(Ordering::Acquire)) == gen_ {
+                        return Ok(mine);
+                    }
+                }
                 Some(other) if other.idx > idx && self.kill(other.idx, other.gen_, Some(now)) => {
                     self.handoff(other.idx);
                     self.stats.removed.fetch_add(1, Ordering::Relaxed);
@@ -1181,7 +1452,7 @@ impl ConnTable {
                     return Ok(other);
                 }
             }
-            match self.read_in(idx, want, c, v, pw) {
+            match self.read_in(idx, want, a.c, a.v, pw) {
                 Some(r) => return Ok(r),
                 // Killed by a concurrent duplicate resolution: return the survivor.
                 None => {
@@ -1200,7 +1471,7 @@ impl ConnTable {
     /// timeout). Returns the new state, or `None` if the connection died since lookup.
     #[inline]
     pub fn on_packet(&self, c: &ConnRef, dir: Direction, flags: TcpFlags, now: Time) -> Option<ConnState> {
-        let e = self.entries.get(c.idx as usize)?;
+        let e = self.try_slot(c.idx)?;
         let mut cur = e.ctl.load(Ordering::Acquire);
         let new_state = loop {
             if gen_of(cur) != c.gen_ {
@@ -1241,14 +1512,15 @@ impl ConnTable {
             {
                 Ok(_) => {
                     if reclass {
-                        if let Some(d) = e.dest.get() {
-                            let (from, to) = if ns.is_active() {
-                                (ConnClass::Inactive, ConnClass::Active)
-                            } else {
-                                (ConnClass::Active, ConnClass::Inactive)
-                            };
-                            d.reclassify(from, to);
-                        }
+                        let (from, to) = if ns.is_active() {
+                            (ConnClass::Inactive, ConnClass::Active)
+                        } else {
+                            (ConnClass::Active, ConnClass::Inactive)
+                        };
+                        // The entry holds its destination's registration until it dies,
+                        // and it cannot die while BUSY.
+                        self.dests
+                            .with((cur & NCTL_MASK) as u32, |d| d.reclassify(from, to));
                         e.ctl.fetch_and(!BUSY, Ordering::AcqRel);
                     }
                     break ns;
@@ -1263,17 +1535,7 @@ impl ConnTable {
             // A shorter timeout (e.g. ESTABLISHED → CLOSE) needs an earlier wheel slot; the
             // usual case, a later deadline, is left for the wheel to notice.
             if deadline < old && e.resched.swap(1, Ordering::AcqRel) == 0 {
-                let mut head = self.resched.load(Ordering::Relaxed);
-                loop {
-                    e.resched_next.store(head, Ordering::Relaxed);
-                    match self
-                        .resched
-                        .compare_exchange_weak(head, c.idx, Ordering::AcqRel, Ordering::Relaxed)
-                    {
-                        Ok(_) => break,
-                        Err(h) => head = h,
-                    }
-                }
+                self.resched.push(c.idx, &e.resched_next);
             }
         }
         Some(new_state)
@@ -1294,11 +1556,12 @@ impl ConnTable {
     // ---- templates ----
     /// Finds the persistence template of `k`.
     pub fn lookup_template(&self, k: &TemplateKey) -> Option<TemplateRef> {
-        let (c, six) = addr_words(k.caddr);
-        let (v, _) = addr_words(k.vaddr);
+        let six = k.caddr.is_ipv6();
+        let c = key_addr(k.caddr, six);
+        let v = key_addr(k.vaddr, six);
         let want = TEMPLATE | proto_bits(k.proto) | if six { AF6 } else { 0 };
         let pw = (k.vport as u64) << 16;
-        let h = self.hash_in_words(want, c, v, 0, k.vport);
+        let h = self.hash_in_words(want, c, v, pw);
         self.in_ix.find(h, |idx| {
             let r = self.read_in(idx, want, c, v, pw)?;
             Some(TemplateRef {
@@ -1322,35 +1585,36 @@ impl ConnTable {
         timeout: Duration,
         now: Time,
     ) -> Result<TemplateRef, TableFull> {
-        let idx = self.alloc()?;
-        let e = &self.entries[idx as usize];
-        let old = e.ctl.load(Ordering::Relaxed);
-        fence(Ordering::Release);
-        let (c, six) = addr_words(k.caddr);
-        let (v, _) = addr_words(k.vaddr);
-        let (d, _) = addr_words(dest_addr.ip());
-        let to = timeout.as_millis() as u64;
-        store2(&e.caddr, c);
-        store2(&e.vaddr, v);
-        store2(&e.daddr, d);
-        store2(&e.laddr, [to, 0]);
+        let six = k.caddr.is_ipv6();
+        let a = Addrs {
+            c: key_addr(k.caddr, six),
+            v: key_addr(k.vaddr, six),
+            d: key_addr(dest_addr.ip(), six),
+            l: [0; 2],
+        };
+        // Kept in 32 bits of milliseconds (49 days), as the kernel keeps it in jiffies.
+        let to = timeout.as_millis().min(u32::MAX as u128) as u32;
+        let idx = self.alloc(six)?;
+        let e = self.slot(idx);
+        let old = begin_write(&e.ctl);
+        self.store_addrs(idx, e, six, &a, Some(to));
         let ports = (k.vport as u64) << 16 | (dest_addr.port() as u64) << 32;
         e.ports.store(ports, Ordering::Relaxed);
-        e.deadline.store(now.as_millis() + to, Ordering::Relaxed);
-        e.aux.store(0, Ordering::Relaxed);
+        e.deadline.store(now.as_millis() + to as u64, Ordering::Relaxed);
+        e.aux.store(dest.id(), Ordering::Relaxed);
         e.link.store(L_PENDING, Ordering::Relaxed);
-        let ctl = (old & !(u64::MAX >> (64 - GEN_SHIFT))).wrapping_add(GEN_ONE)
-            | TEMPLATE
-            | if six { AF6 } else { 0 }
-            | proto_bits(k.proto);
+        if self.dests.acquire(dest).is_err() {
+            self.unalloc(idx);
+            return Err(TableFull);
+        }
+        let ctl = next_live(old, TEMPLATE | if six { AF6 } else { 0 } | proto_bits(k.proto));
         dest.bind(ConnClass::Template);
-        e.dest.set(Arc::clone(dest));
         self.stats.templates.fetch_add(1, Ordering::Relaxed);
-        e.ctl.store(ctl, Ordering::Release);
+        publish(&e.ctl, ctl);
         let gen_ = gen_of(ctl);
-        let h = self.hash_in_words(ctl, c, v, 0, k.vport);
+        let h = self.hash_in_words(ctl, a.c, a.v, ports);
         let ok = self.in_ix.insert(h, idx);
-        self.push_stack(&self.pending, idx);
+        self.pending.push(idx, &e.gc_next);
         if !ok {
             if self.kill(idx, gen_, None) {
                 self.handoff(idx);
@@ -1363,13 +1627,13 @@ impl ConnTable {
             idx,
             gen_,
             six,
-            daddr: d,
+            daddr: a.d,
             dport: dest_addr.port(),
         };
         let want = ctl & KEY_MASK;
         let dup = self.in_ix.find(h, |j| {
             if j != idx {
-                self.read_in(j, want, c, v, ports & 0xffff_ffff)
+                self.read_in(j, want, a.c, a.v, ports & 0xffff_ffff)
             } else {
                 None
             }
@@ -1401,16 +1665,19 @@ impl ConnTable {
 
     /// The destination state a template points at (`None` if the template died).
     pub fn template_dest(&self, t: &TemplateRef) -> Option<Arc<DestState>> {
-        let e = &self.entries[t.idx as usize];
-        let d = e.dest.get();
-        (gen_of(e.ctl.load(Ordering::Acquire)) == t.gen_)
-            .then_some(d)
-            .flatten()
+        let e = self.try_slot(t.idx)?;
+        let g1 = read_begin(&e.ctl);
+        let id = e.aux.load(Ordering::Relaxed);
+        if gen_of(g1) != t.gen_ || !read_end(&e.ctl, g1) {
+            return None;
+        }
+        self.dests.get(id)
     }
 
     /// Connections currently controlled by (pinning) a template.
     pub fn template_conns(&self, t: &TemplateRef) -> u32 {
-        (self.entries[t.idx as usize].ctl.load(Ordering::Acquire) & NCTL_MASK) as u32
+        self.try_slot(t.idx)
+            .map_or(0, |e| (e.ctl.load(Ordering::Acquire) & NCTL_MASK) as u32)
     }
 
     /// The kernel's `ip_vs_check_template`: a template is usable while its destination is
@@ -1449,15 +1716,15 @@ impl ConnTable {
         }
         self.drain_lists(&mut w, now_ms);
         // Entries whose deadline moved earlier: file them again.
-        let mut i = self.resched.swap(NIL, Ordering::AcqRel);
+        let mut i = self.resched.take_all();
         while i != NIL {
-            let e = &self.entries[i as usize];
+            let e = self.slot(i);
             let next = e.resched_next.load(Ordering::Relaxed);
             e.resched.store(0, Ordering::Release);
-            if e.link.load(Ordering::Acquire) == L_WHEEL && w.is_linked(i) {
-                w.unlink(i);
+            if e.link.load(Ordering::Acquire) == L_WHEEL && w.is_linked(self, i) {
+                w.unlink(self, i);
                 let tick = w.next_tick;
-                w.link(i, e.deadline.load(Ordering::Relaxed), tick);
+                w.link(self, i, e.deadline.load(Ordering::Relaxed), tick);
             }
             i = next;
         }
@@ -1466,7 +1733,7 @@ impl ConnTable {
         let mut budget = budget;
         while budget > 0 && (w.next_tick + 1) * TICK_MS <= now_ms {
             let tick = w.next_tick;
-            let Some(idx) = w.pop(tick) else {
+            let Some(idx) = w.pop(self, tick) else {
                 w.next_tick += 1;
                 continue;
             };
@@ -1476,32 +1743,33 @@ impl ConnTable {
             }
         }
         self.stats.expired.fetch_add(expired as u64, Ordering::Relaxed);
+        self.dests.sweep();
         expired
     }
 
     /// Files newly inserted entries in the wheel and recycles killed ones.
     fn drain_lists(&self, w: &mut Wheel, now_ms: u64) {
         // New entries into the wheel.
-        let mut i = self.pending.swap(NIL, Ordering::AcqRel);
+        let mut i = self.pending.take_all();
         while i != NIL {
-            let e = &self.entries[i as usize];
+            let e = self.slot(i);
             let next = e.gc_next.load(Ordering::Relaxed);
             if e.link
                 .compare_exchange(L_PENDING, L_WHEEL, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
                 let tick = w.next_tick;
-                w.link(i, e.deadline.load(Ordering::Relaxed), tick);
+                w.link(self, i, e.deadline.load(Ordering::Relaxed), tick);
             } else {
                 self.reclaim_slot(w, i, now_ms);
             }
             i = next;
         }
         // Killed entries out of the wheel.
-        let mut i = self.graveyard.swap(NIL, Ordering::AcqRel);
+        let mut i = self.graveyard.take_all();
         while i != NIL {
-            let next = self.entries[i as usize].gc_next.load(Ordering::Relaxed);
-            w.unlink(i);
+            let next = self.slot(i).gc_next.load(Ordering::Relaxed);
+            w.unlink(self, i);
             self.reclaim_slot(w, i, now_ms);
             i = next;
         }
@@ -1509,7 +1777,7 @@ impl ConnTable {
 
     /// An entry just popped from the wheel slot of `tick`.
     fn visit(&self, w: &mut Wheel, idx: u32, now_ms: u64, tick: u64) -> bool {
-        let e = &self.entries[idx as usize];
+        let e = self.slot(idx);
         match e.link.load(Ordering::Acquire) {
             L_ZOMBIE => {
                 self.reclaim_slot(w, idx, now_ms);
@@ -1525,14 +1793,14 @@ impl ConnTable {
         }
         let deadline = e.deadline.load(Ordering::Relaxed);
         if deadline > now_ms {
-            w.link(idx, deadline, tick + 1);
+            w.link(self, idx, deadline, tick + 1);
             return false;
         }
         if ctl & TEMPLATE != 0 && ctl & NCTL_MASK != 0 {
             // Still controls connections: the kernel re-arms the template's timer.
-            let d = now_ms + e.laddr[0].load(Ordering::Relaxed).max(TICK_MS);
+            let d = now_ms + Self::template_timeout(e).max(TICK_MS);
             e.deadline.store(d, Ordering::Relaxed);
-            w.link(idx, d, tick + 1);
+            w.link(self, idx, d, tick + 1);
             return false;
         }
         if self.kill(idx, gen_of(ctl), Some(Time::from_millis(now_ms))) {
@@ -1545,12 +1813,13 @@ impl ConnTable {
 
     /// Frees a dead, unfiled slot, unless it is a template still pinned by connections.
     fn reclaim_slot(&self, w: &mut Wheel, idx: u32, now_ms: u64) {
-        let e = &self.entries[idx as usize];
+        let e = self.slot(idx);
         let ctl = e.ctl.load(Ordering::Acquire);
         if ctl & TEMPLATE != 0 && ctl & NCTL_MASK != 0 {
             e.link.store(L_ZOMBIE, Ordering::Release);
             let t = now_ms / TICK_MS + 1;
-            w.link(idx, now_ms + ZOMBIE_RECHECK_MS, t.max(w.next_tick + 1));
+            let min = t.max(w.next_tick + 1);
+            w.link(self, idx, now_ms + ZOMBIE_RECHECK_MS, min);
             return;
         }
         self.push_free(idx);
@@ -1561,21 +1830,10 @@ impl ConnTable {
     /// `ipvsadm -L -n -c` and `--persistent-conn`. Walks the whole arena: a control-plane
     /// call, never per packet.
     pub fn iter(&self, now: Time) -> impl Iterator<Item = ConnInfo> + '_ {
-        self.entries.iter().filter_map(move |e| {
-            let g1 = e.ctl.load(Ordering::Acquire);
-            if !is_live(g1) {
-                return None;
-            }
-            let c = load2(&e.caddr);
-            let v = load2(&e.vaddr);
-            let d = load2(&e.daddr);
-            let l = load2(&e.laddr);
-            let p = e.ports.load(Ordering::Relaxed);
-            let deadline = e.deadline.load(Ordering::Relaxed);
-            fence(Ordering::Acquire);
-            if gen_of(e.ctl.load(Ordering::Relaxed)) != gen_of(g1) {
-                return None;
-            }
+        (0..self.slots_in_use()).filter_map(move |idx| {
+            let e = self.try_slot(idx)?;
+            let g1 = read_begin(&e.ctl);
+            let (p, a, deadline) = self.snapshot(idx, e, g1)?;
             let six = g1 & AF6 != 0;
             let template = g1 & TEMPLATE != 0;
             let method = method_of(g1);
@@ -1583,11 +1841,11 @@ impl ConnTable {
                 proto: proto_of(g1),
                 template,
                 state: if template { ConnState::None } else { state_of(g1) },
-                client: SocketAddr::new(words_addr(c, six), p as u16),
-                virt: SocketAddr::new(words_addr(v, six), (p >> 16) as u16),
-                dest: SocketAddr::new(words_addr(d, six), (p >> 32) as u16),
+                client: SocketAddr::new(words_addr(a.c, six), p as u16),
+                virt: SocketAddr::new(words_addr(a.v, six), (p >> 16) as u16),
+                dest: SocketAddr::new(words_addr(a.d, six), (p >> 32) as u16),
                 local: (!template && method == ForwardMethod::FullNat)
-                    .then(|| SocketAddr::new(words_addr(l, six), (p >> 48) as u16)),
+                    .then(|| SocketAddr::new(words_addr(a.l, six), (p >> 48) as u16)),
                 method,
                 expires: Duration::from_millis(deadline.saturating_sub(now.as_millis())),
                 controlled: if template { (g1 & NCTL_MASK) as u32 } else { 0 },
