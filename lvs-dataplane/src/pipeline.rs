@@ -151,6 +151,40 @@ enum Scheduled {
     OnePacket(Target, u32),
 }
 
+/// The unused ends of a [`Target`] built for one direction only.
+const UNUSED_END: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+
+impl Target {
+    /// What [`Worker::forward_in`] reads of connection `c` (method, destination, FULLNAT
+    /// local end and client); `virt` is left [`UNUSED_END`]. Copying only these out of the
+    /// entry saves decoding the other addresses on every packet.
+    #[inline]
+    fn inbound(c: &ConnRef) -> Target {
+        let method = c.method();
+        let full = method == ForwardMethod::FullNat;
+        Target {
+            method,
+            client: if full { c.client() } else { UNUSED_END },
+            virt: UNUSED_END,
+            dest: c.dest_addr(),
+            local: if full { c.local() } else { None },
+        }
+    }
+
+    /// What the reply path reads of connection `c` (method, client, virtual end); `dest`
+    /// and `local` are left unused.
+    #[inline]
+    fn outbound(c: &ConnRef) -> Target {
+        Target {
+            method: c.method(),
+            client: c.client(),
+            virt: c.virt(),
+            dest: UNUSED_END,
+            local: None,
+        }
+    }
+}
+
 impl From<&ConnRef> for Target {
     fn from(c: &ConnRef) -> Target {
         Target {
@@ -227,7 +261,8 @@ impl Pipeline {
             p: self.clone(),
             caches,
             snap,
-            neigh_cache: Default::default(),
+            neigh_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
+            hop_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             learned: std::cell::Cell::new(false),
             drops: Arc::new(DropCounters::default()),
             stats: Arc::new(WorkerStats::default()),
@@ -290,7 +325,7 @@ fn refresh<T>(slot: &mut Arc<T>, cur: &Arc<T>) -> bool {
 }
 
 /// Slots of a worker's next-hop MAC cache (in front of the neighbour map's hash lookup).
-const NEIGH_CACHE: usize = 16;
+const NEIGH_CACHE: usize = 64;
 
 #[inline]
 fn neigh_slot(ip: IpAddr) -> usize {
@@ -301,7 +336,16 @@ fn neigh_slot(ip: IpAddr) -> usize {
             v as u64 ^ (v >> 64) as u64
         }
     };
-    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize % NEIGH_CACHE
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % NEIGH_CACHE
+}
+
+/// A cached next hop: frames to `to` leave on `iface` from `src` to `dst`.
+#[derive(Debug, Clone, Copy)]
+struct HopEntry {
+    to: IpAddr,
+    iface: u16,
+    dst: MacAddr,
+    src: MacAddr,
 }
 
 /// Where the IP header of an IPv4/IPv6 frame starts, and whether it is IPv6.
@@ -315,9 +359,21 @@ fn ip_offset(frame: &[u8]) -> Option<(usize, bool)> {
     }
 }
 
-/// An IP frame's parsed headers and, for TCP/UDP/SCTP, whether it is to a VIP (the first
-/// stage of [`Worker::process_burst`]).
-type Parsed = (Result<IpInfo, DropReason>, Option<bool>);
+/// What the first stage of [`Worker::process_burst`] learned of a TCP/UDP/SCTP frame.
+#[derive(Debug, Clone, Copy)]
+enum Hint {
+    /// Nothing (not parsed, or another protocol).
+    None,
+    /// Not to a VIP.
+    NotVip,
+    /// To a VIP.
+    Vip,
+}
+
+/// A frame of a burst: its parsed headers (`None`: not IPv4/IPv6) and its [`Hint`].
+type Parsed = (Option<Result<IpInfo, DropReason>>, Hint);
+
+const NOT_IP: Parsed = (None, Hint::None);
 
 const NO_KEY_IN: ConnKeyIn = ConnKeyIn {
     proto: Protocol::Tcp,
@@ -343,6 +399,9 @@ pub struct Worker {
     snap: Snap,
     /// Next-hop MACs recently found in `snap.neigh` (cleared when it changes).
     neigh_cache: [std::cell::Cell<Option<(IpAddr, MacAddr)>>; NEIGH_CACHE],
+    /// Whole next hops (interface, MACs) of on-link destinations such as real servers, by
+    /// destination address (cleared when the routes or the neighbour map change).
+    hop_cache: [std::cell::Cell<Option<HopEntry>>; NEIGH_CACHE],
     /// A frame of this burst taught the neighbour table something (refresh before the next).
     learned: std::cell::Cell<bool>,
     /// Drops by reason.
@@ -388,8 +447,9 @@ impl Worker {
 
     /// Processes a receive burst: `verdicts[i]` gets what [`process`](Self::process) would
     /// return for `frames[i]` and each frame is rewritten the same way, in order. First the
-    /// headers of up to 32 frames are parsed and the connection-table lines their lookups
-    /// will read are brought into cache together ([`ConnTable::prefetch_in`] and
+    /// headers of up to 32 frames are parsed (the common case, IPv4 TCP/UDP without options,
+    /// in a few fixed-offset loads) and the connection-table lines their lookups will read
+    /// are brought into cache together ([`ConnTable::prefetch_in`] and
     /// [`ConnTable::prefetch_out`]), so the burst pays its cache and TLB misses in parallel
     /// rather than one packet after another; then each frame is processed from its parsed
     /// headers. No allocation. Only `min(frames.len(), verdicts.len())` frames are processed.
@@ -405,23 +465,27 @@ impl Worker {
         while start < n {
             let m = (n - start).min(PREFETCH_BURST);
             self.refresh_snap();
-            let mut parsed: [Option<Parsed>; PREFETCH_BURST] = [None; PREFETCH_BURST];
+            let mut parsed = [NOT_IP; PREFETCH_BURST];
             let mut kin = [NO_KEY_IN; PREFETCH_BURST];
             let mut kout = [NO_KEY_OUT; PREFETCH_BURST];
             let (mut nin, mut nout) = (0, 0);
             for (slot, fb) in parsed.iter_mut().zip(&frames[start..start + m]) {
-                let Some((off, v6)) = ip_offset(fb.frame()) else {
-                    continue;
+                // The common case in a few fixed-offset loads, else the general parser.
+                let r = match xlate::parse_fast_v4(fb.frame()) {
+                    Some(ip) => Ok(ip),
+                    None => {
+                        let Some((off, v6)) = ip_offset(fb.frame()) else {
+                            continue;
+                        };
+                        xlate::parse_ip(fb.frame(), off, v6)
+                    }
                 };
-                let r = xlate::parse_ip(fb.frame(), off, v6);
-                let mut vip = None;
+                let mut hint = Hint::None;
                 if let Ok(ip) = &r
                     && ip.l4_present
                     && let Some(proto) = Protocol::from_number(ip.proto)
                 {
-                    let to_vip = self.snap.set.is_vip(ip.dst);
-                    vip = Some(to_vip);
-                    if to_vip {
+                    if self.snap.set.is_vip(ip.dst) {
                         kin[nin] = ConnKeyIn {
                             proto,
                             caddr: ip.src,
@@ -429,6 +493,7 @@ impl Worker {
                             vaddr: ip.dst,
                             vport: ip.dport,
                         };
+                        hint = Hint::Vip;
                         nin += 1;
                     } else {
                         kout[nout] = ConnKeyOut {
@@ -439,9 +504,10 @@ impl Worker {
                             port: ip.dport,
                         };
                         nout += 1;
+                        hint = Hint::NotVip;
                     }
                 }
-                *slot = Some((r, vip));
+                *slot = (Some(r), hint);
             }
             let conns = &self.p.tables.conns;
             conns.prefetch_in(&kin[..nin]);
@@ -455,8 +521,15 @@ impl Worker {
                 }
                 bump(&self.stats.frames);
                 let v = match parsed[j] {
-                    Some((r, vip)) => self.ip_parsed(fb, r, vip, ingress, now),
-                    None => self.classify(fb, ingress, now),
+                    (Some(r), hint) => {
+                        let vip = match hint {
+                            Hint::Vip => Some(true),
+                            Hint::NotVip => Some(false),
+                            Hint::None => None,
+                        };
+                        self.ip_parsed(fb, r, vip, ingress, now)
+                    }
+                    (None, _) => self.classify(fb, ingress, now),
                 };
                 verdicts[start + j] = self.count(v);
             }
@@ -468,7 +541,11 @@ impl Worker {
     fn refresh_snap(&mut self) {
         self.learned.set(false);
         refresh(&mut self.snap.set, self.caches.services.load());
-        refresh(&mut self.snap.routes, self.caches.routes.load());
+        if refresh(&mut self.snap.routes, self.caches.routes.load()) {
+            for c in &self.hop_cache {
+                c.set(None);
+            }
+        }
         self.refresh_neigh();
         refresh(&mut self.snap.fwmarks, self.caches.fwmarks.load());
     }
@@ -478,6 +555,9 @@ impl Worker {
         self.learned.set(false);
         if refresh(&mut self.snap.neigh, self.caches.neigh.load()) {
             for c in &self.neigh_cache {
+                c.set(None);
+            }
+            for c in &self.hop_cache {
                 c.set(None);
             }
         }
@@ -707,7 +787,7 @@ impl Worker {
             && before != ConnState::Established
             && after == ConnState::Established
             && self.p.toa.load(Ordering::Relaxed);
-        let v = self.forward_in(fb, ip, &Target::from(&conn), toa, ingress);
+        let v = self.forward_in(fb, ip, &Target::inbound(&conn), toa, ingress);
         if matches!(v, Verdict::Forward { .. }) {
             bump(&self.stats.forwarded_in);
         }
@@ -881,19 +961,38 @@ impl Worker {
     }
 
     /// Sets the Ethernet addresses for the next hop towards `to`.
+    #[inline]
     fn l2_out(&self, fb: &mut FrameBuf<'_>, to: IpAddr) -> Verdict {
-        let Some(hop) = self.route(to) else {
-            return Verdict::Drop(DropReason::NoNeighbour);
+        let slot = &self.hop_cache[neigh_slot(to)];
+        let h = match slot.get() {
+            Some(h) if h.to == to => h,
+            _ => {
+                let Some(hop) = self.route(to) else {
+                    return Verdict::Drop(DropReason::NoNeighbour);
+                };
+                let Some(mac) = self.neigh_lookup(hop.addr) else {
+                    self.p.tables.neigh.request(hop.addr);
+                    return Verdict::Drop(DropReason::NoNeighbour);
+                };
+                let h = HopEntry {
+                    to,
+                    iface: hop.iface,
+                    dst: mac,
+                    src: self.our_mac(hop.iface),
+                };
+                // Only on-link destinations (real servers): the many clients behind a
+                // gateway would evict them, and their gateway's MAC is cached anyway.
+                if hop.addr == to {
+                    slot.set(Some(h));
+                }
+                h
+            }
         };
-        let Some(mac) = self.neigh_lookup(hop.addr) else {
-            self.p.tables.neigh.request(hop.addr);
-            return Verdict::Drop(DropReason::NoNeighbour);
-        };
-        let src = self.our_mac(hop.iface);
-        let mut e = ethernet::Frame::new_unchecked(fb.frame_mut());
-        e.set_dst_addr(mac);
-        e.set_src_addr(src);
-        Verdict::Forward { egress: hop.iface }
+        if let Some(e) = fb.frame_mut().get_mut(..12) {
+            e[..6].copy_from_slice(&h.dst);
+            e[6..].copy_from_slice(&h.src);
+        }
+        Verdict::Forward { egress: h.iface }
     }
 
     /// Client → real server, by forwarding method.
@@ -905,32 +1004,61 @@ impl Worker {
         toa: bool,
         ingress: u16,
     ) -> Verdict {
-        if let Some(v) = self.ttl_or_error(fb, ip, ingress) {
-            return v;
+        if ip.ttl <= 1 {
+            return self
+                .ttl_or_error(fb, ip, ingress)
+                .unwrap_or(Verdict::Drop(DropReason::TtlExceeded));
         }
         // Drop Ethernet padding: the frame ends with the IP packet.
         fb.set_len(ip.end);
         match t.method {
             ForwardMethod::Masq => {
-                xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.dest.ip(), t.dest.port());
+                // IPv4 TCP/UDP: TTL and destination in one checksum pass.
+                let done = match t.dest {
+                    SocketAddr::V4(d) => {
+                        xlate::forward_v4(fb.frame_mut(), ip, None, Some((*d.ip(), d.port())))
+                    }
+                    SocketAddr::V6(_) => false,
+                };
+                if !done {
+                    xlate::decrement_ttl(fb.frame_mut(), ip);
+                    xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.dest.ip(), t.dest.port());
+                }
             }
             ForwardMethod::FullNat => {
                 let Some(local) = t.local else {
+                    xlate::decrement_ttl(fb.frame_mut(), ip);
                     return Verdict::Drop(DropReason::NoLocalPort);
                 };
                 if local.is_ipv6() != ip.v6 || t.dest.is_ipv6() != ip.v6 {
+                    xlate::decrement_ttl(fb.frame_mut(), ip);
                     return Verdict::Drop(DropReason::Unsupported);
                 }
-                xlate::rewrite(fb.frame_mut(), ip, End::Src, local.ip(), local.port());
-                xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.dest.ip(), t.dest.port());
+                let done = match (local, t.dest) {
+                    (SocketAddr::V4(l), SocketAddr::V4(d)) => xlate::forward_v4(
+                        fb.frame_mut(),
+                        ip,
+                        Some((*l.ip(), l.port())),
+                        Some((*d.ip(), d.port())),
+                    ),
+                    _ => false,
+                };
+                if !done {
+                    xlate::decrement_ttl(fb.frame_mut(), ip);
+                    xlate::rewrite(fb.frame_mut(), ip, End::Src, local.ip(), local.port());
+                    xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.dest.ip(), t.dest.port());
+                }
                 if toa {
                     // Best effort: a segment with no option space or no MTU room goes without.
                     let mtu = self.egress_mtu(t.dest.ip());
                     let _ = insert_toa(fb, ip, t.client, mtu);
                 }
             }
-            ForwardMethod::DirectRoute => {}
+            ForwardMethod::DirectRoute => {
+                xlate::decrement_ttl(fb.frame_mut(), ip);
+            }
             ForwardMethod::Tunnel => {
+                xlate::decrement_ttl(fb.frame_mut(), ip);
                 let Some(hop) = self.route(t.dest.ip()) else {
                     return Verdict::Drop(DropReason::NoNeighbour);
                 };
@@ -1005,7 +1133,7 @@ impl Worker {
         }
         conns.on_packet(&c, Direction::Output, TcpFlags(ip.tcp_flags), now);
         self.account(set, c.dest_id(), false, ip.ip_len());
-        let t = Target::from(&c);
+        let t = Target::outbound(&c);
         if ip.ttl <= 1 {
             // The reply's sender is the real server; tell it, from our DIP.
             let ingress = self.route(ip.src).map(|h| h.iface).unwrap_or(0);
@@ -1014,18 +1142,35 @@ impl Worker {
                     .unwrap_or(Verdict::Drop(DropReason::TtlExceeded)),
             );
         }
-        xlate::decrement_ttl(fb.frame_mut(), ip);
         fb.set_len(ip.end);
+        let v4 = |a: SocketAddr| match a {
+            SocketAddr::V4(a) => Some((*a.ip(), a.port())),
+            SocketAddr::V6(_) => None,
+        };
         match t.method {
             ForwardMethod::Masq => {
-                xlate::rewrite(fb.frame_mut(), ip, End::Src, t.virt.ip(), t.virt.port());
+                let done = v4(t.virt).is_some_and(|v| xlate::forward_v4(fb.frame_mut(), ip, Some(v), None));
+                if !done {
+                    xlate::decrement_ttl(fb.frame_mut(), ip);
+                    xlate::rewrite(fb.frame_mut(), ip, End::Src, t.virt.ip(), t.virt.port());
+                }
             }
             ForwardMethod::FullNat => {
-                xlate::rewrite(fb.frame_mut(), ip, End::Src, t.virt.ip(), t.virt.port());
-                xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.client.ip(), t.client.port());
+                let done = match (v4(t.virt), v4(t.client)) {
+                    (Some(v), Some(c)) => xlate::forward_v4(fb.frame_mut(), ip, Some(v), Some(c)),
+                    _ => false,
+                };
+                if !done {
+                    xlate::decrement_ttl(fb.frame_mut(), ip);
+                    xlate::rewrite(fb.frame_mut(), ip, End::Src, t.virt.ip(), t.virt.port());
+                    xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.client.ip(), t.client.port());
+                }
             }
             // DR/TUN replies never come back through the director.
-            ForwardMethod::DirectRoute | ForwardMethod::Tunnel => return Some(Verdict::Pass),
+            ForwardMethod::DirectRoute | ForwardMethod::Tunnel => {
+                xlate::decrement_ttl(fb.frame_mut(), ip);
+                return Some(Verdict::Pass);
+            }
         }
         let v = self.l2_out(fb, t.client.ip());
         if matches!(v, Verdict::Forward { .. }) {
