@@ -368,6 +368,9 @@ enum Hint {
     NotVip,
     /// To a VIP.
     Vip,
+    /// To a VIP, parsed by the fixed-offset parser (IPv4 TCP/UDP, no options, not a
+    /// fragment): [`Worker::established_v4`] may take it.
+    FastVip,
 }
 
 /// A frame of a burst: its parsed headers (`None`: not IPv4/IPv6) and its [`Hint`].
@@ -471,7 +474,8 @@ impl Worker {
             let (mut nin, mut nout) = (0, 0);
             for (slot, fb) in parsed.iter_mut().zip(&frames[start..start + m]) {
                 // The common case in a few fixed-offset loads, else the general parser.
-                let r = match xlate::parse_fast_v4(fb.frame()) {
+                let fast = xlate::parse_fast_v4(fb.frame());
+                let r = match fast {
                     Some(ip) => Ok(ip),
                     None => {
                         let Some((off, v6)) = ip_offset(fb.frame()) else {
@@ -480,12 +484,14 @@ impl Worker {
                         xlate::parse_ip(fb.frame(), off, v6)
                     }
                 };
+                let fast = fast.is_some();
                 let mut hint = Hint::None;
                 if let Ok(ip) = &r
                     && ip.l4_present
                     && let Some(proto) = Protocol::from_number(ip.proto)
                 {
                     if self.snap.set.is_vip(ip.dst) {
+                        hint = if fast { Hint::FastVip } else { Hint::Vip };
                         kin[nin] = ConnKeyIn {
                             proto,
                             caddr: ip.src,
@@ -493,7 +499,6 @@ impl Worker {
                             vaddr: ip.dst,
                             vport: ip.dport,
                         };
-                        hint = Hint::Vip;
                         nin += 1;
                     } else {
                         kout[nout] = ConnKeyOut {
@@ -523,11 +528,18 @@ impl Worker {
                 let v = match parsed[j] {
                     (Some(r), hint) => {
                         let vip = match hint {
-                            Hint::Vip => Some(true),
+                            Hint::Vip | Hint::FastVip => Some(true),
                             Hint::NotVip => Some(false),
                             Hint::None => None,
                         };
-                        self.ip_parsed(fb, r, vip, ingress, now)
+                        if let (Hint::FastVip, Ok(mut ip)) = (hint, r) {
+                            match self.established_v4(fb, &mut ip, ingress, now) {
+                                Ok(v) => v,
+                                Err(looked) => self.ip_looked(fb, ip, looked, ingress, now),
+                            }
+                        } else {
+                            self.ip_parsed(fb, r, vip, ingress, now)
+                        }
                     }
                     (None, _) => self.classify(fb, ingress, now),
                 };
@@ -701,7 +713,7 @@ impl Worker {
             if ip.fragment {
                 return Verdict::Drop(DropReason::Fragment);
             }
-            return self.inbound(fb, &mut ip, proto, fwmark, set, ingress, now);
+            return self.inbound(fb, &mut ip, proto, fwmark, None, set, ingress, now);
         }
         if self.p.tables.lips.contains(ip.dst) {
             if ip.fragment {
@@ -720,6 +732,135 @@ impl Worker {
         Verdict::Pass
     }
 
+    /// A TCP/UDP frame to a VIP that [`established_v4`](Self::established_v4) handed back,
+    /// with what it looked up: the rest of [`ip_parsed`](Self::ip_parsed)'s VIP branch.
+    #[cold]
+    fn ip_looked(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        mut ip: IpInfo,
+        looked: Option<ConnRef>,
+        ingress: u16,
+        now: Time,
+    ) -> Verdict {
+        let set = &*self.snap.set;
+        let proto = if ip.proto == ip_proto::TCP {
+            Protocol::Tcp
+        } else {
+            Protocol::Udp
+        };
+        let fwmark = self.fwmark_of(proto, ip.dst, ip.dport);
+        self.inbound(fb, &mut ip, proto, fwmark, Some(looked), set, ingress, now)
+    }
+
+    /// The fast path of a burst for a packet of an established connection: `ip` as
+    /// [`xlate::parse_fast_v4`] gave it (IPv4, TCP or UDP, no options, not a fragment), its
+    /// destination a VIP. Does exactly what [`inbound`](Self::inbound) and
+    /// [`forward_in`](Self::forward_in) do for it, with the addresses kept as IPv4 and the
+    /// rewrite in one pass for NAT, FULLNAT and DR (TUN, TOA and an expiring TTL go through
+    /// `forward_in`). What it does not cover (no connection yet, a SYN reopening a finished
+    /// connection, `expire_nodest_conn`) is handed back before any side effect, with the
+    /// connection looked up, for the general path. The fuzz tests check that a burst and
+    /// single frames (the general path) agree.
+    #[inline]
+    fn established_v4(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        ip: &mut IpInfo,
+        ingress: u16,
+        now: Time,
+    ) -> Result<Verdict, Option<ConnRef>> {
+        let (proto, is_syn) = if ip.proto == ip_proto::TCP {
+            let f = TcpFlags(ip.tcp_flags);
+            (
+                Protocol::Tcp,
+                f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK),
+            )
+        } else {
+            (Protocol::Udp, false)
+        };
+        let key = ConnKeyIn {
+            proto,
+            caddr: ip.src,
+            cport: ip.sport,
+            vaddr: ip.dst,
+            vport: ip.dport,
+        };
+        let conns = &self.p.tables.conns;
+        let Some(c) = conns.lookup_in(&key) else {
+            return Err(None);
+        };
+        let before = c.state();
+        if (is_syn && matches!(before, ConnState::TimeWait | ConnState::Close))
+            || self.p.expire_nodest_conn.load(Ordering::Relaxed)
+        {
+            return Err(Some(c));
+        }
+        // From here on as `inbound`: state, counters, then the forwarding method.
+        let method = c.method();
+        let after = conns
+            .on_packet(&c, Direction::Input, TcpFlags(ip.tcp_flags), now)
+            .unwrap_or(before);
+        let set = &*self.snap.set;
+        self.account(set, c.dest_id(), true, ip.ip_len());
+        let toa = proto == Protocol::Tcp
+            && method == ForwardMethod::FullNat
+            && before != ConnState::Established
+            && after == ConnState::Established
+            && self.p.toa.load(Ordering::Relaxed);
+        let v = self.forward_conn(fb, ip, &c, toa, ingress);
+        if matches!(v, Verdict::Forward { .. }) {
+            bump(&self.stats.forwarded_in);
+        }
+        Ok(v)
+    }
+
+    /// [`forward_in`](Self::forward_in) for connection `c`, with NAT, FULLNAT and DR between
+    /// IPv4 ends (TTL not expiring, no TOA) done straight from the connection's IPv4
+    /// addresses in one rewrite pass. Used by bursts; single frames take `forward_in`, and
+    /// the fuzz tests check that both agree.
+    #[inline(always)]
+    fn forward_conn(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        ip: &mut IpInfo,
+        c: &ConnRef,
+        toa: bool,
+        ingress: u16,
+    ) -> Verdict {
+        let method = c.method();
+        let quick = match (method, c.dest_addr()) {
+            _ if toa || ip.ttl <= 1 || ip.v6 => None,
+            (ForwardMethod::Masq | ForwardMethod::DirectRoute, SocketAddr::V4(d)) => Some((None, d)),
+            (ForwardMethod::FullNat, SocketAddr::V4(d)) => match c.local() {
+                Some(SocketAddr::V4(l)) => Some((Some((*l.ip(), l.port())), d)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some((local, dest)) = quick else {
+            return self.forward_in(fb, ip, &Target::inbound(c), toa, ingress);
+        };
+        fb.set_len(ip.end);
+        let f = fb.frame_mut();
+        let d = (*dest.ip(), dest.port());
+        let done = match method {
+            ForwardMethod::DirectRoute => xlate::decrement_ttl(f, ip),
+            _ => xlate::forward_v4(f, ip, local, Some(d)),
+        };
+        if !done {
+            // Another transport or a short header: the general rewrite, as forward_in does.
+            xlate::decrement_ttl(f, ip);
+            if let Some((a, p)) = local {
+                xlate::rewrite(f, ip, End::Src, IpAddr::V4(a), p);
+            }
+            if method != ForwardMethod::DirectRoute {
+                xlate::rewrite(f, ip, End::Dst, IpAddr::V4(d.0), d.1);
+            }
+        }
+        self.l2_out(fb, IpAddr::V4(d.0))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn inbound(
         &self,
@@ -727,6 +868,7 @@ impl Worker {
         ip: &mut IpInfo,
         proto: Protocol,
         fwmark: Option<u32>,
+        looked: Option<Option<ConnRef>>,
         set: &ServiceSet,
         ingress: u16,
         now: Time,
@@ -745,7 +887,7 @@ impl Worker {
         let flags = TcpFlags(ip.tcp_flags);
         let is_syn =
             proto == Protocol::Tcp && flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK);
-        let found = match conns.lookup_in(&key) {
+        let found = match looked.unwrap_or_else(|| conns.lookup_in(&key)) {
             // A new SYN on a finished connection: the old entry gives way (the kernel's
             // conn_reuse_mode), the client gets a freshly scheduled connection.
             Some(c) if is_syn && matches!(c.state(), ConnState::TimeWait | ConnState::Close) => {
@@ -787,7 +929,12 @@ impl Worker {
             && before != ConnState::Established
             && after == ConnState::Established
             && self.p.toa.load(Ordering::Relaxed);
-        let v = self.forward_in(fb, ip, &Target::inbound(&conn), toa, ingress);
+        // `looked` is only given by bursts.
+        let v = if looked.is_some() {
+            self.forward_conn(fb, ip, &conn, toa, ingress)
+        } else {
+            self.forward_in(fb, ip, &Target::inbound(&conn), toa, ingress)
+        };
         if matches!(v, Verdict::Forward { .. }) {
             bump(&self.stats.forwarded_in);
         }
