@@ -35,12 +35,12 @@ use lvs_core::{Destination, FlowKey, ForwardMethod, Protocol, Time};
 
 use crate::io::FrameBuf;
 use crate::neigh::{NeighMap, NeighTable};
-use crate::route::{self, NextHop, Route, RouteTable};
+use crate::route::{self, NextHop, Route, RouteTable, V4Routes};
 use crate::verdict::{DropCounters, DropReason, Verdict};
 use crate::wire::ethernet::{self, MacAddr};
 use crate::wire::{arp, checksum, ethertype, icmpv4, icmpv6, ip_proto, ipv4, ipv6, tcp};
 use crate::xlate::icmp::{self, ErrorKind};
-use crate::xlate::lip::LipPool;
+use crate::xlate::lip::{self, LipPool, LocalAddr};
 use crate::xlate::{self, End, IpInfo, tunnel};
 
 /// One interface the director serves.
@@ -249,13 +249,16 @@ impl Pipeline {
             routes: Cache::new(RoutesCell(self.tables.routes.clone())),
             neigh: Cache::new(NeighCell(self.tables.neigh.clone())),
             fwmarks: Cache::new(FwmarksCell(self.clone())),
+            lips: Cache::new(LipsCell(self.tables.lips.clone())),
         };
         let snap = Snap {
             set: caches.services.load().clone(),
             routes: caches.routes.load().clone(),
             neigh: caches.neigh.load().clone(),
             fwmarks: caches.fwmarks.load().clone(),
+            lips: caches.lips.load().clone(),
         };
+        let routes_v4 = V4Routes::compile(&snap.routes);
         Worker {
             id,
             p: self.clone(),
@@ -263,6 +266,7 @@ impl Pipeline {
             snap,
             neigh_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             hop_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
+            routes_v4,
             learned: std::cell::Cell::new(false),
             drops: Arc::new(DropCounters::default()),
             stats: Arc::new(WorkerStats::default()),
@@ -296,6 +300,7 @@ swap_handle!(ServicesCell, ServiceTable, ServiceSet, |o| o.current());
 swap_handle!(RoutesCell, RouteTable, Vec<Route>, |o| o.current());
 swap_handle!(NeighCell, NeighTable, NeighMap, |o| o.current());
 swap_handle!(FwmarksCell, Pipeline, Vec<FwmarkRule>, |o| &o.fwmarks);
+swap_handle!(LipsCell, LipPool, Vec<Arc<LocalAddr>>, |o| o.current());
 
 /// A worker's caches of the published tables: one pointer comparison per table per packet
 /// instead of an arc-swap load at every use (a full load costs some 70 instructions).
@@ -304,6 +309,7 @@ struct Caches {
     routes: Cache<RoutesCell, Arc<Vec<Route>>>,
     neigh: Cache<NeighCell, Arc<NeighMap>>,
     fwmarks: Cache<FwmarksCell, Arc<Vec<FwmarkRule>>>,
+    lips: Cache<LipsCell, Arc<Vec<Arc<LocalAddr>>>>,
 }
 
 /// The snapshots one packet is processed against (refreshed from [`Caches`] per packet).
@@ -312,6 +318,7 @@ struct Snap {
     routes: Arc<Vec<Route>>,
     neigh: Arc<NeighMap>,
     fwmarks: Arc<Vec<FwmarkRule>>,
+    lips: Arc<Vec<Arc<LocalAddr>>>,
 }
 
 /// Replaces `slot` by `cur` if it is another snapshot; true if it was.
@@ -405,6 +412,8 @@ pub struct Worker {
     /// Whole next hops (interface, MACs) of on-link destinations such as real servers, by
     /// destination address (cleared when the routes or the neighbour map change).
     hop_cache: [std::cell::Cell<Option<HopEntry>>; NEIGH_CACHE],
+    /// The IPv4 routes of `snap.routes`, compiled (rebuilt when it changes).
+    routes_v4: V4Routes,
     /// A frame of this burst taught the neighbour table something (refresh before the next).
     learned: std::cell::Cell<bool>,
     /// Drops by reason.
@@ -554,12 +563,14 @@ impl Worker {
         self.learned.set(false);
         refresh(&mut self.snap.set, self.caches.services.load());
         if refresh(&mut self.snap.routes, self.caches.routes.load()) {
+            self.routes_v4 = V4Routes::compile(&self.snap.routes);
             for c in &self.hop_cache {
                 c.set(None);
             }
         }
         self.refresh_neigh();
         refresh(&mut self.snap.fwmarks, self.caches.fwmarks.load());
+        refresh(&mut self.snap.lips, self.caches.lips.load());
     }
 
     #[inline]
@@ -624,7 +635,10 @@ impl Worker {
 
     #[inline]
     fn route(&self, to: IpAddr) -> Option<NextHop> {
-        route::lookup_in(&self.snap.routes, to)
+        match to {
+            IpAddr::V4(a) => self.routes_v4.lookup(a),
+            IpAddr::V6(_) => route::lookup_in(&self.snap.routes, to),
+        }
     }
 
     fn fwmark_of(&self, proto: Protocol, dst: IpAddr, dport: u16) -> Option<u32> {
@@ -637,7 +651,7 @@ impl Worker {
 
     fn owns(&self, addr: IpAddr) -> bool {
         self.snap.set.is_vip(addr)
-            || self.p.tables.lips.contains(addr)
+            || lip::contains(&self.snap.lips, addr)
             || self.snap.fwmarks.iter().any(|r| r.addr == addr)
     }
 
@@ -715,7 +729,7 @@ impl Worker {
             }
             return self.inbound(fb, &mut ip, proto, fwmark, None, set, ingress, now);
         }
-        if self.p.tables.lips.contains(ip.dst) {
+        if lip::contains(&self.snap.lips, ip.dst) {
             if ip.fragment {
                 return Verdict::Drop(DropReason::Fragment);
             }
@@ -1439,7 +1453,6 @@ impl Worker {
             return Verdict::Pass;
         };
         let conns = &self.p.tables.conns;
-        let lips = &self.p.tables.lips;
         let _ = now;
         // (a) About a packet we (or a DR/TUN real server) sent to the client: quoted
         //     VIP:vport → CIP:cport. Forward to the real server.
@@ -1497,7 +1510,7 @@ impl Worker {
             port: q.src.1,
         };
         let Some(c) = conns.lookup_out(&key) else {
-            return if lips.contains(ip.dst) {
+            return if lip::contains(&self.snap.lips, ip.dst) {
                 Verdict::Drop(DropReason::NoConnection)
             } else {
                 Verdict::Pass
