@@ -30,7 +30,7 @@ use lvs_core::conn::{
     ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, NewConn, PREFETCH_BURST, TcpFlags,
     TemplateKey,
 };
-use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable};
+use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable, VirtualService};
 use lvs_core::{Destination, FlowKey, ForwardMethod, Protocol, Time};
 
 use crate::io::FrameBuf;
@@ -267,6 +267,7 @@ impl Pipeline {
             neigh_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             hop_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             routes_v4,
+            dest_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             learned: std::cell::Cell::new(false),
             drops: Arc::new(DropCounters::default()),
             stats: Arc::new(WorkerStats::default()),
@@ -330,6 +331,9 @@ fn refresh<T>(slot: &mut Arc<T>, cur: &Arc<T>) -> bool {
     }
     changed
 }
+
+/// Slots of a worker's cache of destination positions.
+const DEST_CACHE: usize = 64;
 
 /// Slots of a worker's next-hop MAC cache (in front of the neighbour map's hash lookup).
 const NEIGH_CACHE: usize = 64;
@@ -414,6 +418,8 @@ pub struct Worker {
     hop_cache: [std::cell::Cell<Option<HopEntry>>; NEIGH_CACHE],
     /// The IPv4 routes of `snap.routes`, compiled (rebuilt when it changes).
     routes_v4: V4Routes,
+    /// Positions of destinations in `snap.set` by id (cleared when it changes).
+    dest_cache: [std::cell::Cell<Option<(u32, u32, u32)>>; DEST_CACHE],
     /// A frame of this burst taught the neighbour table something (refresh before the next).
     learned: std::cell::Cell<bool>,
     /// Drops by reason.
@@ -561,7 +567,11 @@ impl Worker {
     #[inline]
     fn refresh_snap(&mut self) {
         self.learned.set(false);
-        refresh(&mut self.snap.set, self.caches.services.load());
+        if refresh(&mut self.snap.set, self.caches.services.load()) {
+            for c in &self.dest_cache {
+                c.set(None);
+            }
+        }
         if refresh(&mut self.snap.routes, self.caches.routes.load()) {
             self.routes_v4 = V4Routes::compile(&self.snap.routes);
             for c in &self.hop_cache {
@@ -1076,10 +1086,31 @@ impl Worker {
 }
 
 impl Worker {
+    /// [`ServiceSet::dest_by_id`] of the worker's service snapshot `set`, through a small
+    /// cache of positions (cleared when the snapshot changes) in front of the hash lookup.
+    #[inline]
+    fn dest_by_id<'s>(&self, set: &'s ServiceSet, id: u32) -> Option<(&'s VirtualService, &'s Destination)> {
+        let slot = &self.dest_cache[id as usize % DEST_CACHE];
+        if let Some((k, si, di)) = slot.get()
+            && k == id
+            && let Some(svc) = set.services().get(si as usize)
+            && let Some(d) = svc.dests.get(di as usize)
+        {
+            return Some((&**svc, d));
+        }
+        let (svc, d) = set.dest_by_id(id)?;
+        let si = set.services().iter().position(|s| std::ptr::eq(&**s, svc));
+        let di = svc.dests.iter().position(|x| std::ptr::eq(x, d));
+        if let (Some(si), Some(di)) = (si, di) {
+            slot.set(Some((id, si as u32, di as u32)));
+        }
+        Some((svc, d))
+    }
+
     /// Counts one packet of `bytes` in the counters of destination `dest_id` and its service.
     #[inline]
     fn account(&self, set: &ServiceSet, dest_id: u32, inbound: bool, bytes: usize) {
-        if let Some((svc, d)) = set.dest_by_id(dest_id) {
+        if let Some((svc, d)) = self.dest_by_id(set, dest_id) {
             if inbound {
                 d.state.stats.add_in(self.id, 1, bytes as u64);
                 svc.stats.add_in(self.id, 1, bytes as u64);

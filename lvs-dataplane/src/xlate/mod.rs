@@ -383,7 +383,7 @@ fn apply_delta(hc: u16, delta: u64) -> u16 {
 /// addresses and ports). The same bytes as [`decrement_ttl`] followed by [`rewrite`] of the
 /// source, then of the destination. False (frame untouched) when it does not apply: not
 /// IPv4 TCP/UDP with its header present, a TTL of 1 or less, or a short frame.
-#[inline]
+#[inline(always)]
 pub fn forward_v4(
     frame: &mut [u8],
     ip: &mut IpInfo,
