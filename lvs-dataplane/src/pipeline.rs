@@ -268,6 +268,7 @@ impl Pipeline {
             hop_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             routes_v4,
             dest_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
+            svc_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             learned: std::cell::Cell::new(false),
             drops: Arc::new(DropCounters::default()),
             stats: Arc::new(WorkerStats::default()),
@@ -334,6 +335,8 @@ fn refresh<T>(slot: &mut Arc<T>, cur: &Arc<T>) -> bool {
 
 /// Slots of a worker's cache of destination positions.
 const DEST_CACHE: usize = 64;
+/// Slots of a worker's cache of service lookups.
+const SVC_CACHE: usize = 64;
 
 /// Slots of a worker's next-hop MAC cache (in front of the neighbour map's hash lookup).
 const NEIGH_CACHE: usize = 64;
@@ -420,6 +423,8 @@ pub struct Worker {
     routes_v4: V4Routes,
     /// Positions of destinations in `snap.set` by id (cleared when it changes).
     dest_cache: [std::cell::Cell<Option<(u32, u32, u32)>>; DEST_CACHE],
+    /// Services found in `snap.set` by (protocol, address, port) (cleared when it changes).
+    svc_cache: [std::cell::Cell<Option<(Protocol, IpAddr, u16, u32)>>; SVC_CACHE],
     /// A frame of this burst taught the neighbour table something (refresh before the next).
     learned: std::cell::Cell<bool>,
     /// Drops by reason.
@@ -569,6 +574,9 @@ impl Worker {
         self.learned.set(false);
         if refresh(&mut self.snap.set, self.caches.services.load()) {
             for c in &self.dest_cache {
+                c.set(None);
+            }
+            for c in &self.svc_cache {
                 c.set(None);
             }
         }
@@ -980,7 +988,7 @@ impl Worker {
     ) -> Result<Scheduled, Verdict> {
         let svc = match fwmark {
             Some(mark) => set.lookup_fwmark(mark, AddrFamily::of(&ip.dst)),
-            None => set.lookup(key.proto, ip.dst, ip.dport),
+            None => self.service_of(set, key.proto, ip.dst, ip.dport),
         };
         let Some(svc) = svc else {
             return Err(Verdict::Drop(DropReason::NoService));
@@ -1086,6 +1094,39 @@ impl Worker {
 }
 
 impl Worker {
+    /// [`ServiceSet::lookup`] of the worker's service snapshot `set`, through a small cache
+    /// of answers (cleared when the snapshot changes) in front of the hash lookups.
+    #[inline]
+    fn service_of<'s>(
+        &self,
+        set: &'s ServiceSet,
+        proto: Protocol,
+        addr: IpAddr,
+        port: u16,
+    ) -> Option<&'s Arc<VirtualService>> {
+        let h = match addr {
+            IpAddr::V4(a) => u32::from(a) as u64,
+            IpAddr::V6(a) => {
+                let v = u128::from(a);
+                v as u64 ^ (v >> 64) as u64
+            }
+        } ^ (port as u64) << 32
+            ^ (proto as u64) << 48;
+        let slot = &self.svc_cache[(h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % SVC_CACHE];
+        if let Some((p, a, pt, si)) = slot.get()
+            && p == proto
+            && pt == port
+            && a == addr
+        {
+            return set.services().get(si as usize);
+        }
+        let svc = set.lookup(proto, addr, port)?;
+        if let Some(si) = set.services().iter().position(|s| Arc::ptr_eq(s, svc)) {
+            slot.set(Some((proto, addr, port, si as u32)));
+        }
+        Some(svc)
+    }
+
     /// [`ServiceSet::dest_by_id`] of the worker's service snapshot `set`, through a small
     /// cache of positions (cleared when the snapshot changes) in front of the hash lookup.
     #[inline]
