@@ -338,6 +338,9 @@ const DEST_CACHE: usize = 64;
 /// Slots of a worker's cache of service lookups.
 const SVC_CACHE: usize = 64;
 
+/// A cached service lookup: (protocol, address, port) → position in the snapshot.
+type SvcCached = (Protocol, IpAddr, u16, u32);
+
 /// Slots of a worker's next-hop MAC cache (in front of the neighbour map's hash lookup).
 const NEIGH_CACHE: usize = 64;
 
@@ -424,7 +427,7 @@ pub struct Worker {
     /// Positions of destinations in `snap.set` by id (cleared when it changes).
     dest_cache: [std::cell::Cell<Option<(u32, u32, u32)>>; DEST_CACHE],
     /// Services found in `snap.set` by (protocol, address, port) (cleared when it changes).
-    svc_cache: [std::cell::Cell<Option<(Protocol, IpAddr, u16, u32)>>; SVC_CACHE],
+    svc_cache: [std::cell::Cell<Option<SvcCached>>; SVC_CACHE],
     /// A frame of this burst taught the neighbour table something (refresh before the next).
     learned: std::cell::Cell<bool>,
     /// Drops by reason.
