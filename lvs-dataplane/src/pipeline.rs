@@ -146,9 +146,14 @@ struct Target {
 enum Scheduled {
     /// A connection entry was created.
     Conn(ConnRef),
-    /// One-packet scheduling (`--ops`, UDP): no entry; forward this datagram only. Carries
-    /// the destination's id for its counters.
-    OnePacket(Target, u32),
+    /// One-packet scheduling (`--ops`, UDP): no entry; forward this datagram only, by
+    /// `method` to `dest`. Carries the destination's id for its counters. (Kept small: the
+    /// client and virtual ends are the packet's own.)
+    OnePacket {
+        method: ForwardMethod,
+        dest: SocketAddr,
+        dest_id: u32,
+    },
 }
 
 /// The unused ends of a [`Target`] built for one direction only.
@@ -943,7 +948,18 @@ impl Worker {
             Some(c) => c,
             None => match self.new_conn(fb, ip, key, fwmark, set, ingress, now) {
                 Ok(Scheduled::Conn(c)) => c,
-                Ok(Scheduled::OnePacket(t, dest_id)) => {
+                Ok(Scheduled::OnePacket {
+                    method,
+                    dest,
+                    dest_id,
+                }) => {
+                    let t = Target {
+                        method,
+                        client: SocketAddr::new(ip.src, ip.sport),
+                        virt: SocketAddr::new(ip.dst, ip.dport),
+                        dest,
+                        local: None,
+                    };
                     self.account(set, dest_id, true, ip.ip_len());
                     let v = self.forward_in(fb, ip, &t, false, ingress);
                     if matches!(v, Verdict::Forward { .. }) {
@@ -1059,14 +1075,11 @@ impl Worker {
         // the client, so it keeps one even with --ops.
         if svc.config.one_packet && key.proto == Protocol::Udp && dest.config.method != ForwardMethod::FullNat
         {
-            let t = Target {
+            return Ok(Scheduled::OnePacket {
                 method: dest.config.method,
-                client: SocketAddr::new(ip.src, ip.sport),
-                virt: SocketAddr::new(ip.dst, ip.dport),
                 dest: dest_addr,
-                local: None,
-            };
-            return Ok(Scheduled::OnePacket(t, dest.state.id()));
+                dest_id: dest.state.id(),
+            });
         }
         let local = if dest.config.method == ForwardMethod::FullNat {
             match self.p.tables.lips.allocate(dest.config.addr) {
