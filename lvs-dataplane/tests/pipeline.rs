@@ -790,3 +790,63 @@ fn removed_destination_connections_go_on_unless_expire_nodest_conn() {
         }
     }
 }
+
+/// Runs `frame` as a burst of one through `Worker::process_burst`.
+fn run_burst(lab: &mut Lab, frame: &[u8]) -> (Verdict, Vec<u8>) {
+    lab.buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+    let mut fbs = [FrameBuf::new(&mut lab.buf, HEADROOM, frame.len())];
+    let mut v = [Verdict::Pass];
+    lab.worker.process_burst(&mut fbs, 0, lab.now, &mut v);
+    (v[0], fbs[0].frame().to_vec())
+}
+
+#[test]
+fn next_hop_follows_neighbour_and_route_changes_at_once() {
+    // The worker caches next hops (interface, MACs) of real servers; a new MAC or a new
+    // route must still apply from the very next packet, single or in a burst.
+    let rules = "-A -t 10.77.1.100:80 -s rr\n-a -t 10.77.1.100:80 -r 10.77.2.11:8080 -m\n";
+    let mut lab = Lab::new(rules);
+    let syn = build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Syn, b"");
+    let ack = build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Ack, b"x");
+    let (v, out) = lab.run(&syn);
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    assert_eq!(inspect(&out).dst_mac, RS1_MAC);
+    let (_, out) = run_burst(&mut lab, &ack);
+    assert_eq!(inspect(&out).dst_mac, RS1_MAC, "burst, cached");
+
+    let moved = [0x02, 0, 0, 0, 0, 0x99];
+    lab.pipeline.tables().neigh.insert(ip4(RS1), moved);
+    let (_, out) = lab.run(&ack);
+    assert_eq!(inspect(&out).dst_mac, moved, "single frame sees the new MAC");
+    lab.pipeline.tables().neigh.insert(ip4(RS1), RS1_MAC);
+    let (_, out) = run_burst(&mut lab, &ack);
+    assert_eq!(inspect(&out).dst_mac, RS1_MAC, "a burst sees the MAC put back");
+
+    // The real servers' network now goes through a router.
+    let gw = ip4([10, 77, 1, 254]);
+    let gw_mac = [0x02, 0, 0, 0, 0, 0xfe];
+    lab.pipeline.tables().neigh.insert(gw, gw_mac);
+    lab.pipeline.tables().routes.replace(vec![
+        Route {
+            prefix: [10, 77, 1, 0].into(),
+            len: 24,
+            iface: 0,
+            gateway: None,
+        },
+        Route {
+            prefix: [10, 77, 2, 0].into(),
+            len: 24,
+            iface: 0,
+            gateway: Some(gw),
+        },
+    ]);
+    let (v, out) = run_burst(&mut lab, &ack);
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    assert_eq!(inspect(&out).dst_mac, gw_mac, "a burst follows the new route");
+    let (_, out) = lab.run(&ack);
+    assert_eq!(inspect(&out).dst_mac, gw_mac, "so does a single frame");
+    // Without any route to the server the packet is dropped, not sent to a cached MAC.
+    lab.pipeline.tables().routes.replace(vec![]);
+    let (v, _) = run_burst(&mut lab, &ack);
+    assert_eq!(v, Verdict::Drop(DropReason::NoNeighbour));
+}
