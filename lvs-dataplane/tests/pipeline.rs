@@ -850,3 +850,49 @@ fn next_hop_follows_neighbour_and_route_changes_at_once() {
     let (v, _) = run_burst(&mut lab, &ack);
     assert_eq!(v, Verdict::Drop(DropReason::NoNeighbour));
 }
+
+#[test]
+fn tun_outer_ipv4_header_copies_tos_ttl_and_df_and_checks_out() {
+    let rules = "-A -t 10.77.1.100:80 -s rr\n-a -t 10.77.1.100:80 -r 10.77.2.11 -i\n";
+    let mut lab = Lab::new(rules);
+    for (tos, df) in [(0xb8u8, false), (0x02, true)] {
+        let mut frame = build(
+            CLIENT_MAC,
+            ip4(CIP),
+            40000 + tos as u16,
+            ip4(VIP),
+            80,
+            L4::Syn,
+            b"",
+        );
+        frame[15] = tos;
+        frame[20] = if df { 0x40 } else { 0 };
+        frame[24..26].copy_from_slice(&[0, 0]);
+        let c = lvs_dataplane::wire::checksum::checksum(&frame[14..34]);
+        frame[24..26].copy_from_slice(&c.to_be_bytes());
+        let (v, out) = lab.run(&frame);
+        assert_eq!(v, Verdict::Forward { egress: 0 });
+        let o = &out[14..34];
+        assert_eq!(o[0], 0x45, "version 4, no options");
+        assert_eq!(o[1], tos, "TOS copied from the inner header");
+        assert_eq!(
+            u16::from_be_bytes([o[2], o[3]]) as usize,
+            out.len() - 14,
+            "total length covers the inner packet"
+        );
+        assert_eq!(o[6] & 0x40 != 0, df, "DF copied");
+        assert_eq!((o[6] & 0x3f, o[7]), (0, 0), "no MF, offset 0");
+        assert_eq!(
+            (o[8], out[34 + 8]),
+            (63, 63),
+            "outer TTL is the decremented inner one"
+        );
+        assert_eq!(o[9], 4, "IPIP");
+        assert_eq!(
+            lvs_dataplane::wire::checksum::checksum(o),
+            0,
+            "outer header checksum"
+        );
+        assert_eq!((&o[12..16], &o[16..20]), (&DIP[..], &RS1[..]));
+    }
+}
