@@ -886,6 +886,12 @@ impl Worker {
             _ => None,
         };
         let Some((local, dest)) = quick else {
+            if method == ForwardMethod::Tunnel && ip.ttl > 1 {
+                // As forward_in does for TUN, without building a Target.
+                fb.set_len(ip.end);
+                xlate::decrement_ttl(fb.frame_mut(), ip);
+                return self.tunnel_out(fb, ip, c.dest_addr().ip(), ingress);
+            }
             return self.forward_in(fb, ip, &Target::inbound(c), toa, ingress);
         };
         fb.set_len(ip.end);
@@ -1386,46 +1392,53 @@ impl Worker {
             }
             ForwardMethod::Tunnel => {
                 xlate::decrement_ttl(fb.frame_mut(), ip);
-                let Some(hop) = self.route(t.dest.ip()) else {
-                    return Verdict::Drop(DropReason::NoNeighbour);
-                };
-                let mtu = self
-                    .p
-                    .interfaces
-                    .get(hop.iface as usize)
-                    .map(|i| i.mtu)
-                    .unwrap_or(1500);
-                let inner_mtu = tunnel::inner_mtu(mtu, ip.v6);
-                if ip.ip_len() > inner_mtu as usize {
-                    // With DF (always for IPv6) the sender learns the smaller MTU, as from the
-                    // kernel; without DF the kernel would fragment the outer packet, which lvs
-                    // does not do: counted as TooBig.
-                    let df = ip.v6 || ipv4::Packet::new_unchecked(&fb.frame()[ip.l3..ip.end]).dont_frag();
-                    if df
-                        && icmp::make_error(
-                            fb,
-                            ip,
-                            ErrorKind::TooBig(inner_mtu),
-                            ip.dst,
-                            self.our_mac(ingress),
-                        )
-                    {
-                        self.drops.count(DropReason::TooBig);
-                        return Verdict::Reply;
-                    }
-                    return Verdict::Drop(DropReason::TooBig);
-                }
-                let Some(dip) = self.our_addr(hop.iface, ip.v6) else {
-                    return Verdict::Drop(DropReason::Unsupported);
-                };
-                let ident = self.ident.get().wrapping_add(1);
-                self.ident.set(ident);
-                if !tunnel::encapsulate(fb, ip, dip, t.dest.ip(), ident) {
-                    return Verdict::Drop(DropReason::TooBig);
-                }
+                return self.tunnel_out(fb, ip, t.dest.ip(), ingress);
             }
         }
         self.l2_out(fb, t.dest.ip())
+    }
+
+    /// TUN, after the TTL: encapsulates towards real server `dest` (or answers "too big")
+    /// and sets the Ethernet addresses.
+    fn tunnel_out(&self, fb: &mut FrameBuf<'_>, ip: &mut IpInfo, dest: IpAddr, ingress: u16) -> Verdict {
+        let Some(hop) = self.route(dest) else {
+            return Verdict::Drop(DropReason::NoNeighbour);
+        };
+        let mtu = self
+            .p
+            .interfaces
+            .get(hop.iface as usize)
+            .map(|i| i.mtu)
+            .unwrap_or(1500);
+        let inner_mtu = tunnel::inner_mtu(mtu, ip.v6);
+        if ip.ip_len() > inner_mtu as usize {
+            // With DF (always for IPv6) the sender learns the smaller MTU, as from the
+            // kernel; without DF the kernel would fragment the outer packet, which lvs
+            // does not do: counted as TooBig.
+            let df = ip.v6 || ipv4::Packet::new_unchecked(&fb.frame()[ip.l3..ip.end]).dont_frag();
+            if df
+                && icmp::make_error(
+                    fb,
+                    ip,
+                    ErrorKind::TooBig(inner_mtu),
+                    ip.dst,
+                    self.our_mac(ingress),
+                )
+            {
+                self.drops.count(DropReason::TooBig);
+                return Verdict::Reply;
+            }
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        let Some(dip) = self.our_addr(hop.iface, ip.v6) else {
+            return Verdict::Drop(DropReason::Unsupported);
+        };
+        let ident = self.ident.get().wrapping_add(1);
+        self.ident.set(ident);
+        if !tunnel::encapsulate(fb, ip, dip, dest, ident) {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        self.l2_out(fb, dest)
     }
 
     fn egress_mtu(&self, to: IpAddr) -> u16 {
