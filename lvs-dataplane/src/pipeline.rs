@@ -555,26 +555,23 @@ impl Worker {
                     self.refresh_neigh();
                 }
                 bump(&self.stats.frames);
-                let v = match parsed[j] {
+                let v = match &mut parsed[j] {
+                    // The fast paths work on the parsed headers in place.
+                    (Some(Ok(ip)), Hint::FastVip) => match self.established_v4(fb, ip, ingress, now) {
+                        Ok(v) => v,
+                        Err(looked) => self.ip_looked(fb, *ip, looked, ingress, now),
+                    },
+                    (Some(Ok(ip)), Hint::FastNotVip) => match self.reply_v4(fb, ip, now) {
+                        Some(v) => v,
+                        None => self.ip_parsed(fb, Ok(*ip), Some(false), ingress, now),
+                    },
                     (Some(r), hint) => {
                         let vip = match hint {
                             Hint::Vip | Hint::FastVip => Some(true),
                             Hint::NotVip | Hint::FastNotVip => Some(false),
                             Hint::None => None,
                         };
-                        if let (Hint::FastVip, Ok(mut ip)) = (hint, r) {
-                            match self.established_v4(fb, &mut ip, ingress, now) {
-                                Ok(v) => v,
-                                Err(looked) => self.ip_looked(fb, ip, looked, ingress, now),
-                            }
-                        } else if let (Hint::FastNotVip, Ok(mut ip)) = (hint, r) {
-                            match self.reply_v4(fb, &mut ip, now) {
-                                Some(v) => v,
-                                None => self.ip_parsed(fb, Ok(ip), vip, ingress, now),
-                            }
-                        } else {
-                            self.ip_parsed(fb, r, vip, ingress, now)
-                        }
+                        self.ip_parsed(fb, *r, vip, ingress, now)
                     }
                     (None, _) => self.classify(fb, ingress, now),
                 };
