@@ -557,10 +557,13 @@ impl Worker {
                 bump(&self.stats.frames);
                 let v = match &mut parsed[j] {
                     // The fast paths work on the parsed headers in place.
-                    (Some(Ok(ip)), Hint::FastVip) => match self.established_v4(fb, ip, ingress, now) {
-                        Ok(v) => v,
-                        Err(looked) => self.ip_looked(fb, *ip, looked, ingress, now),
-                    },
+                    (Some(Ok(ip)), Hint::FastVip) => {
+                        let mut looked = None;
+                        match self.established_v4(fb, ip, &mut looked, ingress, now) {
+                            Some(v) => v,
+                            None => self.ip_looked(fb, *ip, looked, ingress, now),
+                        }
+                    }
                     (Some(Ok(ip)), Hint::FastNotVip) => match self.reply_v4(fb, ip, now) {
                         Some(v) => v,
                         None => self.ip_parsed(fb, Ok(*ip), Some(false), ingress, now),
@@ -803,17 +806,18 @@ impl Worker {
     /// [`forward_in`](Self::forward_in) do for it, with the addresses kept as IPv4 and the
     /// rewrite in one pass for NAT, FULLNAT and DR (TUN, TOA and an expiring TTL go through
     /// `forward_in`). What it does not cover (no connection yet, a SYN reopening a finished
-    /// connection, `expire_nodest_conn`) is handed back before any side effect, with the
-    /// connection looked up, for the general path. The fuzz tests check that a burst and
+    /// connection, `expire_nodest_conn`) is handed back (`None`) before any side effect,
+    /// with what the lookup found in `looked`, for the general path. The fuzz tests check that a burst and
     /// single frames (the general path) agree.
     #[inline]
     fn established_v4(
         &self,
         fb: &mut FrameBuf<'_>,
         ip: &mut IpInfo,
+        looked: &mut Option<ConnRef>,
         ingress: u16,
         now: Time,
-    ) -> Result<Verdict, Option<ConnRef>> {
+    ) -> Option<Verdict> {
         let (proto, is_syn) = if ip.proto == ip_proto::TCP {
             let f = TcpFlags(ip.tcp_flags);
             (
@@ -832,13 +836,14 @@ impl Worker {
         };
         let conns = &self.p.tables.conns;
         let Some(c) = conns.lookup_in(&key) else {
-            return Err(None);
+            return None;
         };
         let before = c.state();
         if (is_syn && matches!(before, ConnState::TimeWait | ConnState::Close))
             || self.p.expire_nodest_conn.load(Ordering::Relaxed)
         {
-            return Err(Some(c));
+            *looked = Some(c);
+            return None;
         }
         // From here on as `inbound`: state, counters, then the forwarding method.
         let method = c.method();
@@ -856,7 +861,7 @@ impl Worker {
         if matches!(v, Verdict::Forward { .. }) {
             bump(&self.stats.forwarded_in);
         }
-        Ok(v)
+        Some(v)
     }
 
     /// [`forward_in`](Self::forward_in) for connection `c`, with NAT, FULLNAT and DR between
