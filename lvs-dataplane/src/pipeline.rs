@@ -835,9 +835,8 @@ impl Worker {
             vport: ip.dport,
         };
         let conns = &self.p.tables.conns;
-        let Some(c) = conns.lookup_in(&key) else {
-            return None;
-        };
+        // No connection yet: handed back with nothing found.
+        let c = conns.lookup_in(&key)?;
         let before = c.state();
         if (is_syn && matches!(before, ConnState::TimeWait | ConnState::Close))
             || self.p.expire_nodest_conn.load(Ordering::Relaxed)
