@@ -18,6 +18,18 @@
 //!
 //! Fragments addressed to a VIP or LIP are dropped and counted ([`DropReason::Fragment`]):
 //! lvs keeps no reassembly or fragment-to-flow state (yet).
+//!
+//! Speed. [`Worker::process_burst`] parses the common frame (untagged IPv4, no options, not a
+//! fragment, TCP/UDP) with fixed-offset loads ([`xlate::parse_fast_v4`]) and sends packets of
+//! known connections through two fast paths, client → server (`established_v4`) and server
+//! → client (`reply_v4`), that rewrite from the connection's IPv4 addresses with TTL,
+//! addresses and ports folded into one checksum update per header ([`xlate::forward_v4`]);
+//! anything else (new connections, IPv6, ICMP, TTL expiring, ...) is handed, before any side
+//! effect, to the general path that [`Worker::process`] always takes, and the fuzz tests
+//! check that the two agree. Each worker caches, per snapshot of the tables and cleared when
+//! one changes: next hops (interface, MACs) of on-link destinations, next-hop MACs, the IPv4
+//! routes as masks, destination positions for the per-packet counters, service lookups and
+//! the LIP list.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
