@@ -276,6 +276,7 @@ impl Pipeline {
             lips: caches.lips.load().clone(),
         };
         let routes_v4 = V4Routes::compile(&snap.routes);
+        let vips_v4 = few_vips_v4(&snap.set);
         Worker {
             id,
             p: self.clone(),
@@ -284,6 +285,7 @@ impl Pipeline {
             neigh_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             hop_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             routes_v4,
+            vips_v4,
             dest_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             svc_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             learned: std::cell::Cell::new(false),
@@ -348,6 +350,27 @@ fn refresh<T>(slot: &mut Arc<T>, cur: &Arc<T>) -> bool {
         *slot = cur.clone();
     }
     changed
+}
+
+/// Most IPv4 VIPs a worker scans instead of asking the service set's hash.
+const FEW_VIPS: usize = 16;
+
+/// The IPv4 VIPs of `set` (what [`ServiceSet::is_vip`] answers true for) when there are at
+/// most [`FEW_VIPS`].
+fn few_vips_v4(set: &ServiceSet) -> Option<Box<[u32]>> {
+    let mut v = Vec::new();
+    for s in set.services() {
+        if let ServiceKey::Addr {
+            addr: IpAddr::V4(a), ..
+        } = s.config.key
+        {
+            let a = u32::from(a);
+            if !v.contains(&a) {
+                v.push(a);
+            }
+        }
+    }
+    (v.len() <= FEW_VIPS).then(|| v.into_boxed_slice())
 }
 
 /// Slots of a worker's cache of destination positions.
@@ -443,6 +466,9 @@ pub struct Worker {
     hop_cache: [std::cell::Cell<Option<HopEntry>>; NEIGH_CACHE],
     /// The IPv4 routes of `snap.routes`, compiled (rebuilt when it changes).
     routes_v4: V4Routes,
+    /// The IPv4 VIPs of `snap.set` when there are few (rebuilt when it changes): a short
+    /// scan instead of a hash lookup per packet.
+    vips_v4: Option<Box<[u32]>>,
     /// Positions of destinations in `snap.set` by id (cleared when it changes).
     dest_cache: [std::cell::Cell<Option<(u32, u32, u32)>>; DEST_CACHE],
     /// Services found in `snap.set` by (protocol, address, port) (cleared when it changes).
@@ -532,7 +558,7 @@ impl Worker {
                     && ip.l4_present
                     && let Some(proto) = Protocol::from_number(ip.proto)
                 {
-                    if self.snap.set.is_vip(ip.dst) {
+                    if self.is_vip(ip.dst) {
                         hint = if fast { Hint::FastVip } else { Hint::Vip };
                         kin[nin] = ConnKeyIn {
                             proto,
@@ -600,6 +626,7 @@ impl Worker {
     fn refresh_snap(&mut self) {
         self.learned.set(false);
         if refresh(&mut self.snap.set, self.caches.services.load()) {
+            self.vips_v4 = few_vips_v4(&self.snap.set);
             for c in &self.dest_cache {
                 c.set(None);
             }
@@ -695,7 +722,7 @@ impl Worker {
     }
 
     fn owns(&self, addr: IpAddr) -> bool {
-        self.snap.set.is_vip(addr)
+        self.is_vip(addr)
             || lip::contains(&self.snap.lips, addr)
             || self.snap.fwmarks.iter().any(|r| r.addr == addr)
     }
@@ -767,7 +794,7 @@ impl Worker {
             };
         };
         let fwmark = self.fwmark_of(proto, ip.dst, ip.dport);
-        let to_vip = vip.unwrap_or_else(|| set.is_vip(ip.dst));
+        let to_vip = vip.unwrap_or_else(|| self.is_vip(ip.dst));
         if fwmark.is_some() || to_vip || self.snap.fwmarks.iter().any(|r| r.addr == ip.dst) {
             if ip.fragment {
                 return Verdict::Drop(DropReason::Fragment);
@@ -1207,6 +1234,15 @@ impl Worker {
 }
 
 impl Worker {
+    /// [`ServiceSet::is_vip`] of the worker's service snapshot.
+    #[inline]
+    fn is_vip(&self, addr: IpAddr) -> bool {
+        match (addr, &self.vips_v4) {
+            (IpAddr::V4(a), Some(few)) => few.contains(&u32::from(a)),
+            _ => self.snap.set.is_vip(addr),
+        }
+    }
+
     /// [`ServiceSet::lookup`] of the worker's service snapshot `set`, through a small cache
     /// of answers (cleared when the snapshot changes) in front of the hash lookups.
     #[inline]

@@ -896,3 +896,45 @@ fn tun_outer_ipv4_header_copies_tos_ttl_and_df_and_checks_out() {
         assert_eq!((&o[12..16], &o[16..20]), (&DIP[..], &RS1[..]));
     }
 }
+
+#[test]
+fn many_vips_are_all_served_single_and_in_bursts() {
+    // Workers scan a short list of IPv4 VIPs and ask the service set beyond that: both ways
+    // find every VIP and nothing else.
+    for n in [3u8, 20] {
+        let mut rules = String::new();
+        for i in 0..n {
+            rules += &format!(
+                "-A -t 10.77.1.{}:80 -s rr\n-a -t 10.77.1.{}:80 -r 10.77.2.11:8080 -m\n",
+                100 + i,
+                100 + i
+            );
+        }
+        let mut lab = Lab::new(&rules);
+        for i in 0..n {
+            let vip = ip4([10, 77, 1, 100 + i]);
+            let syn = build(CLIENT_MAC, ip4(CIP), 41000 + i as u16, vip, 80, L4::Syn, b"");
+            let (v, _) = if i % 2 == 0 {
+                lab.run(&syn)
+            } else {
+                run_burst(&mut lab, &syn)
+            };
+            assert_eq!(v, Verdict::Forward { egress: 0 }, "{n} VIPs: VIP {vip}");
+        }
+        let other = build(
+            CLIENT_MAC,
+            ip4(CIP),
+            42000,
+            ip4([10, 77, 1, 99]),
+            80,
+            L4::Syn,
+            b"",
+        );
+        assert_eq!(lab.run(&other).0, Verdict::Pass, "{n} VIPs: not a VIP");
+        assert_eq!(
+            run_burst(&mut lab, &other).0,
+            Verdict::Pass,
+            "{n} VIPs: not a VIP (burst)"
+        );
+    }
+}
