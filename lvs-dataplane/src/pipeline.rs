@@ -18,6 +18,18 @@
 //!
 //! Fragments addressed to a VIP or LIP are dropped and counted ([`DropReason::Fragment`]):
 //! lvs keeps no reassembly or fragment-to-flow state (yet).
+//!
+//! Speed. [`Worker::process_burst`] parses the common frame (untagged IPv4, no options, not a
+//! fragment, TCP/UDP) with fixed-offset loads ([`xlate::parse_fast_v4`]) and sends packets of
+//! known connections through two fast paths, client → server (`established_v4`) and server
+//! → client (`reply_v4`), that rewrite from the connection's IPv4 addresses with TTL,
+//! addresses and ports folded into one checksum update per header ([`xlate::forward_v4`]);
+//! anything else (new connections, IPv6, ICMP, TTL expiring, ...) is handed, before any side
+//! effect, to the general path that [`Worker::process`] always takes, and the fuzz tests
+//! check that the two agree. Each worker caches, per snapshot of the tables and cleared when
+//! one changes: next hops (interface, MACs) of on-link destinations, next-hop MACs, the IPv4
+//! routes as masks, destination positions for the per-packet counters, service lookups and
+//! the LIP list.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -30,17 +42,17 @@ use lvs_core::conn::{
     ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, NewConn, PREFETCH_BURST, TcpFlags,
     TemplateKey,
 };
-use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable};
+use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable, VirtualService};
 use lvs_core::{Destination, FlowKey, ForwardMethod, Protocol, Time};
 
 use crate::io::FrameBuf;
 use crate::neigh::{NeighMap, NeighTable};
-use crate::route::{self, NextHop, Route, RouteTable};
+use crate::route::{self, NextHop, Route, RouteTable, V4Routes};
 use crate::verdict::{DropCounters, DropReason, Verdict};
 use crate::wire::ethernet::{self, MacAddr};
 use crate::wire::{arp, checksum, ethertype, icmpv4, icmpv6, ip_proto, ipv4, ipv6, tcp};
 use crate::xlate::icmp::{self, ErrorKind};
-use crate::xlate::lip::LipPool;
+use crate::xlate::lip::{self, LipPool, LocalAddr};
 use crate::xlate::{self, End, IpInfo, tunnel};
 
 /// One interface the director serves.
@@ -146,9 +158,48 @@ struct Target {
 enum Scheduled {
     /// A connection entry was created.
     Conn(ConnRef),
-    /// One-packet scheduling (`--ops`, UDP): no entry; forward this datagram only. Carries
-    /// the destination's id for its counters.
-    OnePacket(Target, u32),
+    /// One-packet scheduling (`--ops`, UDP): no entry; forward this datagram only, by
+    /// `method` to `dest`. Carries the destination's id for its counters. (Kept small: the
+    /// client and virtual ends are the packet's own.)
+    OnePacket {
+        method: ForwardMethod,
+        dest: SocketAddr,
+        dest_id: u32,
+    },
+}
+
+/// The unused ends of a [`Target`] built for one direction only.
+const UNUSED_END: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+
+impl Target {
+    /// What [`Worker::forward_in`] reads of connection `c` (method, destination, FULLNAT
+    /// local end and client); `virt` is left [`UNUSED_END`]. Copying only these out of the
+    /// entry saves decoding the other addresses on every packet.
+    #[inline]
+    fn inbound(c: &ConnRef) -> Target {
+        let method = c.method();
+        let full = method == ForwardMethod::FullNat;
+        Target {
+            method,
+            client: if full { c.client() } else { UNUSED_END },
+            virt: UNUSED_END,
+            dest: c.dest_addr(),
+            local: if full { c.local() } else { None },
+        }
+    }
+
+    /// What the reply path reads of connection `c` (method, client, virtual end); `dest`
+    /// and `local` are left unused.
+    #[inline]
+    fn outbound(c: &ConnRef) -> Target {
+        Target {
+            method: c.method(),
+            client: c.client(),
+            virt: c.virt(),
+            dest: UNUSED_END,
+            local: None,
+        }
+    }
 }
 
 impl From<&ConnRef> for Target {
@@ -215,19 +266,28 @@ impl Pipeline {
             routes: Cache::new(RoutesCell(self.tables.routes.clone())),
             neigh: Cache::new(NeighCell(self.tables.neigh.clone())),
             fwmarks: Cache::new(FwmarksCell(self.clone())),
+            lips: Cache::new(LipsCell(self.tables.lips.clone())),
         };
         let snap = Snap {
             set: caches.services.load().clone(),
             routes: caches.routes.load().clone(),
             neigh: caches.neigh.load().clone(),
             fwmarks: caches.fwmarks.load().clone(),
+            lips: caches.lips.load().clone(),
         };
+        let routes_v4 = V4Routes::compile(&snap.routes);
+        let vips_v4 = few_vips_v4(&snap.set);
         Worker {
             id,
             p: self.clone(),
             caches,
             snap,
-            neigh_cache: Default::default(),
+            neigh_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
+            hop_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
+            routes_v4,
+            vips_v4,
+            dest_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
+            svc_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             learned: std::cell::Cell::new(false),
             drops: Arc::new(DropCounters::default()),
             stats: Arc::new(WorkerStats::default()),
@@ -261,6 +321,7 @@ swap_handle!(ServicesCell, ServiceTable, ServiceSet, |o| o.current());
 swap_handle!(RoutesCell, RouteTable, Vec<Route>, |o| o.current());
 swap_handle!(NeighCell, NeighTable, NeighMap, |o| o.current());
 swap_handle!(FwmarksCell, Pipeline, Vec<FwmarkRule>, |o| &o.fwmarks);
+swap_handle!(LipsCell, LipPool, Vec<Arc<LocalAddr>>, |o| o.current());
 
 /// A worker's caches of the published tables: one pointer comparison per table per packet
 /// instead of an arc-swap load at every use (a full load costs some 70 instructions).
@@ -269,6 +330,7 @@ struct Caches {
     routes: Cache<RoutesCell, Arc<Vec<Route>>>,
     neigh: Cache<NeighCell, Arc<NeighMap>>,
     fwmarks: Cache<FwmarksCell, Arc<Vec<FwmarkRule>>>,
+    lips: Cache<LipsCell, Arc<Vec<Arc<LocalAddr>>>>,
 }
 
 /// The snapshots one packet is processed against (refreshed from [`Caches`] per packet).
@@ -277,6 +339,7 @@ struct Snap {
     routes: Arc<Vec<Route>>,
     neigh: Arc<NeighMap>,
     fwmarks: Arc<Vec<FwmarkRule>>,
+    lips: Arc<Vec<Arc<LocalAddr>>>,
 }
 
 /// Replaces `slot` by `cur` if it is another snapshot; true if it was.
@@ -289,8 +352,37 @@ fn refresh<T>(slot: &mut Arc<T>, cur: &Arc<T>) -> bool {
     changed
 }
 
+/// Most IPv4 VIPs a worker scans instead of asking the service set's hash.
+const FEW_VIPS: usize = 16;
+
+/// The IPv4 VIPs of `set` (what [`ServiceSet::is_vip`] answers true for) when there are at
+/// most [`FEW_VIPS`].
+fn few_vips_v4(set: &ServiceSet) -> Option<Box<[u32]>> {
+    let mut v = Vec::new();
+    for s in set.services() {
+        if let ServiceKey::Addr {
+            addr: IpAddr::V4(a), ..
+        } = s.config.key
+        {
+            let a = u32::from(a);
+            if !v.contains(&a) {
+                v.push(a);
+            }
+        }
+    }
+    (v.len() <= FEW_VIPS).then(|| v.into_boxed_slice())
+}
+
+/// Slots of a worker's cache of destination positions.
+const DEST_CACHE: usize = 64;
+/// Slots of a worker's cache of service lookups.
+const SVC_CACHE: usize = 64;
+
+/// A cached service lookup: (protocol, address, port) → position in the snapshot.
+type SvcCached = (Protocol, IpAddr, u16, u32);
+
 /// Slots of a worker's next-hop MAC cache (in front of the neighbour map's hash lookup).
-const NEIGH_CACHE: usize = 16;
+const NEIGH_CACHE: usize = 64;
 
 #[inline]
 fn neigh_slot(ip: IpAddr) -> usize {
@@ -301,7 +393,16 @@ fn neigh_slot(ip: IpAddr) -> usize {
             v as u64 ^ (v >> 64) as u64
         }
     };
-    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize % NEIGH_CACHE
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % NEIGH_CACHE
+}
+
+/// A cached next hop: frames to `to` leave on `iface` from `src` to `dst`.
+#[derive(Debug, Clone, Copy)]
+struct HopEntry {
+    to: IpAddr,
+    iface: u16,
+    dst: MacAddr,
+    src: MacAddr,
 }
 
 /// Where the IP header of an IPv4/IPv6 frame starts, and whether it is IPv6.
@@ -315,9 +416,26 @@ fn ip_offset(frame: &[u8]) -> Option<(usize, bool)> {
     }
 }
 
-/// An IP frame's parsed headers and, for TCP/UDP/SCTP, whether it is to a VIP (the first
-/// stage of [`Worker::process_burst`]).
-type Parsed = (Result<IpInfo, DropReason>, Option<bool>);
+/// What the first stage of [`Worker::process_burst`] learned of a TCP/UDP/SCTP frame.
+#[derive(Debug, Clone, Copy)]
+enum Hint {
+    /// Nothing (not parsed, or another protocol).
+    None,
+    /// Not to a VIP.
+    NotVip,
+    /// Not to a VIP, parsed by the fixed-offset parser: [`Worker::reply_v4`] may take it.
+    FastNotVip,
+    /// To a VIP.
+    Vip,
+    /// To a VIP, parsed by the fixed-offset parser (IPv4 TCP/UDP, no options, not a
+    /// fragment): [`Worker::established_v4`] may take it.
+    FastVip,
+}
+
+/// A frame of a burst: its parsed headers (`None`: not IPv4/IPv6) and its [`Hint`].
+type Parsed = (Option<Result<IpInfo, DropReason>>, Hint);
+
+const NOT_IP: Parsed = (None, Hint::None);
 
 const NO_KEY_IN: ConnKeyIn = ConnKeyIn {
     proto: Protocol::Tcp,
@@ -343,6 +461,18 @@ pub struct Worker {
     snap: Snap,
     /// Next-hop MACs recently found in `snap.neigh` (cleared when it changes).
     neigh_cache: [std::cell::Cell<Option<(IpAddr, MacAddr)>>; NEIGH_CACHE],
+    /// Whole next hops (interface, MACs) of on-link destinations such as real servers, by
+    /// destination address (cleared when the routes or the neighbour map change).
+    hop_cache: [std::cell::Cell<Option<HopEntry>>; NEIGH_CACHE],
+    /// The IPv4 routes of `snap.routes`, compiled (rebuilt when it changes).
+    routes_v4: V4Routes,
+    /// The IPv4 VIPs of `snap.set` when there are few (rebuilt when it changes): a short
+    /// scan instead of a hash lookup per packet.
+    vips_v4: Option<Box<[u32]>>,
+    /// Positions of destinations in `snap.set` by id (cleared when it changes).
+    dest_cache: [std::cell::Cell<Option<(u32, u32, u32)>>; DEST_CACHE],
+    /// Services found in `snap.set` by (protocol, address, port) (cleared when it changes).
+    svc_cache: [std::cell::Cell<Option<SvcCached>>; SVC_CACHE],
     /// A frame of this burst taught the neighbour table something (refresh before the next).
     learned: std::cell::Cell<bool>,
     /// Drops by reason.
@@ -388,8 +518,9 @@ impl Worker {
 
     /// Processes a receive burst: `verdicts[i]` gets what [`process`](Self::process) would
     /// return for `frames[i]` and each frame is rewritten the same way, in order. First the
-    /// headers of up to 32 frames are parsed and the connection-table lines their lookups
-    /// will read are brought into cache together ([`ConnTable::prefetch_in`] and
+    /// headers of up to 32 frames are parsed (the common case, IPv4 TCP/UDP without options,
+    /// in a few fixed-offset loads) and the connection-table lines their lookups will read
+    /// are brought into cache together ([`ConnTable::prefetch_in`] and
     /// [`ConnTable::prefetch_out`]), so the burst pays its cache and TLB misses in parallel
     /// rather than one packet after another; then each frame is processed from its parsed
     /// headers. No allocation. Only `min(frames.len(), verdicts.len())` frames are processed.
@@ -405,23 +536,30 @@ impl Worker {
         while start < n {
             let m = (n - start).min(PREFETCH_BURST);
             self.refresh_snap();
-            let mut parsed: [Option<Parsed>; PREFETCH_BURST] = [None; PREFETCH_BURST];
+            let mut parsed = [NOT_IP; PREFETCH_BURST];
             let mut kin = [NO_KEY_IN; PREFETCH_BURST];
             let mut kout = [NO_KEY_OUT; PREFETCH_BURST];
             let (mut nin, mut nout) = (0, 0);
             for (slot, fb) in parsed.iter_mut().zip(&frames[start..start + m]) {
-                let Some((off, v6)) = ip_offset(fb.frame()) else {
-                    continue;
+                // The common case in a few fixed-offset loads, else the general parser.
+                let fast = xlate::parse_fast_v4(fb.frame());
+                let r = match fast {
+                    Some(ip) => Ok(ip),
+                    None => {
+                        let Some((off, v6)) = ip_offset(fb.frame()) else {
+                            continue;
+                        };
+                        xlate::parse_ip(fb.frame(), off, v6)
+                    }
                 };
-                let r = xlate::parse_ip(fb.frame(), off, v6);
-                let mut vip = None;
+                let fast = fast.is_some();
+                let mut hint = Hint::None;
                 if let Ok(ip) = &r
                     && ip.l4_present
                     && let Some(proto) = Protocol::from_number(ip.proto)
                 {
-                    let to_vip = self.snap.set.is_vip(ip.dst);
-                    vip = Some(to_vip);
-                    if to_vip {
+                    if self.is_vip(ip.dst) {
+                        hint = if fast { Hint::FastVip } else { Hint::Vip };
                         kin[nin] = ConnKeyIn {
                             proto,
                             caddr: ip.src,
@@ -439,9 +577,10 @@ impl Worker {
                             port: ip.dport,
                         };
                         nout += 1;
+                        hint = if fast { Hint::FastNotVip } else { Hint::NotVip };
                     }
                 }
-                *slot = Some((r, vip));
+                *slot = (Some(r), hint);
             }
             let conns = &self.p.tables.conns;
             conns.prefetch_in(&kin[..nin]);
@@ -454,9 +593,28 @@ impl Worker {
                     self.refresh_neigh();
                 }
                 bump(&self.stats.frames);
-                let v = match parsed[j] {
-                    Some((r, vip)) => self.ip_parsed(fb, r, vip, ingress, now),
-                    None => self.classify(fb, ingress, now),
+                let v = match &mut parsed[j] {
+                    // The fast paths work on the parsed headers in place.
+                    (Some(Ok(ip)), Hint::FastVip) => {
+                        let mut looked = None;
+                        match self.established_v4(fb, ip, &mut looked, ingress, now) {
+                            Some(v) => v,
+                            None => self.ip_looked(fb, *ip, looked, ingress, now),
+                        }
+                    }
+                    (Some(Ok(ip)), Hint::FastNotVip) => match self.reply_v4(fb, ip, now) {
+                        Some(v) => v,
+                        None => self.ip_parsed(fb, Ok(*ip), Some(false), ingress, now),
+                    },
+                    (Some(r), hint) => {
+                        let vip = match hint {
+                            Hint::Vip | Hint::FastVip => Some(true),
+                            Hint::NotVip | Hint::FastNotVip => Some(false),
+                            Hint::None => None,
+                        };
+                        self.ip_parsed(fb, *r, vip, ingress, now)
+                    }
+                    (None, _) => self.classify(fb, ingress, now),
                 };
                 verdicts[start + j] = self.count(v);
             }
@@ -467,10 +625,24 @@ impl Worker {
     #[inline]
     fn refresh_snap(&mut self) {
         self.learned.set(false);
-        refresh(&mut self.snap.set, self.caches.services.load());
-        refresh(&mut self.snap.routes, self.caches.routes.load());
+        if refresh(&mut self.snap.set, self.caches.services.load()) {
+            self.vips_v4 = few_vips_v4(&self.snap.set);
+            for c in &self.dest_cache {
+                c.set(None);
+            }
+            for c in &self.svc_cache {
+                c.set(None);
+            }
+        }
+        if refresh(&mut self.snap.routes, self.caches.routes.load()) {
+            self.routes_v4 = V4Routes::compile(&self.snap.routes);
+            for c in &self.hop_cache {
+                c.set(None);
+            }
+        }
         self.refresh_neigh();
         refresh(&mut self.snap.fwmarks, self.caches.fwmarks.load());
+        refresh(&mut self.snap.lips, self.caches.lips.load());
     }
 
     #[inline]
@@ -478,6 +650,9 @@ impl Worker {
         self.learned.set(false);
         if refresh(&mut self.snap.neigh, self.caches.neigh.load()) {
             for c in &self.neigh_cache {
+                c.set(None);
+            }
+            for c in &self.hop_cache {
                 c.set(None);
             }
         }
@@ -532,7 +707,10 @@ impl Worker {
 
     #[inline]
     fn route(&self, to: IpAddr) -> Option<NextHop> {
-        route::lookup_in(&self.snap.routes, to)
+        match to {
+            IpAddr::V4(a) => self.routes_v4.lookup(a),
+            IpAddr::V6(_) => route::lookup_in(&self.snap.routes, to),
+        }
     }
 
     fn fwmark_of(&self, proto: Protocol, dst: IpAddr, dport: u16) -> Option<u32> {
@@ -544,8 +722,8 @@ impl Worker {
     }
 
     fn owns(&self, addr: IpAddr) -> bool {
-        self.snap.set.is_vip(addr)
-            || self.p.tables.lips.contains(addr)
+        self.is_vip(addr)
+            || lip::contains(&self.snap.lips, addr)
             || self.snap.fwmarks.iter().any(|r| r.addr == addr)
     }
 
@@ -616,14 +794,14 @@ impl Worker {
             };
         };
         let fwmark = self.fwmark_of(proto, ip.dst, ip.dport);
-        let to_vip = vip.unwrap_or_else(|| set.is_vip(ip.dst));
+        let to_vip = vip.unwrap_or_else(|| self.is_vip(ip.dst));
         if fwmark.is_some() || to_vip || self.snap.fwmarks.iter().any(|r| r.addr == ip.dst) {
             if ip.fragment {
                 return Verdict::Drop(DropReason::Fragment);
             }
-            return self.inbound(fb, &mut ip, proto, fwmark, set, ingress, now);
+            return self.inbound(fb, &mut ip, proto, fwmark, None, set, ingress, now);
         }
-        if self.p.tables.lips.contains(ip.dst) {
+        if lip::contains(&self.snap.lips, ip.dst) {
             if ip.fragment {
                 return Verdict::Drop(DropReason::Fragment);
             }
@@ -640,6 +818,213 @@ impl Worker {
         Verdict::Pass
     }
 
+    /// A TCP/UDP frame to a VIP that [`established_v4`](Self::established_v4) handed back,
+    /// with what it looked up: the rest of [`ip_parsed`](Self::ip_parsed)'s VIP branch.
+    #[cold]
+    fn ip_looked(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        mut ip: IpInfo,
+        looked: Option<ConnRef>,
+        ingress: u16,
+        now: Time,
+    ) -> Verdict {
+        let set = &*self.snap.set;
+        let proto = if ip.proto == ip_proto::TCP {
+            Protocol::Tcp
+        } else {
+            Protocol::Udp
+        };
+        let fwmark = self.fwmark_of(proto, ip.dst, ip.dport);
+        self.inbound(fb, &mut ip, proto, fwmark, Some(looked), set, ingress, now)
+    }
+
+    /// The fast path of a burst for a packet of an established connection: `ip` as
+    /// [`xlate::parse_fast_v4`] gave it (IPv4, TCP or UDP, no options, not a fragment), its
+    /// destination a VIP. Does exactly what [`inbound`](Self::inbound) and
+    /// [`forward_in`](Self::forward_in) do for it, with the addresses kept as IPv4 and the
+    /// rewrite in one pass for NAT, FULLNAT and DR (TUN, TOA and an expiring TTL go through
+    /// `forward_in`). What it does not cover (no connection yet, a SYN reopening a finished
+    /// connection, `expire_nodest_conn`) is handed back (`None`) before any side effect,
+    /// with what the lookup found in `looked`, for the general path. The fuzz tests check that a burst and
+    /// single frames (the general path) agree.
+    #[inline]
+    fn established_v4(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        ip: &mut IpInfo,
+        looked: &mut Option<ConnRef>,
+        ingress: u16,
+        now: Time,
+    ) -> Option<Verdict> {
+        let (proto, is_syn) = if ip.proto == ip_proto::TCP {
+            let f = TcpFlags(ip.tcp_flags);
+            (
+                Protocol::Tcp,
+                f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK),
+            )
+        } else {
+            (Protocol::Udp, false)
+        };
+        let key = ConnKeyIn {
+            proto,
+            caddr: ip.src,
+            cport: ip.sport,
+            vaddr: ip.dst,
+            vport: ip.dport,
+        };
+        let conns = &self.p.tables.conns;
+        // No connection yet: handed back with nothing found.
+        let c = conns.lookup_in(&key)?;
+        let before = c.state();
+        if (is_syn && matches!(before, ConnState::TimeWait | ConnState::Close))
+            || self.p.expire_nodest_conn.load(Ordering::Relaxed)
+        {
+            *looked = Some(c);
+            return None;
+        }
+        // From here on as `inbound`: state, counters, then the forwarding method.
+        let method = c.method();
+        let after = conns
+            .on_packet(&c, Direction::Input, TcpFlags(ip.tcp_flags), now)
+            .unwrap_or(before);
+        let set = &*self.snap.set;
+        self.account(set, c.dest_id(), true, ip.ip_len());
+        let toa = proto == Protocol::Tcp
+            && method == ForwardMethod::FullNat
+            && before != ConnState::Established
+            && after == ConnState::Established
+            && self.p.toa.load(Ordering::Relaxed);
+        let v = self.forward_conn(fb, ip, &c, toa, ingress);
+        if matches!(v, Verdict::Forward { .. }) {
+            bump(&self.stats.forwarded_in);
+        }
+        Some(v)
+    }
+
+    /// [`forward_in`](Self::forward_in) for connection `c`, with NAT, FULLNAT and DR between
+    /// IPv4 ends (TTL not expiring, no TOA) done straight from the connection's IPv4
+    /// addresses in one rewrite pass. Used by bursts; single frames take `forward_in`, and
+    /// the fuzz tests check that both agree.
+    #[inline(always)]
+    fn forward_conn(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        ip: &mut IpInfo,
+        c: &ConnRef,
+        toa: bool,
+        ingress: u16,
+    ) -> Verdict {
+        let method = c.method();
+        let quick = match (method, c.dest_addr()) {
+            _ if toa || ip.ttl <= 1 || ip.v6 => None,
+            (ForwardMethod::Masq | ForwardMethod::DirectRoute, SocketAddr::V4(d)) => Some((None, d)),
+            (ForwardMethod::FullNat, SocketAddr::V4(d)) => match c.local() {
+                Some(SocketAddr::V4(l)) => Some((Some((*l.ip(), l.port())), d)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some((local, dest)) = quick else {
+            if method == ForwardMethod::Tunnel && ip.ttl > 1 {
+                // As forward_in does for TUN, without building a Target.
+                fb.set_len(ip.end);
+                xlate::decrement_ttl(fb.frame_mut(), ip);
+                return self.tunnel_out(fb, ip, c.dest_addr().ip(), ingress);
+            }
+            return self.forward_in(fb, ip, &Target::inbound(c), toa, ingress);
+        };
+        fb.set_len(ip.end);
+        let f = fb.frame_mut();
+        let d = (*dest.ip(), dest.port());
+        let done = match method {
+            ForwardMethod::DirectRoute => xlate::decrement_ttl(f, ip),
+            _ => xlate::forward_v4(f, ip, local, Some(d)),
+        };
+        if !done {
+            // Another transport or a short header: the general rewrite, as forward_in does.
+            xlate::decrement_ttl(f, ip);
+            if let Some((a, p)) = local {
+                xlate::rewrite(f, ip, End::Src, IpAddr::V4(a), p);
+            }
+            if method != ForwardMethod::DirectRoute {
+                xlate::rewrite(f, ip, End::Dst, IpAddr::V4(d.0), d.1);
+            }
+        }
+        self.l2_out(fb, IpAddr::V4(d.0))
+    }
+
+    /// The fast path of a burst for a reply of a NAT or FULLNAT connection: `ip` as
+    /// [`xlate::parse_fast_v4`] gave it, its destination not a VIP. Does exactly what
+    /// [`ip_parsed`](Self::ip_parsed) and [`reply`](Self::reply) do for it, with the
+    /// addresses kept as IPv4 and the rewrite in one pass. `None` (before any side effect)
+    /// for what it does not cover: a destination a firewall-mark rule names,
+    /// `expire_nodest_conn`, an expiring TTL, DR/TUN entries, IPv6 ends. The fuzz tests check
+    /// that a burst and single frames agree.
+    #[inline]
+    fn reply_v4(&self, fb: &mut FrameBuf<'_>, ip: &mut IpInfo, now: Time) -> Option<Verdict> {
+        let proto = if ip.proto == ip_proto::TCP {
+            Protocol::Tcp
+        } else {
+            Protocol::Udp
+        };
+        let marks = &self.snap.fwmarks;
+        if !marks.is_empty()
+            && (self.fwmark_of(proto, ip.dst, ip.dport).is_some() || marks.iter().any(|r| r.addr == ip.dst))
+        {
+            return None;
+        }
+        let key = ConnKeyOut {
+            proto,
+            daddr: ip.src,
+            dport: ip.sport,
+            addr: ip.dst,
+            port: ip.dport,
+        };
+        let conns = &self.p.tables.conns;
+        let Some(c) = conns.lookup_out(&key) else {
+            // Not a reply of ours: to a LIP it is dropped, anything else is the kernel's.
+            return Some(if lip::contains(&self.snap.lips, ip.dst) {
+                Verdict::Drop(DropReason::NoConnection)
+            } else {
+                Verdict::Pass
+            });
+        };
+        if ip.ttl <= 1 || self.p.expire_nodest_conn.load(Ordering::Relaxed) {
+            return None;
+        }
+        let SocketAddr::V4(virt) = c.virt() else {
+            return None;
+        };
+        let (src, dst, to) = match (c.method(), c.client()) {
+            (ForwardMethod::Masq, client) => ((*virt.ip(), virt.port()), None, client.ip()),
+            (ForwardMethod::FullNat, SocketAddr::V4(client)) => (
+                (*virt.ip(), virt.port()),
+                Some((*client.ip(), client.port())),
+                IpAddr::V4(*client.ip()),
+            ),
+            _ => return None,
+        };
+        // From here on as `reply`: state, counters, rewrite, next hop.
+        conns.on_packet(&c, Direction::Output, TcpFlags(ip.tcp_flags), now);
+        self.account(&self.snap.set, c.dest_id(), false, ip.ip_len());
+        fb.set_len(ip.end);
+        let f = fb.frame_mut();
+        if !xlate::forward_v4(f, ip, Some(src), dst) {
+            // Not reached for what the fast parser accepts; the general rewrite if it were.
+            xlate::decrement_ttl(f, ip);
+            xlate::rewrite(f, ip, End::Src, IpAddr::V4(src.0), src.1);
+            if let Some((a, p)) = dst {
+                xlate::rewrite(f, ip, End::Dst, IpAddr::V4(a), p);
+            }
+        }
+        let v = self.l2_out(fb, to);
+        if matches!(v, Verdict::Forward { .. }) {
+            bump(&self.stats.forwarded_out);
+        }
+        Some(v)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn inbound(
         &self,
@@ -647,6 +1032,7 @@ impl Worker {
         ip: &mut IpInfo,
         proto: Protocol,
         fwmark: Option<u32>,
+        looked: Option<Option<ConnRef>>,
         set: &ServiceSet,
         ingress: u16,
         now: Time,
@@ -665,7 +1051,7 @@ impl Worker {
         let flags = TcpFlags(ip.tcp_flags);
         let is_syn =
             proto == Protocol::Tcp && flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK);
-        let found = match conns.lookup_in(&key) {
+        let found = match looked.unwrap_or_else(|| conns.lookup_in(&key)) {
             // A new SYN on a finished connection: the old entry gives way (the kernel's
             // conn_reuse_mode), the client gets a freshly scheduled connection.
             Some(c) if is_syn && matches!(c.state(), ConnState::TimeWait | ConnState::Close) => {
@@ -686,7 +1072,18 @@ impl Worker {
             Some(c) => c,
             None => match self.new_conn(fb, ip, key, fwmark, set, ingress, now) {
                 Ok(Scheduled::Conn(c)) => c,
-                Ok(Scheduled::OnePacket(t, dest_id)) => {
+                Ok(Scheduled::OnePacket {
+                    method,
+                    dest,
+                    dest_id,
+                }) => {
+                    let t = Target {
+                        method,
+                        client: SocketAddr::new(ip.src, ip.sport),
+                        virt: SocketAddr::new(ip.dst, ip.dport),
+                        dest,
+                        local: None,
+                    };
                     self.account(set, dest_id, true, ip.ip_len());
                     let v = self.forward_in(fb, ip, &t, false, ingress);
                     if matches!(v, Verdict::Forward { .. }) {
@@ -707,7 +1104,12 @@ impl Worker {
             && before != ConnState::Established
             && after == ConnState::Established
             && self.p.toa.load(Ordering::Relaxed);
-        let v = self.forward_in(fb, ip, &Target::from(&conn), toa, ingress);
+        // `looked` is only given by bursts.
+        let v = if looked.is_some() {
+            self.forward_conn(fb, ip, &conn, toa, ingress)
+        } else {
+            self.forward_in(fb, ip, &Target::inbound(&conn), toa, ingress)
+        };
         if matches!(v, Verdict::Forward { .. }) {
             bump(&self.stats.forwarded_in);
         }
@@ -729,7 +1131,7 @@ impl Worker {
     ) -> Result<Scheduled, Verdict> {
         let svc = match fwmark {
             Some(mark) => set.lookup_fwmark(mark, AddrFamily::of(&ip.dst)),
-            None => set.lookup(key.proto, ip.dst, ip.dport),
+            None => self.service_of(set, key.proto, ip.dst, ip.dport),
         };
         let Some(svc) = svc else {
             return Err(Verdict::Drop(DropReason::NoService));
@@ -797,14 +1199,11 @@ impl Worker {
         // the client, so it keeps one even with --ops.
         if svc.config.one_packet && key.proto == Protocol::Udp && dest.config.method != ForwardMethod::FullNat
         {
-            let t = Target {
+            return Ok(Scheduled::OnePacket {
                 method: dest.config.method,
-                client: SocketAddr::new(ip.src, ip.sport),
-                virt: SocketAddr::new(ip.dst, ip.dport),
                 dest: dest_addr,
-                local: None,
-            };
-            return Ok(Scheduled::OnePacket(t, dest.state.id()));
+                dest_id: dest.state.id(),
+            });
         }
         let local = if dest.config.method == ForwardMethod::FullNat {
             match self.p.tables.lips.allocate(dest.config.addr) {
@@ -835,10 +1234,73 @@ impl Worker {
 }
 
 impl Worker {
+    /// [`ServiceSet::is_vip`] of the worker's service snapshot.
+    #[inline]
+    fn is_vip(&self, addr: IpAddr) -> bool {
+        match (addr, &self.vips_v4) {
+            (IpAddr::V4(a), Some(few)) => few.contains(&u32::from(a)),
+            _ => self.snap.set.is_vip(addr),
+        }
+    }
+
+    /// [`ServiceSet::lookup`] of the worker's service snapshot `set`, through a small cache
+    /// of answers (cleared when the snapshot changes) in front of the hash lookups.
+    #[inline]
+    fn service_of<'s>(
+        &self,
+        set: &'s ServiceSet,
+        proto: Protocol,
+        addr: IpAddr,
+        port: u16,
+    ) -> Option<&'s Arc<VirtualService>> {
+        let h = match addr {
+            IpAddr::V4(a) => u32::from(a) as u64,
+            IpAddr::V6(a) => {
+                let v = u128::from(a);
+                v as u64 ^ (v >> 64) as u64
+            }
+        } ^ (port as u64) << 32
+            ^ (proto as u64) << 48;
+        let slot = &self.svc_cache[(h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % SVC_CACHE];
+        if let Some((p, a, pt, si)) = slot.get()
+            && p == proto
+            && pt == port
+            && a == addr
+        {
+            return set.services().get(si as usize);
+        }
+        let svc = set.lookup(proto, addr, port)?;
+        if let Some(si) = set.services().iter().position(|s| Arc::ptr_eq(s, svc)) {
+            slot.set(Some((proto, addr, port, si as u32)));
+        }
+        Some(svc)
+    }
+
+    /// [`ServiceSet::dest_by_id`] of the worker's service snapshot `set`, through a small
+    /// cache of positions (cleared when the snapshot changes) in front of the hash lookup.
+    #[inline]
+    fn dest_by_id<'s>(&self, set: &'s ServiceSet, id: u32) -> Option<(&'s VirtualService, &'s Destination)> {
+        let slot = &self.dest_cache[id as usize % DEST_CACHE];
+        if let Some((k, si, di)) = slot.get()
+            && k == id
+            && let Some(svc) = set.services().get(si as usize)
+            && let Some(d) = svc.dests.get(di as usize)
+        {
+            return Some((&**svc, d));
+        }
+        let (svc, d) = set.dest_by_id(id)?;
+        let si = set.services().iter().position(|s| std::ptr::eq(&**s, svc));
+        let di = svc.dests.iter().position(|x| std::ptr::eq(x, d));
+        if let (Some(si), Some(di)) = (si, di) {
+            slot.set(Some((id, si as u32, di as u32)));
+        }
+        Some((svc, d))
+    }
+
     /// Counts one packet of `bytes` in the counters of destination `dest_id` and its service.
     #[inline]
     fn account(&self, set: &ServiceSet, dest_id: u32, inbound: bool, bytes: usize) {
-        if let Some((svc, d)) = set.dest_by_id(dest_id) {
+        if let Some((svc, d)) = self.dest_by_id(set, dest_id) {
             if inbound {
                 d.state.stats.add_in(self.id, 1, bytes as u64);
                 svc.stats.add_in(self.id, 1, bytes as u64);
@@ -881,19 +1343,38 @@ impl Worker {
     }
 
     /// Sets the Ethernet addresses for the next hop towards `to`.
+    #[inline]
     fn l2_out(&self, fb: &mut FrameBuf<'_>, to: IpAddr) -> Verdict {
-        let Some(hop) = self.route(to) else {
-            return Verdict::Drop(DropReason::NoNeighbour);
+        let slot = &self.hop_cache[neigh_slot(to)];
+        let h = match slot.get() {
+            Some(h) if h.to == to => h,
+            _ => {
+                let Some(hop) = self.route(to) else {
+                    return Verdict::Drop(DropReason::NoNeighbour);
+                };
+                let Some(mac) = self.neigh_lookup(hop.addr) else {
+                    self.p.tables.neigh.request(hop.addr);
+                    return Verdict::Drop(DropReason::NoNeighbour);
+                };
+                let h = HopEntry {
+                    to,
+                    iface: hop.iface,
+                    dst: mac,
+                    src: self.our_mac(hop.iface),
+                };
+                // Only on-link destinations (real servers): the many clients behind a
+                // gateway would evict them, and their gateway's MAC is cached anyway.
+                if hop.addr == to {
+                    slot.set(Some(h));
+                }
+                h
+            }
         };
-        let Some(mac) = self.neigh_lookup(hop.addr) else {
-            self.p.tables.neigh.request(hop.addr);
-            return Verdict::Drop(DropReason::NoNeighbour);
-        };
-        let src = self.our_mac(hop.iface);
-        let mut e = ethernet::Frame::new_unchecked(fb.frame_mut());
-        e.set_dst_addr(mac);
-        e.set_src_addr(src);
-        Verdict::Forward { egress: hop.iface }
+        if let Some(e) = fb.frame_mut().get_mut(..12) {
+            e[..6].copy_from_slice(&h.dst);
+            e[6..].copy_from_slice(&h.src);
+        }
+        Verdict::Forward { egress: h.iface }
     }
 
     /// Client → real server, by forwarding method.
@@ -905,72 +1386,108 @@ impl Worker {
         toa: bool,
         ingress: u16,
     ) -> Verdict {
-        if let Some(v) = self.ttl_or_error(fb, ip, ingress) {
-            return v;
+        if ip.ttl <= 1 {
+            return self
+                .ttl_or_error(fb, ip, ingress)
+                .unwrap_or(Verdict::Drop(DropReason::TtlExceeded));
         }
         // Drop Ethernet padding: the frame ends with the IP packet.
         fb.set_len(ip.end);
         match t.method {
             ForwardMethod::Masq => {
-                xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.dest.ip(), t.dest.port());
+                // IPv4 TCP/UDP: TTL and destination in one checksum pass.
+                let done = match t.dest {
+                    SocketAddr::V4(d) => {
+                        xlate::forward_v4(fb.frame_mut(), ip, None, Some((*d.ip(), d.port())))
+                    }
+                    SocketAddr::V6(_) => false,
+                };
+                if !done {
+                    xlate::decrement_ttl(fb.frame_mut(), ip);
+                    xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.dest.ip(), t.dest.port());
+                }
             }
             ForwardMethod::FullNat => {
                 let Some(local) = t.local else {
+                    xlate::decrement_ttl(fb.frame_mut(), ip);
                     return Verdict::Drop(DropReason::NoLocalPort);
                 };
                 if local.is_ipv6() != ip.v6 || t.dest.is_ipv6() != ip.v6 {
+                    xlate::decrement_ttl(fb.frame_mut(), ip);
                     return Verdict::Drop(DropReason::Unsupported);
                 }
-                xlate::rewrite(fb.frame_mut(), ip, End::Src, local.ip(), local.port());
-                xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.dest.ip(), t.dest.port());
+                let done = match (local, t.dest) {
+                    (SocketAddr::V4(l), SocketAddr::V4(d)) => xlate::forward_v4(
+                        fb.frame_mut(),
+                        ip,
+                        Some((*l.ip(), l.port())),
+                        Some((*d.ip(), d.port())),
+                    ),
+                    _ => false,
+                };
+                if !done {
+                    xlate::decrement_ttl(fb.frame_mut(), ip);
+                    xlate::rewrite(fb.frame_mut(), ip, End::Src, local.ip(), local.port());
+                    xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.dest.ip(), t.dest.port());
+                }
                 if toa {
                     // Best effort: a segment with no option space or no MTU room goes without.
                     let mtu = self.egress_mtu(t.dest.ip());
                     let _ = insert_toa(fb, ip, t.client, mtu);
                 }
             }
-            ForwardMethod::DirectRoute => {}
+            ForwardMethod::DirectRoute => {
+                xlate::decrement_ttl(fb.frame_mut(), ip);
+            }
             ForwardMethod::Tunnel => {
-                let Some(hop) = self.route(t.dest.ip()) else {
-                    return Verdict::Drop(DropReason::NoNeighbour);
-                };
-                let mtu = self
-                    .p
-                    .interfaces
-                    .get(hop.iface as usize)
-                    .map(|i| i.mtu)
-                    .unwrap_or(1500);
-                let inner_mtu = tunnel::inner_mtu(mtu, ip.v6);
-                if ip.ip_len() > inner_mtu as usize {
-                    // With DF (always for IPv6) the sender learns the smaller MTU, as from the
-                    // kernel; without DF the kernel would fragment the outer packet, which lvs
-                    // does not do: counted as TooBig.
-                    let df = ip.v6 || ipv4::Packet::new_unchecked(&fb.frame()[ip.l3..ip.end]).dont_frag();
-                    if df
-                        && icmp::make_error(
-                            fb,
-                            ip,
-                            ErrorKind::TooBig(inner_mtu),
-                            ip.dst,
-                            self.our_mac(ingress),
-                        )
-                    {
-                        self.drops.count(DropReason::TooBig);
-                        return Verdict::Reply;
-                    }
-                    return Verdict::Drop(DropReason::TooBig);
-                }
-                let Some(dip) = self.our_addr(hop.iface, ip.v6) else {
-                    return Verdict::Drop(DropReason::Unsupported);
-                };
-                let ident = self.ident.get().wrapping_add(1);
-                self.ident.set(ident);
-                if !tunnel::encapsulate(fb, ip, dip, t.dest.ip(), ident) {
-                    return Verdict::Drop(DropReason::TooBig);
-                }
+                xlate::decrement_ttl(fb.frame_mut(), ip);
+                return self.tunnel_out(fb, ip, t.dest.ip(), ingress);
             }
         }
         self.l2_out(fb, t.dest.ip())
+    }
+
+    /// TUN, after the TTL: encapsulates towards real server `dest` (or answers "too big")
+    /// and sets the Ethernet addresses.
+    fn tunnel_out(&self, fb: &mut FrameBuf<'_>, ip: &mut IpInfo, dest: IpAddr, ingress: u16) -> Verdict {
+        let Some(hop) = self.route(dest) else {
+            return Verdict::Drop(DropReason::NoNeighbour);
+        };
+        let mtu = self
+            .p
+            .interfaces
+            .get(hop.iface as usize)
+            .map(|i| i.mtu)
+            .unwrap_or(1500);
+        let inner_mtu = tunnel::inner_mtu(mtu, ip.v6);
+        if ip.ip_len() > inner_mtu as usize {
+            // With DF (always for IPv6) the sender learns the smaller MTU, as from the
+            // kernel; without DF the kernel would fragment the outer packet, which lvs
+            // does not do: counted as TooBig.
+            let df = ip.v6 || ipv4::Packet::new_unchecked(&fb.frame()[ip.l3..ip.end]).dont_frag();
+            if df
+                && icmp::make_error(
+                    fb,
+                    ip,
+                    ErrorKind::TooBig(inner_mtu),
+                    ip.dst,
+                    self.our_mac(ingress),
+                )
+            {
+                self.drops.count(DropReason::TooBig);
+                return Verdict::Reply;
+            }
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        let Some(dip) = self.our_addr(hop.iface, ip.v6) else {
+            return Verdict::Drop(DropReason::Unsupported);
+        };
+        let ident = self.ident.get().wrapping_add(1);
+        self.ident.set(ident);
+        if !tunnel::encapsulate(fb, ip, dip, dest, ident) {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        self.l2_out(fb, dest)
     }
 
     fn egress_mtu(&self, to: IpAddr) -> u16 {
@@ -1005,7 +1522,7 @@ impl Worker {
         }
         conns.on_packet(&c, Direction::Output, TcpFlags(ip.tcp_flags), now);
         self.account(set, c.dest_id(), false, ip.ip_len());
-        let t = Target::from(&c);
+        let t = Target::outbound(&c);
         if ip.ttl <= 1 {
             // The reply's sender is the real server; tell it, from our DIP.
             let ingress = self.route(ip.src).map(|h| h.iface).unwrap_or(0);
@@ -1014,18 +1531,35 @@ impl Worker {
                     .unwrap_or(Verdict::Drop(DropReason::TtlExceeded)),
             );
         }
-        xlate::decrement_ttl(fb.frame_mut(), ip);
         fb.set_len(ip.end);
+        let v4 = |a: SocketAddr| match a {
+            SocketAddr::V4(a) => Some((*a.ip(), a.port())),
+            SocketAddr::V6(_) => None,
+        };
         match t.method {
             ForwardMethod::Masq => {
-                xlate::rewrite(fb.frame_mut(), ip, End::Src, t.virt.ip(), t.virt.port());
+                let done = v4(t.virt).is_some_and(|v| xlate::forward_v4(fb.frame_mut(), ip, Some(v), None));
+                if !done {
+                    xlate::decrement_ttl(fb.frame_mut(), ip);
+                    xlate::rewrite(fb.frame_mut(), ip, End::Src, t.virt.ip(), t.virt.port());
+                }
             }
             ForwardMethod::FullNat => {
-                xlate::rewrite(fb.frame_mut(), ip, End::Src, t.virt.ip(), t.virt.port());
-                xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.client.ip(), t.client.port());
+                let done = match (v4(t.virt), v4(t.client)) {
+                    (Some(v), Some(c)) => xlate::forward_v4(fb.frame_mut(), ip, Some(v), Some(c)),
+                    _ => false,
+                };
+                if !done {
+                    xlate::decrement_ttl(fb.frame_mut(), ip);
+                    xlate::rewrite(fb.frame_mut(), ip, End::Src, t.virt.ip(), t.virt.port());
+                    xlate::rewrite(fb.frame_mut(), ip, End::Dst, t.client.ip(), t.client.port());
+                }
             }
             // DR/TUN replies never come back through the director.
-            ForwardMethod::DirectRoute | ForwardMethod::Tunnel => return Some(Verdict::Pass),
+            ForwardMethod::DirectRoute | ForwardMethod::Tunnel => {
+                xlate::decrement_ttl(fb.frame_mut(), ip);
+                return Some(Verdict::Pass);
+            }
         }
         let v = self.l2_out(fb, t.client.ip());
         if matches!(v, Verdict::Forward { .. }) {
@@ -1147,7 +1681,6 @@ impl Worker {
             return Verdict::Pass;
         };
         let conns = &self.p.tables.conns;
-        let lips = &self.p.tables.lips;
         let _ = now;
         // (a) About a packet we (or a DR/TUN real server) sent to the client: quoted
         //     VIP:vport → CIP:cport. Forward to the real server.
@@ -1205,7 +1738,7 @@ impl Worker {
             port: q.src.1,
         };
         let Some(c) = conns.lookup_out(&key) else {
-            return if lips.contains(ip.dst) {
+            return if lip::contains(&self.snap.lips, ip.dst) {
                 Verdict::Drop(DropReason::NoConnection)
             } else {
                 Verdict::Pass

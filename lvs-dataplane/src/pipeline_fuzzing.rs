@@ -609,6 +609,7 @@ impl FuzzLab {
     /// violation). Returns the verdict and the frame as it left.
     pub fn run(&mut self, frame: &[u8]) -> (Verdict, Vec<u8>) {
         let len = frame.len().min(MAX_FRAME);
+        check_fast_parse(&frame[..len]);
         let clean = checksums_ok(&frame[..len]);
         self.buf[HEADROOM..HEADROOM + len].copy_from_slice(&frame[..len]);
         let drops_before: Vec<u64> = DropReason::ALL
@@ -729,6 +730,28 @@ impl FuzzLab {
         }
         self.run(&frame);
     }
+}
+
+/// The fixed-offset parser of [`Worker::process_burst`] ([`crate::xlate::parse_fast_v4`])
+/// answers exactly like the general one (Ethernet, then [`crate::xlate::parse_ip`])
+/// whenever it answers; panics otherwise.
+pub fn check_fast_parse(frame: &[u8]) {
+    let Some(fast) = crate::xlate::parse_fast_v4(frame) else {
+        return;
+    };
+    let l3 = ethernet::Frame::new_checked(frame)
+        .and_then(|e| e.l3())
+        .expect("a frame the fast parser takes has an Ethernet header");
+    assert_eq!(
+        (l3.ethertype, l3.offset),
+        (ethertype::IPV4, 14),
+        "the fast parser takes untagged IPv4 only"
+    );
+    assert_eq!(
+        Ok(fast),
+        crate::xlate::parse_ip(frame, 14, false),
+        "the fast parser agrees with the general one"
+    );
 }
 
 /// For a forwarded NAT/FULLNAT packet to VIP port `vport`: the tuple of the real server's

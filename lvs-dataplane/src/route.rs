@@ -99,6 +99,48 @@ pub fn lookup_in(routes: &[Route], dst: IpAddr) -> Option<NextHop> {
     })
 }
 
+/// The IPv4 routes of a route list (sorted longest prefix first, as [`RouteTable`] keeps
+/// them) as plain masks, for the per-packet lookup: [`V4Routes::lookup`] answers exactly what
+/// [`lookup_in`] answers for an IPv4 address, without matching address families per route.
+/// Built per worker when the route list changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct V4Routes {
+    /// (network, mask, interface, gateway), in the list's order.
+    routes: Vec<(u32, u32, u16, Option<IpAddr>)>,
+}
+
+impl V4Routes {
+    /// The IPv4 routes of `routes`, in their order.
+    pub fn compile(routes: &[Route]) -> V4Routes {
+        V4Routes {
+            routes: routes
+                .iter()
+                .filter_map(|r| match r.prefix {
+                    IpAddr::V4(p) => {
+                        let len = r.len.min(32) as u32;
+                        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                        Some((u32::from(p) & mask, mask, r.iface, r.gateway))
+                    }
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The next hop for `dst`: the first route whose prefix holds it.
+    #[inline]
+    pub fn lookup(&self, dst: std::net::Ipv4Addr) -> Option<NextHop> {
+        let a = u32::from(dst);
+        self.routes
+            .iter()
+            .find(|&&(net, mask, _, _)| a & mask == net)
+            .map(|&(_, _, iface, gw)| NextHop {
+                iface,
+                addr: gw.unwrap_or(IpAddr::V4(dst)),
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +202,52 @@ mod tests {
                     let want = addr.is_ipv4() == prefix.is_ipv4() && masked(addr, len) == masked(prefix, len);
                     assert_eq!(r.matches(addr), want, "{addr} in {prefix}/{len}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn compiled_v4_routes_answer_like_the_list() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..300 {
+            // A few routes of both families around one random base, some nested.
+            let base = next() as u32;
+            let mut routes: Vec<Route> = (0..1 + next() % 6)
+                .map(|i| {
+                    let len = (next() % 34) as u8;
+                    let prefix = if next() % 5 == 0 {
+                        IpAddr::V6(((base as u128) << 96 | next() as u128).into())
+                    } else {
+                        IpAddr::V4((base ^ (next() as u32 >> (next() % 33).min(31))).into())
+                    };
+                    let gateway = match next() % 3 {
+                        0 => None,
+                        1 => Some(IpAddr::V4((next() as u32).into())),
+                        _ => Some(IpAddr::V6((next() as u128).into())),
+                    };
+                    Route {
+                        prefix,
+                        len,
+                        iface: i as u16,
+                        gateway,
+                    }
+                })
+                .collect();
+            routes.sort_by_key(|r| std::cmp::Reverse(r.len));
+            let compiled = V4Routes::compile(&routes);
+            for _ in 0..50 {
+                let a = std::net::Ipv4Addr::from(base ^ (next() as u32 >> (next() % 33).min(31)));
+                assert_eq!(
+                    compiled.lookup(a),
+                    lookup_in(&routes, IpAddr::V4(a)),
+                    "{a} in {routes:?}"
+                );
             }
         }
     }

@@ -790,3 +790,151 @@ fn removed_destination_connections_go_on_unless_expire_nodest_conn() {
         }
     }
 }
+
+/// Runs `frame` as a burst of one through `Worker::process_burst`.
+fn run_burst(lab: &mut Lab, frame: &[u8]) -> (Verdict, Vec<u8>) {
+    lab.buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+    let mut fbs = [FrameBuf::new(&mut lab.buf, HEADROOM, frame.len())];
+    let mut v = [Verdict::Pass];
+    lab.worker.process_burst(&mut fbs, 0, lab.now, &mut v);
+    (v[0], fbs[0].frame().to_vec())
+}
+
+#[test]
+fn next_hop_follows_neighbour_and_route_changes_at_once() {
+    // The worker caches next hops (interface, MACs) of real servers; a new MAC or a new
+    // route must still apply from the very next packet, single or in a burst.
+    let rules = "-A -t 10.77.1.100:80 -s rr\n-a -t 10.77.1.100:80 -r 10.77.2.11:8080 -m\n";
+    let mut lab = Lab::new(rules);
+    let syn = build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Syn, b"");
+    let ack = build(CLIENT_MAC, ip4(CIP), 40000, ip4(VIP), 80, L4::Ack, b"x");
+    let (v, out) = lab.run(&syn);
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    assert_eq!(inspect(&out).dst_mac, RS1_MAC);
+    let (_, out) = run_burst(&mut lab, &ack);
+    assert_eq!(inspect(&out).dst_mac, RS1_MAC, "burst, cached");
+
+    let moved = [0x02, 0, 0, 0, 0, 0x99];
+    lab.pipeline.tables().neigh.insert(ip4(RS1), moved);
+    let (_, out) = lab.run(&ack);
+    assert_eq!(inspect(&out).dst_mac, moved, "single frame sees the new MAC");
+    lab.pipeline.tables().neigh.insert(ip4(RS1), RS1_MAC);
+    let (_, out) = run_burst(&mut lab, &ack);
+    assert_eq!(inspect(&out).dst_mac, RS1_MAC, "a burst sees the MAC put back");
+
+    // The real servers' network now goes through a router.
+    let gw = ip4([10, 77, 1, 254]);
+    let gw_mac = [0x02, 0, 0, 0, 0, 0xfe];
+    lab.pipeline.tables().neigh.insert(gw, gw_mac);
+    lab.pipeline.tables().routes.replace(vec![
+        Route {
+            prefix: [10, 77, 1, 0].into(),
+            len: 24,
+            iface: 0,
+            gateway: None,
+        },
+        Route {
+            prefix: [10, 77, 2, 0].into(),
+            len: 24,
+            iface: 0,
+            gateway: Some(gw),
+        },
+    ]);
+    let (v, out) = run_burst(&mut lab, &ack);
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    assert_eq!(inspect(&out).dst_mac, gw_mac, "a burst follows the new route");
+    let (_, out) = lab.run(&ack);
+    assert_eq!(inspect(&out).dst_mac, gw_mac, "so does a single frame");
+    // Without any route to the server the packet is dropped, not sent to a cached MAC.
+    lab.pipeline.tables().routes.replace(vec![]);
+    let (v, _) = run_burst(&mut lab, &ack);
+    assert_eq!(v, Verdict::Drop(DropReason::NoNeighbour));
+}
+
+#[test]
+fn tun_outer_ipv4_header_copies_tos_ttl_and_df_and_checks_out() {
+    let rules = "-A -t 10.77.1.100:80 -s rr\n-a -t 10.77.1.100:80 -r 10.77.2.11 -i\n";
+    let mut lab = Lab::new(rules);
+    for (tos, df) in [(0xb8u8, false), (0x02, true)] {
+        let mut frame = build(
+            CLIENT_MAC,
+            ip4(CIP),
+            40000 + tos as u16,
+            ip4(VIP),
+            80,
+            L4::Syn,
+            b"",
+        );
+        frame[15] = tos;
+        frame[20] = if df { 0x40 } else { 0 };
+        frame[24..26].copy_from_slice(&[0, 0]);
+        let c = lvs_dataplane::wire::checksum::checksum(&frame[14..34]);
+        frame[24..26].copy_from_slice(&c.to_be_bytes());
+        let (v, out) = lab.run(&frame);
+        assert_eq!(v, Verdict::Forward { egress: 0 });
+        let o = &out[14..34];
+        assert_eq!(o[0], 0x45, "version 4, no options");
+        assert_eq!(o[1], tos, "TOS copied from the inner header");
+        assert_eq!(
+            u16::from_be_bytes([o[2], o[3]]) as usize,
+            out.len() - 14,
+            "total length covers the inner packet"
+        );
+        assert_eq!(o[6] & 0x40 != 0, df, "DF copied");
+        assert_eq!((o[6] & 0x3f, o[7]), (0, 0), "no MF, offset 0");
+        assert_eq!(
+            (o[8], out[34 + 8]),
+            (63, 63),
+            "outer TTL is the decremented inner one"
+        );
+        assert_eq!(o[9], 4, "IPIP");
+        assert_eq!(
+            lvs_dataplane::wire::checksum::checksum(o),
+            0,
+            "outer header checksum"
+        );
+        assert_eq!((&o[12..16], &o[16..20]), (&DIP[..], &RS1[..]));
+    }
+}
+
+#[test]
+fn many_vips_are_all_served_single_and_in_bursts() {
+    // Workers scan a short list of IPv4 VIPs and ask the service set beyond that: both ways
+    // find every VIP and nothing else.
+    for n in [3u8, 20] {
+        let mut rules = String::new();
+        for i in 0..n {
+            rules += &format!(
+                "-A -t 10.77.1.{}:80 -s rr\n-a -t 10.77.1.{}:80 -r 10.77.2.11:8080 -m\n",
+                100 + i,
+                100 + i
+            );
+        }
+        let mut lab = Lab::new(&rules);
+        for i in 0..n {
+            let vip = ip4([10, 77, 1, 100 + i]);
+            let syn = build(CLIENT_MAC, ip4(CIP), 41000 + i as u16, vip, 80, L4::Syn, b"");
+            let (v, _) = if i % 2 == 0 {
+                lab.run(&syn)
+            } else {
+                run_burst(&mut lab, &syn)
+            };
+            assert_eq!(v, Verdict::Forward { egress: 0 }, "{n} VIPs: VIP {vip}");
+        }
+        let other = build(
+            CLIENT_MAC,
+            ip4(CIP),
+            42000,
+            ip4([10, 77, 1, 99]),
+            80,
+            L4::Syn,
+            b"",
+        );
+        assert_eq!(lab.run(&other).0, Verdict::Pass, "{n} VIPs: not a VIP");
+        assert_eq!(
+            run_burst(&mut lab, &other).0,
+            Verdict::Pass,
+            "{n} VIPs: not a VIP (burst)"
+        );
+    }
+}

@@ -15,8 +15,8 @@ pub const DEFAULT_MAX_PORT: u16 = 65535;
 
 const WORDS: usize = 65536 / 64;
 
-/// Per-address port bitmap: bit set = port in use.
-struct LocalAddr {
+/// One local address of a [`LipPool`] and its port bitmap (bit set = port in use).
+pub struct LocalAddr {
     addr: IpAddr,
     used: Box<[AtomicU64]>,
     in_use: AtomicUsize,
@@ -25,7 +25,22 @@ struct LocalAddr {
     active: AtomicBool,
 }
 
+impl fmt::Debug for LocalAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalAddr")
+            .field("addr", &self.addr)
+            .field("in_use", &self.in_use.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
 impl LocalAddr {
+    /// The address.
+    #[inline]
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
     fn new(addr: IpAddr) -> LocalAddr {
         LocalAddr {
             addr,
@@ -56,6 +71,12 @@ impl fmt::Debug for LipPool {
             .field("in_use", &self.in_use())
             .finish()
     }
+}
+
+/// [`LipPool::contains`] over an address list taken from [`LipPool::current`].
+#[inline]
+pub fn contains(list: &[Arc<LocalAddr>], addr: IpAddr) -> bool {
+    list.iter().any(|a| a.addr == addr)
 }
 
 impl LipPool {
@@ -117,7 +138,14 @@ impl LipPool {
     /// are still ours).
     #[inline]
     pub fn contains(&self, addr: IpAddr) -> bool {
-        self.addrs.load().iter().any(|a| a.addr == addr)
+        contains(&self.addrs.load(), addr)
+    }
+
+    /// The swap cell of the address list, for a per-worker `arc_swap::Cache` (then
+    /// [`contains`] on the cached list answers [`LipPool::contains`]). Read only.
+    #[inline]
+    pub fn current(&self) -> &ArcSwap<Vec<Arc<LocalAddr>>> {
+        &self.addrs
     }
 
     /// Pairs currently handed out.

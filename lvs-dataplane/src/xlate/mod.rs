@@ -140,6 +140,67 @@ pub fn parse_ip(frame: &[u8], l3: usize, v6: bool) -> Result<IpInfo, DropReason>
     Ok(info)
 }
 
+/// Offset of the IPv4 header in an untagged Ethernet frame.
+const FAST_L3: usize = 14;
+/// Offset of the transport header when the IPv4 header has no options.
+const FAST_L4: usize = FAST_L3 + ipv4::field::HEADER_LEN;
+
+/// The common case of Ethernet + [`parse_ip`] with a few fixed-offset loads: an untagged
+/// IPv4 frame, no IP options, not a fragment, TCP or UDP with its whole header present.
+/// `None` for anything else (the caller then takes the general parser); when it answers, the
+/// result is exactly what `parse_ip` gives for the frame (the fuzz tests compare the two).
+#[inline]
+pub fn parse_fast_v4(frame: &[u8]) -> Option<IpInfo> {
+    // Ethernet + IPv4 header + the first 8 bytes of the transport header in one check.
+    let h: &[u8; FAST_L4 + 8] = frame.get(..FAST_L4 + 8)?.try_into().ok()?;
+    // Ethertype IPv4, version 4 with IHL 5, no MF flag and offset 0.
+    if h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 || (h[20] & 0x3f) | h[21] != 0 {
+        return None;
+    }
+    let total = u16::from_be_bytes([h[16], h[17]]) as usize;
+    let end = FAST_L3 + total;
+    if end > frame.len() {
+        return None;
+    }
+    let proto = h[23];
+    let seg = end.checked_sub(FAST_L4)?;
+    let tcp_flags = match proto {
+        ip_proto::TCP => {
+            // The fixed header and the options the data offset announces are present.
+            let hl = ((*frame.get(FAST_L4 + 12)? >> 4) as usize) * 4;
+            if seg < tcp::field::HEADER_LEN || hl < tcp::field::HEADER_LEN || hl > seg {
+                return None;
+            }
+            frame[FAST_L4 + 13]
+        }
+        ip_proto::UDP => {
+            let ul = u16::from_be_bytes([h[FAST_L4 + 4], h[FAST_L4 + 5]]) as usize;
+            if ul < udp::field::HEADER_LEN || ul > seg {
+                return None;
+            }
+            0
+        }
+        _ => return None,
+    };
+    let src = Ipv4Addr::new(h[26], h[27], h[28], h[29]);
+    let dst = Ipv4Addr::new(h[30], h[31], h[32], h[33]);
+    Some(IpInfo {
+        l3: FAST_L3,
+        v6: false,
+        end,
+        proto,
+        l4: FAST_L4,
+        src: IpAddr::V4(src),
+        dst: IpAddr::V4(dst),
+        sport: u16::from_be_bytes([h[FAST_L4], h[FAST_L4 + 1]]),
+        dport: u16::from_be_bytes([h[FAST_L4 + 2], h[FAST_L4 + 3]]),
+        tcp_flags,
+        fragment: false,
+        ttl: h[22],
+        l4_present: true,
+    })
+}
+
 /// Which end of the packet a rewrite touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -297,6 +358,111 @@ fn rewrite_v4(
             ip.dport = port;
         }
     }
+    true
+}
+
+/// One's-complement sum (RFC 1624 eqn. 3) of the change from `o` to `n` in a 32-bit field.
+#[inline(always)]
+fn delta32(o: u32, n: u32) -> u64 {
+    (!(o >> 16) & 0xffff) as u64 + (!o & 0xffff) as u64 + (n >> 16) as u64 + (n & 0xffff) as u64
+}
+
+/// RFC 1624 eqn. 3: checksum `hc` after fields changed by the summed `delta`.
+#[inline(always)]
+fn apply_delta(hc: u16, delta: u64) -> u16 {
+    let mut acc = (!hc) as u64 + delta;
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    !(acc as u16)
+}
+
+/// The IPv4 TCP/UDP forwarding rewrite in one pass: decrements the TTL and sets the source
+/// (`src`) and/or destination (`dst`) address and port, with one incremental update of the IP
+/// header checksum (TTL and addresses) and one of the transport checksum (pseudo-header
+/// addresses and ports). The same bytes as [`decrement_ttl`] followed by [`rewrite`] of the
+/// source, then of the destination. False (frame untouched) when it does not apply: not
+/// IPv4 TCP/UDP with its header present, a TTL of 1 or less, or a short frame.
+#[inline(always)]
+pub fn forward_v4(
+    frame: &mut [u8],
+    ip: &mut IpInfo,
+    src: Option<(Ipv4Addr, u16)>,
+    dst: Option<(Ipv4Addr, u16)>,
+) -> bool {
+    let (IpAddr::V4(os), IpAddr::V4(od)) = (ip.src, ip.dst) else {
+        return false;
+    };
+    if !ip.l4_present || ip.ttl <= 1 {
+        return false;
+    }
+    let csum_at = match ip.proto {
+        ip_proto::TCP => TCP_CSUM,
+        ip_proto::UDP => UDP_CSUM,
+        _ => return false,
+    };
+    let udp = csum_at == UDP_CSUM;
+    let (l3, l4) = (ip.l3, ip.l4);
+    if l3 + ipv4::field::HEADER_LEN > l4 {
+        return false;
+    }
+    let (head, seg) = frame.split_at_mut(l4);
+    let Some(Ok(h)) = head.get_mut(l3..l3 + 20).map(<&mut [u8; 20]>::try_from) else {
+        return false;
+    };
+    let Some(t) = seg.get_mut(..csum_at + 2) else {
+        return false;
+    };
+    let ttl = h[8];
+    if ttl != ip.ttl {
+        return false;
+    }
+    let mut ip_delta = (!u16::from_be_bytes([ttl, h[9]])) as u64 + u16::from_be_bytes([ttl - 1, h[9]]) as u64;
+    let mut l4_delta = 0u64;
+    h[8] = ttl - 1;
+    ip.ttl = ttl - 1;
+    if let Some((n, port)) = src {
+        let (ov, nv) = (u32::from(os), u32::from(n));
+        if ov != nv {
+            let d = delta32(ov, nv);
+            ip_delta += d;
+            l4_delta += d;
+            h[12..16].copy_from_slice(&n.octets());
+        }
+        if port != ip.sport {
+            l4_delta += (!ip.sport) as u64 + port as u64;
+        }
+        t[0..2].copy_from_slice(&port.to_be_bytes());
+        ip.src = IpAddr::V4(n);
+        ip.sport = port;
+    }
+    if let Some((n, port)) = dst {
+        let (ov, nv) = (u32::from(od), u32::from(n));
+        if ov != nv {
+            let d = delta32(ov, nv);
+            ip_delta += d;
+            l4_delta += d;
+            h[16..20].copy_from_slice(&n.octets());
+        }
+        if port != ip.dport {
+            l4_delta += (!ip.dport) as u64 + port as u64;
+        }
+        t[2..4].copy_from_slice(&port.to_be_bytes());
+        ip.dst = IpAddr::V4(n);
+        ip.dport = port;
+    }
+    let hc = u16::from_be_bytes([h[10], h[11]]);
+    h[10..12].copy_from_slice(&apply_delta(hc, ip_delta).to_be_bytes());
+    let c = u16::from_be_bytes([t[csum_at], t[csum_at + 1]]);
+    let c = if udp && c == 0 {
+        0
+    } else {
+        match apply_delta(c, l4_delta) {
+            0 if udp => 0xffff,
+            x => x,
+        }
+    };
+    t[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
     true
 }
 

@@ -116,3 +116,68 @@ fn truncated_and_bad_headers_are_malformed() {
     bad[14] = 0x44; // IHL 4
     assert_eq!(parse_ip(&bad, 14, false), Err(DropReason::Malformed));
 }
+
+proptest! {
+    /// The fused IPv4 forwarding rewrite writes the same bytes as its three steps one by
+    /// one (TTL, then source, then destination), for TCP and UDP (also UDP without checksum),
+    /// with or without either end changing.
+    #[test]
+    fn forward_v4_equals_ttl_then_rewrites(
+        tcp in any::<bool>(),
+        s in any::<[u8; 16]>(), d in any::<[u8; 16]>(), n in any::<[u8; 16]>(), m in any::<[u8; 16]>(),
+        sp in 1u16.., dp in 1u16.., np in 1u16.., mp in 1u16..,
+        payload in proptest::collection::vec(any::<u8>(), 0..32),
+        which in 0u8..4, same_addr in any::<bool>(), no_udp_csum in any::<bool>(), ttl in 2u8..,
+    ) {
+        let mut f = frame(false, tcp, s, d, sp, dp, &payload);
+        f[14 + 8] = ttl;
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = crate::wire::checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        if !tcp && no_udp_csum {
+            f[34 + 6..34 + 8].copy_from_slice(&[0, 0]);
+        }
+        let (n, m) = if same_addr { (d, s) } else { (n, m) };
+        let src = (which & 1 != 0).then(|| (Ipv4Addr::new(m[0], m[1], m[2], m[3]), mp));
+        let dst = (which & 2 != 0).then(|| (Ipv4Addr::new(n[0], n[1], n[2], n[3]), np));
+        let mut want = f.clone();
+        let mut wip = parse_ip(&want, 14, false).unwrap();
+        prop_assert!(decrement_ttl(&mut want, &mut wip));
+        if let Some((a, p)) = src {
+            rewrite(&mut want, &mut wip, End::Src, IpAddr::V4(a), p);
+        }
+        if let Some((a, p)) = dst {
+            rewrite(&mut want, &mut wip, End::Dst, IpAddr::V4(a), p);
+        }
+        let mut ip = parse_ip(&f, 14, false).unwrap();
+        prop_assert!(forward_v4(&mut f, &mut ip, src, dst));
+        prop_assert_eq!(&f, &want);
+        prop_assert_eq!(ip, wip);
+        prop_assert!(checksums_ok(&f));
+    }
+
+    /// The fixed-offset parser answers exactly like Ethernet + `parse_ip` whenever it
+    /// answers, and answers for plain TCP/UDP over IPv4 frames.
+    #[test]
+    fn parse_fast_v4_agrees_with_parse_ip(
+        tcp in any::<bool>(), s in any::<[u8; 16]>(), d in any::<[u8; 16]>(),
+        sp in any::<u16>(), dp in any::<u16>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..32),
+        pokes in proptest::collection::vec((0usize..80, any::<u8>()), 0..3),
+        cut in 0usize..90,
+    ) {
+        let mut f = frame(false, tcp, s, d, sp, dp, &payload);
+        let plain = parse_fast_v4(&f);
+        prop_assert_eq!(plain, Some(parse_ip(&f, 14, false).unwrap()));
+        for (at, b) in pokes {
+            if at < f.len() {
+                f[at] = b;
+            }
+        }
+        f.truncate(cut.max(1).min(f.len()));
+        if let Some(fast) = parse_fast_v4(&f) {
+            prop_assert_eq!(Ok(fast), parse_ip(&f, 14, false));
+            prop_assert_eq!(&f[12..14], &[0x08, 0x00]);
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use super::IpInfo;
 use crate::io::FrameBuf;
-use crate::wire::{ip_proto, ipv4, ipv6};
+use crate::wire::{checksum, ethernet, ip_proto, ipv4, ipv6};
 
 /// Bytes the outer header adds for an inner packet of this family.
 pub fn overhead(v6: bool) -> usize {
@@ -37,25 +37,54 @@ pub fn encapsulate(fb: &mut FrameBuf<'_>, ip: &IpInfo, src: IpAddr, dst: IpAddr,
     let l3 = ip.l3;
     let f = fb.frame_mut();
     // Move the Ethernet header (and VLAN tags) to the new front.
-    f.copy_within(hdr..hdr + l3, 0);
+    if l3 == ethernet::field::HEADER_LEN {
+        // The untagged case in fixed-size moves.
+        let (front, rest) = f.split_at_mut(hdr);
+        front[..ethernet::field::HEADER_LEN].copy_from_slice(&rest[..ethernet::field::HEADER_LEN]);
+    } else {
+        f.copy_within(hdr..hdr + l3, 0);
+    }
     let inner = l3 + hdr;
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let (tos, df, ttl) = {
-                let p = ipv4::Packet::new_unchecked(&f[inner..inner + inner_len]);
-                (f[inner + 1], p.dont_frag(), p.ttl())
+            let (outer, rest) = f[l3..].split_at_mut(hdr);
+            // Always there: `outer` is the 20 bytes pushed, `rest` the inner packet (whose
+            // header was checked at parse time).
+            let (Ok(o), Some(i)) = (
+                <&mut [u8; 20]>::try_from(outer),
+                rest.get(..ipv4::field::HEADER_LEN),
+            ) else {
+                return false;
             };
-            let mut o = ipv4::Packet::new_unchecked(&mut f[l3..l3 + hdr]);
-            o.set_version_and_header_len(hdr);
-            o.set_dscp_ecn(tos >> 2, tos & 3);
-            o.set_total_len((inner_len + hdr) as u16);
-            o.set_ident(ident);
-            o.set_frag(df, false, 0);
-            o.set_ttl(ttl);
-            o.set_protocol(ip_proto::IPIP);
-            o.set_src_addr(s);
-            o.set_dst_addr(d);
-            o.fill_checksum();
+            // Version 4, IHL 5; the inner TOS, DF and TTL; IPIP; DIP → RIP.
+            let [tl0, tl1] = ((inner_len + hdr) as u16).to_be_bytes();
+            let [id0, id1] = ident.to_be_bytes();
+            let [s0, s1, s2, s3] = s.octets();
+            let [d0, d1, d2, d3] = d.octets();
+            *o = [
+                0x45,
+                i[1],
+                tl0,
+                tl1,
+                id0,
+                id1,
+                i[6] & 0x40,
+                0,
+                i[8],
+                ip_proto::IPIP,
+                0,
+                0,
+                s0,
+                s1,
+                s2,
+                s3,
+                d0,
+                d1,
+                d2,
+                d3,
+            ];
+            let c = checksum::checksum(&o[..]);
+            o[10..12].copy_from_slice(&c.to_be_bytes());
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             let (tc, flow, hop) = {
