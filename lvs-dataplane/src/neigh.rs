@@ -15,6 +15,11 @@ pub use crate::wire::ethernet::MacAddr;
 /// Capacity of the queue of unresolved next hops waiting for an ARP/NDP request.
 pub const PENDING_CAPACITY: usize = 256;
 
+/// Most neighbours the table holds (the kernel's default hard limit, `gc_thresh3`, is 1024).
+/// New addresses beyond it are refused, so a flood of ARP/NDP from forged senders cannot grow
+/// the table, or the copy each new entry costs, without bound.
+pub const MAX_NEIGHBOURS: usize = 8192;
+
 /// One published neighbour map.
 pub type NeighMap = HashMap<IpAddr, MacAddr, ahash::RandomState>;
 
@@ -62,16 +67,36 @@ impl NeighTable {
         &self.map
     }
 
-    /// Records (or replaces) the MAC of `ip`.
-    pub fn insert(&self, ip: IpAddr, mac: MacAddr) {
-        if self.lookup(ip) == Some(mac) {
-            return;
+    /// Records (or replaces) the MAC of `ip`, as an authoritative source (the kernel's
+    /// neighbour table) says. False if `ip` is new and the table is full
+    /// ([`MAX_NEIGHBOURS`]).
+    pub fn insert(&self, ip: IpAddr, mac: MacAddr) -> bool {
+        self.learn(ip, mac, true)
+    }
+
+    /// Learns `ip` → `mac` from ARP/NDP seen on the wire, the way the kernel's `arp_process`
+    /// does: an address already in the table is updated, a new one is added only when
+    /// `create` (the frame was addressed to one of lvs's addresses, or answers a request of
+    /// lvs) and the table is not full. True if the table now maps `ip` to `mac`.
+    pub fn learn(&self, ip: IpAddr, mac: MacAddr, create: bool) -> bool {
+        let map = self.map.load();
+        match map.get(&ip) {
+            Some(&have) if have == mac => return true,
+            None if !create || map.len() >= MAX_NEIGHBOURS => return false,
+            _ => {}
         }
+        drop(map);
+        let mut done = false;
         self.map.rcu(|m| {
+            done = m.contains_key(&ip) || m.len() < MAX_NEIGHBOURS;
+            if !done {
+                return Arc::clone(m);
+            }
             let mut m = HashMap::clone(m);
             m.insert(ip, mac);
             Arc::new(m)
         });
+        done
     }
 
     /// Forgets `ip`.
@@ -112,6 +137,35 @@ mod tests {
         assert_eq!(t.lookup(ip), Some([2, 0, 0, 0, 0, 2]));
         t.remove(ip);
         assert_eq!(t.lookup(ip), None);
+    }
+
+    #[test]
+    fn learning_updates_known_addresses_and_creates_only_when_asked_and_not_full() {
+        let t = NeighTable::new();
+        let ip: IpAddr = [10, 0, 0, 2].into();
+        assert!(
+            !t.learn(ip, [2, 0, 0, 0, 0, 1], false),
+            "unsolicited: not created"
+        );
+        assert_eq!(t.lookup(ip), None);
+        assert!(t.learn(ip, [2, 0, 0, 0, 0, 1], true));
+        assert!(
+            t.learn(ip, [2, 0, 0, 0, 0, 2], false),
+            "a known address is updated"
+        );
+        assert_eq!(t.lookup(ip), Some([2, 0, 0, 0, 0, 2]));
+        for i in 0..MAX_NEIGHBOURS as u32 {
+            t.insert(IpAddr::from((0x0b00_0000 + i).to_be_bytes()), [2, 0, 0, 0, 0, 3]);
+        }
+        assert_eq!(t.current().load().len(), MAX_NEIGHBOURS, "bounded");
+        let late: IpAddr = [12, 0, 0, 1].into();
+        assert!(!t.insert(late, [2, 0, 0, 0, 0, 4]), "full: refused");
+        assert_eq!(t.lookup(late), None);
+        assert!(
+            t.learn(ip, [2, 0, 0, 0, 0, 5], false),
+            "updates still work when full"
+        );
+        assert_eq!(t.lookup(ip), Some([2, 0, 0, 0, 0, 5]));
     }
 
     #[test]

@@ -674,9 +674,23 @@ impl Worker {
 
     /// Records a neighbour learned from a frame (published for every worker; this one
     /// refreshes its snapshot before its next frame).
-    fn learn(&self, ip: IpAddr, mac: MacAddr) {
-        self.p.tables.neigh.insert(ip, mac);
-        self.learned.set(true);
+    /// Learns a neighbour from ARP/NDP; a new one only if the frame was `for_us` (see
+    /// [`NeighTable::learn`]).
+    fn learn(&self, ip: IpAddr, mac: MacAddr, for_us: bool) {
+        if self.p.tables.neigh.learn(ip, mac, for_us) {
+            self.learned.set(true);
+        }
+    }
+
+    /// One of lvs's addresses: a VIP, LIP or mark address, or an interface's own address
+    /// (the source of lvs's ARP/NDP requests, so the answers come to it).
+    fn addressed_to_us(&self, addr: IpAddr) -> bool {
+        self.owns(addr)
+            || self
+                .p
+                .interfaces
+                .iter()
+                .any(|i| i.ipv4.map(IpAddr::V4) == Some(addr) || i.ipv6.map(IpAddr::V6) == Some(addr))
     }
 
     #[inline]
@@ -750,7 +764,7 @@ impl Worker {
         };
         let (op, sha, spa, tpa) = (a.operation(), a.sender_hw_addr(), a.sender_ip(), a.target_ip());
         if !spa.is_unspecified() && sha != ethernet::BROADCAST && sha[0] & 1 == 0 {
-            self.learn(IpAddr::V4(spa), sha);
+            self.learn(IpAddr::V4(spa), sha, self.addressed_to_us(IpAddr::V4(tpa)));
         }
         if op != arp::OP_REQUEST || !self.owns(IpAddr::V4(tpa)) {
             return Verdict::Pass;
@@ -1622,8 +1636,13 @@ impl Worker {
         if let Some(mac) = lladdr
             && !ip.src.is_unspecified()
         {
-            let who = if is_ns { ip.src } else { IpAddr::V6(target) };
-            self.learn(who, mac);
+            // A solicitation for one of our addresses, or an advertisement sent to us.
+            let (who, for_us) = if is_ns {
+                (ip.src, self.addressed_to_us(IpAddr::V6(target)))
+            } else {
+                (IpAddr::V6(target), self.addressed_to_us(ip.dst))
+            };
+            self.learn(who, mac, for_us);
         }
         if !is_ns || ip.ttl != 255 || !self.owns(IpAddr::V6(target)) {
             return Verdict::Pass;

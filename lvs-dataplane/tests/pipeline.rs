@@ -562,6 +562,55 @@ fn arp_for_vip_and_lip_is_answered_and_other_arp_passes() {
     );
 }
 
+/// An ARP request from `mac`/`spa` asking for `tpa`.
+fn arp_request_frame(mac: [u8; 6], spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&spa);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&tpa);
+    f
+}
+
+#[test]
+fn arp_learning_is_limited_to_frames_for_us_and_bounded() {
+    let mut lab = Lab::new(FNAT_RULES);
+    let neigh = |lab: &Lab, ip: [u8; 4]| lab.pipeline.tables().neigh.lookup(ip4(ip));
+    // Someone asking for another host on the segment: the kernel would not create an entry
+    // (arp_accept off), neither does lvs.
+    let stranger = [10, 77, 1, 55];
+    let f = arp_request_frame([2, 0, 0, 0, 0, 0x55], stranger, [10, 77, 1, 99]);
+    assert_eq!(lab.run(&f).0, Verdict::Pass);
+    assert_eq!(
+        neigh(&lab, stranger),
+        None,
+        "not learned from ARP for someone else"
+    );
+    // But a known neighbour's new MAC is taken from any ARP it sends.
+    let f = arp_request_frame([2, 0, 0, 0, 0, 0x77], CIP, [10, 77, 1, 99]);
+    assert_eq!(lab.run(&f).0, Verdict::Pass);
+    assert_eq!(
+        neigh(&lab, CIP),
+        Some([2, 0, 0, 0, 0, 0x77]),
+        "known address refreshed"
+    );
+    // A flood of requests for the VIP from forged senders: every one is answered, the table
+    // stops growing at its bound.
+    let flood = lvs_dataplane::neigh::MAX_NEIGHBOURS + 500;
+    for i in 0..flood as u32 {
+        let spa = (0x0a40_0000 + i).to_be_bytes();
+        let f = arp_request_frame([2, 1, 0, 0, 0, 1], spa, VIP);
+        assert_eq!(lab.run(&f).0, Verdict::Reply);
+    }
+    let n = lab.pipeline.tables().neigh.current().load().len();
+    assert!(
+        n <= lvs_dataplane::neigh::MAX_NEIGHBOURS,
+        "{n} neighbours after a flood of {flood}"
+    );
+}
+
 #[test]
 fn persistence_keeps_a_client_on_one_server_and_netmask_groups_clients() {
     let rules = "-A -t 10.77.1.100:80 -s rr -p 300 -M 255.255.255.0\n-a -t 10.77.1.100:80 -r 10.77.2.11:8080 -m\n-a -t 10.77.1.100:80 -r 10.77.2.12:8080 -m\n";

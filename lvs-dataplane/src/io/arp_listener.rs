@@ -75,8 +75,9 @@ pub fn learn(frame: &[u8], neigh: &NeighTable) -> bool {
     if spa.is_unspecified() || sha[0] & 1 != 0 || sha == [0; 6] {
         return false;
     }
-    neigh.insert(IpAddr::V4(spa), sha);
-    true
+    // Replies (to lvs's requests, among others) may add a neighbour; any other ARP seen on
+    // the segment only refreshes one already known.
+    neigh.learn(IpAddr::V4(spa), sha, a.operation() == arp::OP_REPLY)
 }
 
 fn learn_na(frame: &[u8], neigh: &NeighTable) -> bool {
@@ -91,10 +92,12 @@ fn learn_na(frame: &[u8], neigh: &NeighTable) -> bool {
         return false;
     }
     match (p.target_addr(), p.link_layer_addr()) {
-        (Some(t), Some(mac)) if mac[0] & 1 == 0 && mac != [0; 6] => {
-            neigh.insert(IpAddr::V6(t), mac);
-            true
-        }
+        // A solicited advertisement may add a neighbour; an unsolicited one only refreshes.
+        (Some(t), Some(mac)) if mac[0] & 1 == 0 && mac != [0; 6] => neigh.learn(
+            IpAddr::V6(t),
+            mac,
+            p.na_flags().unwrap_or(0) & icmpv6::NA_SOLICITED != 0,
+        ),
         _ => false,
     }
 }
