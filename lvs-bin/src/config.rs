@@ -13,6 +13,8 @@ use crate::health::{CheckConfig, CheckKind, OnFailure};
 pub const DEFAULT_SOCKET: &str = "/run/lvs/lvs.sock";
 /// Default connection table capacity.
 pub const DEFAULT_CONN_CAPACITY: usize = 1 << 20;
+/// Largest `poll_spin_us` accepted (a worker must not spin long on a shared core).
+pub const MAX_POLL_SPIN_US: u64 = 10_000;
 
 /// Packet I/O backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
@@ -133,6 +135,8 @@ pub struct FileConfig {
     pub xdp_mode: Option<XdpMode>,
     /// Packet workers (one per core).
     pub workers: Option<usize>,
+    /// Microseconds a worker keeps polling after traffic before it sleeps (0: sleep at once).
+    pub poll_spin_us: Option<u64>,
     /// ipvsadm-save rules file loaded at start (and on SIGHUP).
     pub rules: Option<PathBuf>,
     /// FULLNAT local addresses.
@@ -168,6 +172,8 @@ pub struct Overrides {
     pub xdp_mode: Option<XdpMode>,
     /// `--workers`.
     pub workers: Option<usize>,
+    /// `--poll-spin-us`.
+    pub poll_spin_us: Option<u64>,
     /// `--rules`.
     pub rules: Option<PathBuf>,
     /// `--lip` (repeatable).
@@ -201,6 +207,8 @@ pub struct Config {
     pub xdp_mode: XdpMode,
     /// Packet workers.
     pub workers: usize,
+    /// How long a worker keeps polling after traffic before it sleeps in poll(2).
+    pub poll_spin: Duration,
     /// Rules file.
     pub rules: Option<PathBuf>,
     /// FULLNAT local addresses.
@@ -389,6 +397,16 @@ impl Config {
                 });
             }
         }
+        let poll_spin_us = flags
+            .poll_spin_us
+            .or(file.poll_spin_us)
+            .unwrap_or(lvs_dataplane::worker::DEFAULT_SPIN_US);
+        if poll_spin_us > MAX_POLL_SPIN_US {
+            return Err(ConfigError(format!(
+                "poll_spin_us must be at most {MAX_POLL_SPIN_US}, got {poll_spin_us}"
+            )));
+        }
+        let poll_spin = Duration::from_micros(poll_spin_us);
         let mut lips = file.lips;
         if !flags.lips.is_empty() {
             lips = flags.lips;
@@ -398,6 +416,7 @@ impl Config {
             backend: flags.backend.or(file.backend).unwrap_or_default(),
             xdp_mode: flags.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
             workers,
+            poll_spin,
             rules: flags.rules.or(file.rules),
             lips,
             socket: flags
@@ -475,6 +494,33 @@ expect = "ok"
         assert!(e.0.contains("workerz"), "{e}");
         let e = FileConfig::parse("backend = \"dpdk\"\n", "x.toml").unwrap_err();
         assert!(e.0.starts_with("x.toml:1:") && e.0.contains("dpdk"), "{e}");
+    }
+
+    #[test]
+    fn poll_spin_comes_from_the_flag_else_the_file_else_the_default_and_is_bounded() {
+        let iface = || Overrides {
+            interfaces: vec!["eth0".into()],
+            ..Overrides::default()
+        };
+        let c = Config::resolve(FileConfig::default(), iface()).unwrap();
+        assert_eq!(
+            c.poll_spin,
+            Duration::from_micros(lvs_dataplane::worker::DEFAULT_SPIN_US)
+        );
+        let file = FileConfig::parse("poll_spin_us = 50\n", "f").unwrap();
+        let c = Config::resolve(file.clone(), iface()).unwrap();
+        assert_eq!(c.poll_spin, Duration::from_micros(50));
+        let flags = Overrides {
+            poll_spin_us: Some(0),
+            ..iface()
+        };
+        assert_eq!(Config::resolve(file, flags).unwrap().poll_spin, Duration::ZERO);
+        let flags = Overrides {
+            poll_spin_us: Some(MAX_POLL_SPIN_US + 1),
+            ..iface()
+        };
+        let e = Config::resolve(FileConfig::default(), flags).unwrap_err();
+        assert!(e.0.contains("poll_spin_us"), "{e}");
     }
 
     #[test]

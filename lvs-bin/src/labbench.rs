@@ -92,6 +92,19 @@ fn field(out: &str, key: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The backend of an lvs variant and its own extra `lvs run` arguments: `lvs-afxdp`, or
+/// `lvs-afxdp:--poll-spin-us=0:--xdp-mode=generic` (arguments after the backend, separated
+/// by `:`) so tunings can be compared in one run.
+fn lvs_variant(v: &str) -> Option<(&str, impl Iterator<Item = &str>)> {
+    let mut parts = v.split(':');
+    let backend = match parts.next()? {
+        "lvs-afpacket" => "afpacket",
+        "lvs-afxdp" => "afxdp",
+        _ => return None,
+    };
+    Some((backend, parts.filter(|a| !a.is_empty())))
+}
+
 /// Runs one variant in a fresh lab.
 pub fn run_variant(
     exe: &str,
@@ -165,8 +178,10 @@ pub fn run_variant(
             lab.exec(&director, &["nft", "-f", &path.to_string_lossy()])?;
             vec![vip.clone()]
         }
-        "lvs-afpacket" | "lvs-afxdp" => {
-            let backend = variant.trim_start_matches("lvs-");
+        v if v.starts_with("lvs-afpacket") || v.starts_with("lvs-afxdp") => {
+            let (backend, variant_args) =
+                lvs_variant(v).ok_or_else(|| io::Error::other(format!("unknown variant {v:?}")))?;
+            let variant_args: Vec<String> = variant_args.map(str::to_string).collect();
             let rules = scratch.join(format!("{variant}.rules"));
             let mut text = String::new();
             for (proto, port) in [("-t", TCP_PORT), ("-u", UDP_PORT)] {
@@ -201,6 +216,7 @@ pub fn run_variant(
                 ]
                 .into_iter()
                 .chain(o.lvs_args.iter().map(String::as_str))
+                .chain(variant_args.iter().map(String::as_str))
                 .collect::<Vec<_>>(),
                 &scratch.join(format!("{variant}.log")),
             )?;
@@ -408,13 +424,14 @@ pub fn table(rows: &[BenchRow], o: &BenchOpts) -> String {
         o.queues,
         if o.rps { "on" } else { "off" }
     );
+    let w = rows.iter().map(|r| r.variant.len()).max().unwrap_or(0).max(14);
     s.push_str(&format!(
-        "{:<14} {:>10} {:>8} {:>8} {:>11} {:>11}  {}\n",
+        "{:<w$} {:>10} {:>8} {:>8} {:>11} {:>11}  {}\n",
         "variant", "conn/s", "failed", "synretx", "pps(recv)", "pps(sent)", "load"
     ));
     for r in rows {
         s.push_str(&format!(
-            "{:<14} {:>10.0} {:>8} {:>8} {:>11.0} {:>11.0}  {}\n",
+            "{:<w$} {:>10.0} {:>8} {:>8} {:>11.0} {:>11.0}  {}\n",
             r.variant, r.conn_rate, r.conn_failed, r.syn_retrans, r.pps, r.sent_pps, r.load
         ));
     }

@@ -37,6 +37,9 @@ enum Cmd {
         /// Packet workers (one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Microseconds a worker keeps polling after traffic before it sleeps (0: at once).
+        #[arg(long)]
+        poll_spin_us: Option<u64>,
         /// ipvsadm-save rules file.
         #[arg(long)]
         rules: Option<PathBuf>,
@@ -496,6 +499,7 @@ fn main() -> ExitCode {
             backend,
             xdp_mode,
             workers,
+            poll_spin_us,
             rules,
             lips,
             socket,
@@ -505,6 +509,7 @@ fn main() -> ExitCode {
                 backend,
                 xdp_mode,
                 workers,
+                poll_spin_us,
                 rules,
                 lips,
                 socket,

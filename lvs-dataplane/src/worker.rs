@@ -1,7 +1,9 @@
-//! The per-core run-to-completion loop: receive a burst, run every frame through the
-//! pipeline, let the backend send the results, and when the rings stay empty, sleep in
-//! poll(2) instead of spinning (on a small machine a spinning worker starves the very
-//! clients and servers it serves).
+//! The per-core run-to-completion loop: receive a burst, run it through the pipeline
+//! ([`Worker::process_burst`]), let the backend send the results. Waiting is adaptive: right
+//! after traffic the loop keeps polling the rings for a short, bounded while
+//! ([`LoopConfig::spin`]), yielding the CPU between empty polls so the clients and servers
+//! it shares cores with still run, and the next frame costs no wake-up; once that window
+//! passes with the rings empty it sleeps in poll(2) (an idle worker stays idle).
 //!
 //! The loop also sends ARP requests / neighbour solicitations for next hops the pipeline
 //! found unresolved (at most one per address per [`LoopConfig::resolve_interval`]).
@@ -18,13 +20,20 @@ use crate::io::PacketIo;
 use crate::neigh::{arp_request, neighbor_solicit};
 use crate::pipeline::Worker;
 
+/// Default of [`LoopConfig::spin`] in microseconds.
+pub const DEFAULT_SPIN_US: u64 = 200;
+
 /// Tuning of the loop.
 #[derive(Debug, Clone, Copy)]
 pub struct LoopConfig {
     /// Frames per burst.
     pub burst: usize,
-    /// Consecutive empty polls before the worker sleeps in poll(2).
+    /// Consecutive empty polls before the worker sleeps in poll(2) (at least; see `spin`).
     pub idle_polls: u32,
+    /// How long after the last received frame the worker keeps polling (calling
+    /// `sched_yield` between empty polls) before it sleeps in poll(2); zero sleeps after
+    /// `idle_polls` empty polls.
+    pub spin: Duration,
     /// Longest sleep when idle (also how soon a stop request is noticed).
     pub idle_sleep: Duration,
     /// Least time between two resolution requests for one address.
@@ -36,6 +45,7 @@ impl Default for LoopConfig {
         LoopConfig {
             burst: 64,
             idle_polls: 32,
+            spin: Duration::from_micros(DEFAULT_SPIN_US),
             idle_sleep: Duration::from_millis(10),
             resolve_interval: Duration::from_millis(500),
         }
@@ -53,17 +63,26 @@ pub fn run(
 ) -> io::Result<()> {
     let mut idle = 0u32;
     let mut asked: HashMap<IpAddr, Instant> = HashMap::new();
+    let mut last_rx = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let now = Time::from_millis(epoch.elapsed().as_millis() as u64);
-        let n = io.poll_burst(cfg.burst, &mut |fb, ingress| worker.process(fb, ingress, now))?;
+        let t = Instant::now();
+        let now = Time::from_millis(t.duration_since(epoch).as_millis() as u64);
+        let n = io.poll_bursts(cfg.burst, &mut |frames, ingress, verdicts| {
+            worker.process_burst(frames, ingress, now, verdicts)
+        })?;
         resolve_pending(io, worker, &mut asked, cfg.resolve_interval);
-        if n == 0 {
-            idle = idle.saturating_add(1);
-            if idle >= cfg.idle_polls {
-                io.wait(cfg.idle_sleep)?;
-            }
-        } else {
+        if n > 0 {
             idle = 0;
+            last_rx = t;
+            continue;
+        }
+        idle = idle.saturating_add(1);
+        if t.duration_since(last_rx) < cfg.spin {
+            // Traffic a moment ago: more is likely on its way. Let whoever else wants this
+            // core run, then look again.
+            std::thread::yield_now();
+        } else if idle >= cfg.idle_polls {
+            io.wait(cfg.idle_sleep)?;
         }
     }
     Ok(())
