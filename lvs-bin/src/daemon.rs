@@ -417,10 +417,6 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         counters.push((worker.stats.clone(), worker.drops.clone()));
         let stop = stop.clone();
         let core = cores.get(w % cores.len().max(1)).copied();
-            None
-        } else {
-            cores.get(w % cores.len().max(1)).copied()
-        };
         let loop_cfg = LoopConfig {
             spin: cfg.poll_spin,
             ..LoopConfig::default()

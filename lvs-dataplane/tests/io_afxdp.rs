@@ -445,7 +445,7 @@ fn afxdp_bursts_go_to_the_handler_whole_and_in_order() {
                 for (fb, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
                     got.push(fb.frame().to_vec());
                     let i = u16::from_be_bytes([udp_payload(fb.frame())[0], udp_payload(fb.frame())[1]]);
-                    *v = if i % 2 == 0 {
+                    *v = if i.is_multiple_of(2) {
                         // Forward with a trailer byte: the rewritten frame goes out.
                         let len = fb.len();
                         assert!(fb.set_len(len + 1));
