@@ -23,7 +23,7 @@ pub enum Backend {
     /// AF_XDP sockets with lvs's XDP program (the default).
     #[default]
     Afxdp,
-    /// AF_PACKET TPACKET_V3 rings.
+    /// AF_PACKET TPACKET_V2 rings.
     Afpacket,
 }
 
