@@ -137,6 +137,8 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     /// Microseconds a worker keeps polling after traffic before it sleeps (0: sleep at once).
     pub poll_spin_us: Option<u64>,
+    /// Pin worker `w` to core `w` (default true).
+    pub pin_workers: Option<bool>,
     /// ipvsadm-save rules file loaded at start (and on SIGHUP).
     pub rules: Option<PathBuf>,
     /// FULLNAT local addresses.
@@ -174,6 +176,8 @@ pub struct Overrides {
     pub workers: Option<usize>,
     /// `--poll-spin-us`.
     pub poll_spin_us: Option<u64>,
+    /// `--pin-workers`.
+    pub pin_workers: Option<bool>,
     /// `--rules`.
     pub rules: Option<PathBuf>,
     /// `--lip` (repeatable).
@@ -209,6 +213,8 @@ pub struct Config {
     pub workers: usize,
     /// How long a worker keeps polling after traffic before it sleeps in poll(2).
     pub poll_spin: Duration,
+    /// Pin worker `w` to core `w`.
+    pub pin_workers: bool,
     /// Rules file.
     pub rules: Option<PathBuf>,
     /// FULLNAT local addresses.
@@ -417,6 +423,7 @@ impl Config {
             xdp_mode: flags.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
             workers,
             poll_spin,
+            pin_workers: flags.pin_workers.or(file.pin_workers).unwrap_or(true),
             rules: flags.rules.or(file.rules),
             lips,
             socket: flags
@@ -521,6 +528,26 @@ expect = "ok"
         };
         let e = Config::resolve(FileConfig::default(), flags).unwrap_err();
         assert!(e.0.contains("poll_spin_us"), "{e}");
+    }
+
+    #[test]
+    fn workers_are_pinned_unless_the_flag_or_the_file_says_otherwise() {
+        let iface = || Overrides {
+            interfaces: vec!["eth0".into()],
+            ..Overrides::default()
+        };
+        assert!(
+            Config::resolve(FileConfig::default(), iface())
+                .unwrap()
+                .pin_workers
+        );
+        let file = FileConfig::parse("pin_workers = false\n", "f").unwrap();
+        assert!(!Config::resolve(file.clone(), iface()).unwrap().pin_workers);
+        let flags = Overrides {
+            pin_workers: Some(true),
+            ..iface()
+        };
+        assert!(Config::resolve(file, flags).unwrap().pin_workers);
     }
 
     #[test]

@@ -416,7 +416,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let mut worker = pipeline.worker(w);
         counters.push((worker.stats.clone(), worker.drops.clone()));
         let stop = stop.clone();
-        let core = cores.get(w % cores.len().max(1)).copied();
+        let core = if cfg.pin_workers {
+            cores.get(w % cores.len().max(1)).copied()
+        } else {
+            None
+        };
         let loop_cfg = LoopConfig {
             spin: cfg.poll_spin,
             ..LoopConfig::default()

@@ -40,6 +40,9 @@ enum Cmd {
         /// Microseconds a worker keeps polling after traffic before it sleeps (0: at once).
         #[arg(long)]
         poll_spin_us: Option<u64>,
+        /// Pin worker w to core w (`--pin-workers=false` lets the scheduler move them).
+        #[arg(long)]
+        pin_workers: Option<bool>,
         /// ipvsadm-save rules file.
         #[arg(long)]
         rules: Option<PathBuf>,
@@ -500,6 +503,7 @@ fn main() -> ExitCode {
             xdp_mode,
             workers,
             poll_spin_us,
+            pin_workers,
             rules,
             lips,
             socket,
@@ -510,6 +514,7 @@ fn main() -> ExitCode {
                 xdp_mode,
                 workers,
                 poll_spin_us,
+                pin_workers,
                 rules,
                 lips,
                 socket,

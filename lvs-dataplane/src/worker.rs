@@ -21,7 +21,7 @@ use crate::neigh::{arp_request, neighbor_solicit};
 use crate::pipeline::Worker;
 
 /// Default of [`LoopConfig::spin`] in microseconds.
-pub const DEFAULT_SPIN_US: u64 = 200;
+pub const DEFAULT_SPIN_US: u64 = 50;
 
 /// Tuning of the loop.
 #[derive(Debug, Clone, Copy)]
