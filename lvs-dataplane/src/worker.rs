@@ -128,3 +128,58 @@ fn resolve_pending(
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use lvs_core::ServiceTable;
+    use lvs_core::conn::ConnTable;
+
+    use super::*;
+    use crate::io::mem::MemIo;
+    use crate::neigh::NeighTable;
+    use crate::pipeline::{Interface, Pipeline, Tables};
+    use crate::route::RouteTable;
+    use crate::verdict::Verdict;
+    use crate::xlate::lip::LipPool;
+
+    /// The loop hands every waiting frame to the pipeline (through the burst path) and
+    /// returns once stopped, also while it is polling or sleeping with nothing to do.
+    #[test]
+    fn run_processes_waiting_frames_and_returns_when_stopped() {
+        let tables = Tables {
+            services: Arc::new(ServiceTable::new()),
+            conns: Arc::new(ConnTable::with_capacity(1024)),
+            neigh: Arc::new(NeighTable::new()),
+            routes: Arc::new(RouteTable::new(vec![])),
+            lips: Arc::new(LipPool::new(&[Ipv4Addr::new(10, 0, 0, 9).into()], 5000, 5099)),
+        };
+        let iface = Interface {
+            name: "eth0".into(),
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1500,
+            ipv4: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            ipv6: None,
+        };
+        let pipeline = Pipeline::new(tables, vec![iface]);
+        let mut worker = pipeline.worker(0);
+        let mut io = MemIo::new();
+        // Runt frames: the pipeline drops them, each with a verdict.
+        for i in 0..5u8 {
+            io.inject(0, &[i; 10]);
+        }
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let h = s.spawn(|| run(&mut io, &mut worker, Instant::now(), &stop, LoopConfig::default()));
+            std::thread::sleep(Duration::from_millis(100));
+            stop.store(true, Ordering::Relaxed);
+            h.join().unwrap().unwrap();
+        });
+        assert_eq!(io.verdicts.len(), 5);
+        assert!(io.verdicts.iter().all(|v| matches!(v, Verdict::Drop(_))));
+        assert!(io.sent.is_empty());
+        assert_eq!(worker.stats.frames.load(Ordering::Relaxed), 5);
+    }
+}
