@@ -200,7 +200,8 @@ enum Cmd {
         /// Spread receive processing over every CPU (RPS on every lab interface).
         #[arg(long)]
         rps: bool,
-        /// Variants, comma-separated.
+        /// Variants, comma-separated; an lvs variant may carry its own `lvs run` arguments
+        /// after the backend, `:`-separated (`lvs-afxdp:--poll-spin-us=0`).
         #[arg(
             long,
             value_delimiter = ',',
