@@ -13,6 +13,8 @@ use crate::health::{CheckConfig, CheckKind, OnFailure};
 pub const DEFAULT_SOCKET: &str = "/run/lvs/lvs.sock";
 /// Default connection table capacity.
 pub const DEFAULT_CONN_CAPACITY: usize = 1 << 20;
+/// Largest `poll_spin_us` accepted (a worker must not spin long on a shared core).
+pub const MAX_POLL_SPIN_US: u64 = 10_000;
 
 /// Packet I/O backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
@@ -21,7 +23,7 @@ pub enum Backend {
     /// AF_XDP sockets with lvs's XDP program (the default).
     #[default]
     Afxdp,
-    /// AF_PACKET TPACKET_V3 rings.
+    /// AF_PACKET TPACKET_V2 rings.
     Afpacket,
 }
 
@@ -133,6 +135,10 @@ pub struct FileConfig {
     pub xdp_mode: Option<XdpMode>,
     /// Packet workers (one per core).
     pub workers: Option<usize>,
+    /// Microseconds a worker keeps polling after traffic before it sleeps (0: sleep at once).
+    pub poll_spin_us: Option<u64>,
+    /// Pin worker `w` to core `w` (default true).
+    pub pin_workers: Option<bool>,
     /// ipvsadm-save rules file loaded at start (and on SIGHUP).
     pub rules: Option<PathBuf>,
     /// FULLNAT local addresses.
@@ -168,6 +174,10 @@ pub struct Overrides {
     pub xdp_mode: Option<XdpMode>,
     /// `--workers`.
     pub workers: Option<usize>,
+    /// `--poll-spin-us`.
+    pub poll_spin_us: Option<u64>,
+    /// `--pin-workers`.
+    pub pin_workers: Option<bool>,
     /// `--rules`.
     pub rules: Option<PathBuf>,
     /// `--lip` (repeatable).
@@ -201,6 +211,10 @@ pub struct Config {
     pub xdp_mode: XdpMode,
     /// Packet workers.
     pub workers: usize,
+    /// How long a worker keeps polling after traffic before it sleeps in poll(2).
+    pub poll_spin: Duration,
+    /// Pin worker `w` to core `w`.
+    pub pin_workers: bool,
     /// Rules file.
     pub rules: Option<PathBuf>,
     /// FULLNAT local addresses.
@@ -389,6 +403,16 @@ impl Config {
                 });
             }
         }
+        let poll_spin_us = flags
+            .poll_spin_us
+            .or(file.poll_spin_us)
+            .unwrap_or(lvs_dataplane::worker::DEFAULT_SPIN_US);
+        if poll_spin_us > MAX_POLL_SPIN_US {
+            return Err(ConfigError(format!(
+                "poll_spin_us must be at most {MAX_POLL_SPIN_US}, got {poll_spin_us}"
+            )));
+        }
+        let poll_spin = Duration::from_micros(poll_spin_us);
         let mut lips = file.lips;
         if !flags.lips.is_empty() {
             lips = flags.lips;
@@ -398,6 +422,8 @@ impl Config {
             backend: flags.backend.or(file.backend).unwrap_or_default(),
             xdp_mode: flags.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
             workers,
+            poll_spin,
+            pin_workers: flags.pin_workers.or(file.pin_workers).unwrap_or(true),
             rules: flags.rules.or(file.rules),
             lips,
             socket: flags
@@ -475,6 +501,53 @@ expect = "ok"
         assert!(e.0.contains("workerz"), "{e}");
         let e = FileConfig::parse("backend = \"dpdk\"\n", "x.toml").unwrap_err();
         assert!(e.0.starts_with("x.toml:1:") && e.0.contains("dpdk"), "{e}");
+    }
+
+    #[test]
+    fn poll_spin_comes_from_the_flag_else_the_file_else_the_default_and_is_bounded() {
+        let iface = || Overrides {
+            interfaces: vec!["eth0".into()],
+            ..Overrides::default()
+        };
+        let c = Config::resolve(FileConfig::default(), iface()).unwrap();
+        assert_eq!(
+            c.poll_spin,
+            Duration::from_micros(lvs_dataplane::worker::DEFAULT_SPIN_US)
+        );
+        let file = FileConfig::parse("poll_spin_us = 50\n", "f").unwrap();
+        let c = Config::resolve(file.clone(), iface()).unwrap();
+        assert_eq!(c.poll_spin, Duration::from_micros(50));
+        let flags = Overrides {
+            poll_spin_us: Some(0),
+            ..iface()
+        };
+        assert_eq!(Config::resolve(file, flags).unwrap().poll_spin, Duration::ZERO);
+        let flags = Overrides {
+            poll_spin_us: Some(MAX_POLL_SPIN_US + 1),
+            ..iface()
+        };
+        let e = Config::resolve(FileConfig::default(), flags).unwrap_err();
+        assert!(e.0.contains("poll_spin_us"), "{e}");
+    }
+
+    #[test]
+    fn workers_are_pinned_unless_the_flag_or_the_file_says_otherwise() {
+        let iface = || Overrides {
+            interfaces: vec!["eth0".into()],
+            ..Overrides::default()
+        };
+        assert!(
+            Config::resolve(FileConfig::default(), iface())
+                .unwrap()
+                .pin_workers
+        );
+        let file = FileConfig::parse("pin_workers = false\n", "f").unwrap();
+        assert!(!Config::resolve(file.clone(), iface()).unwrap().pin_workers);
+        let flags = Overrides {
+            pin_workers: Some(true),
+            ..iface()
+        };
+        assert!(Config::resolve(file, flags).unwrap().pin_workers);
     }
 
     #[test]

@@ -416,14 +416,22 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let mut worker = pipeline.worker(w);
         counters.push((worker.stats.clone(), worker.drops.clone()));
         let stop = stop.clone();
-        let core = cores.get(w % cores.len().max(1)).copied();
+        let core = if cfg.pin_workers {
+            cores.get(w % cores.len().max(1)).copied()
+        } else {
+            None
+        };
+        let loop_cfg = LoopConfig {
+            spin: cfg.poll_spin,
+            ..LoopConfig::default()
+        };
         let h = thread::Builder::new()
             .name(format!("lvs-worker-{w}"))
             .spawn(move || {
                 if let Some(c) = core {
                     core_affinity::set_for_current(c);
                 }
-                if let Err(e) = worker::run(io.as_mut(), &mut worker, epoch, &stop, LoopConfig::default()) {
+                if let Err(e) = worker::run(io.as_mut(), &mut worker, epoch, &stop, loop_cfg) {
                     tracing::error!("worker {w}: {e}");
                     stop.store(true, Ordering::Relaxed);
                 }

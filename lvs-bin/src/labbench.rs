@@ -5,7 +5,9 @@
 //! - `routing`: the director's kernel routes (ip_forward=1), the client talks to the real
 //!   servers' addresses directly (no balancing at all: the ceiling of the kernel path);
 //! - `nft`: the kernel's L4 balancer peer: nftables DNAT of the VIP with `numgen inc mod 2`;
-//! - `lvs-afpacket`, `lvs-afxdp`: `lvs run` NAT (rr) on each backend.
+//! - `lvs-afpacket`, `lvs-afxdp`: `lvs run` NAT (rr) on each backend; a variant may add its
+//!   own `lvs run` arguments after a `:` (`lvs-afxdp:--poll-spin-us=0:--xdp-mode=generic`),
+//!   so tunings are compared in one invocation, round after round.
 //!
 //! Run (root, release build): `cargo build --release -p lvs-bin && sudo target/release/lvs
 //! labbench --seconds 3`. Every run is bounded in time; the lab is removed afterwards.
@@ -92,6 +94,19 @@ fn field(out: &str, key: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The backend of an lvs variant and its own extra `lvs run` arguments: `lvs-afxdp`, or
+/// `lvs-afxdp:--poll-spin-us=0:--xdp-mode=generic` (arguments after the backend, separated
+/// by `:`) so tunings can be compared in one run.
+fn lvs_variant(v: &str) -> Option<(&str, impl Iterator<Item = &str>)> {
+    let mut parts = v.split(':');
+    let backend = match parts.next()? {
+        "lvs-afpacket" => "afpacket",
+        "lvs-afxdp" => "afxdp",
+        _ => return None,
+    };
+    Some((backend, parts.filter(|a| !a.is_empty())))
+}
+
 /// Runs one variant in a fresh lab.
 pub fn run_variant(
     exe: &str,
@@ -165,8 +180,10 @@ pub fn run_variant(
             lab.exec(&director, &["nft", "-f", &path.to_string_lossy()])?;
             vec![vip.clone()]
         }
-        "lvs-afpacket" | "lvs-afxdp" => {
-            let backend = variant.trim_start_matches("lvs-");
+        v if v.starts_with("lvs-afpacket") || v.starts_with("lvs-afxdp") => {
+            let (backend, variant_args) =
+                lvs_variant(v).ok_or_else(|| io::Error::other(format!("unknown variant {v:?}")))?;
+            let variant_args: Vec<String> = variant_args.map(str::to_string).collect();
             let rules = scratch.join(format!("{variant}.rules"));
             let mut text = String::new();
             for (proto, port) in [("-t", TCP_PORT), ("-u", UDP_PORT)] {
@@ -201,6 +218,7 @@ pub fn run_variant(
                 ]
                 .into_iter()
                 .chain(o.lvs_args.iter().map(String::as_str))
+                .chain(variant_args.iter().map(String::as_str))
                 .collect::<Vec<_>>(),
                 &scratch.join(format!("{variant}.log")),
             )?;
@@ -408,13 +426,14 @@ pub fn table(rows: &[BenchRow], o: &BenchOpts) -> String {
         o.queues,
         if o.rps { "on" } else { "off" }
     );
+    let w = rows.iter().map(|r| r.variant.len()).max().unwrap_or(0).max(14);
     s.push_str(&format!(
-        "{:<14} {:>10} {:>8} {:>8} {:>11} {:>11}  {}\n",
+        "{:<w$} {:>10} {:>8} {:>8} {:>11} {:>11}  {}\n",
         "variant", "conn/s", "failed", "synretx", "pps(recv)", "pps(sent)", "load"
     ));
     for r in rows {
         s.push_str(&format!(
-            "{:<14} {:>10.0} {:>8} {:>8} {:>11.0} {:>11.0}  {}\n",
+            "{:<w$} {:>10.0} {:>8} {:>8} {:>11.0} {:>11.0}  {}\n",
             r.variant, r.conn_rate, r.conn_failed, r.syn_retrans, r.pps, r.sent_pps, r.load
         ));
     }
@@ -480,5 +499,52 @@ mod tests {
         assert!(t.contains("lvs-afxdp/nft: conn/s 1.50  pps 0.50\n"), "{t}");
         assert!(t.contains("lvs-afxdp/routing: conn/s 0.75  pps 0.25\n"), "{t}");
         assert!(!t.contains("nft/routing"), "{t}");
+    }
+
+    #[test]
+    fn lvs_variants_name_their_backend_and_carry_their_own_arguments() {
+        let (b, args) = lvs_variant("lvs-afxdp").unwrap();
+        assert_eq!((b, args.count()), ("afxdp", 0));
+        let (b, args) = lvs_variant("lvs-afxdp:--poll-spin-us=0::--xdp-mode=generic").unwrap();
+        assert_eq!(b, "afxdp");
+        assert_eq!(
+            args.collect::<Vec<_>>(),
+            ["--poll-spin-us=0", "--xdp-mode=generic"]
+        );
+        let (b, args) = lvs_variant("lvs-afpacket:--workers=2").unwrap();
+        assert_eq!((b, args.collect::<Vec<_>>()), ("afpacket", vec!["--workers=2"]));
+        assert!(lvs_variant("lvs-dpdk").is_none());
+        assert!(lvs_variant("nft").is_none());
+    }
+
+    #[test]
+    fn table_widens_for_long_variant_names() {
+        let o = BenchOpts {
+            seconds: 3.0,
+            conns_parallel: 16,
+            flows: 8,
+            size: 64,
+            variants: vec![],
+            workers: 1,
+            rps: false,
+            udp_threads: 2,
+            repeat: 1,
+            queues: 1,
+            lvs_args: vec![],
+        };
+        let long = "lvs-afxdp:--poll-spin-us=0:--xdp-mode=generic";
+        let t = table(&[row("nft", 10.0, 10.0), row(long, 5.0, 20.0)], &o);
+        let lines: Vec<&str> = t.lines().skip(1).take(3).collect();
+        // The conn/s column ends at the same place on the header and on every row.
+        let end = lines[0].find("conn/s").unwrap() + "conn/s".len();
+        assert!(
+            lines[1].starts_with("nft ") && lines[1][..end].ends_with(" 10"),
+            "{t}"
+        );
+        assert!(
+            lines[2].starts_with(long) && lines[2][..end].ends_with(" 5"),
+            "{t}"
+        );
+        assert!(t.contains(&format!("{long}/nft: conn/s 0.50  pps 2.00")), "{t}");
     }
 }

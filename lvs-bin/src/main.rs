@@ -37,6 +37,12 @@ enum Cmd {
         /// Packet workers (one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Microseconds a worker keeps polling after traffic before it sleeps (0: at once).
+        #[arg(long)]
+        poll_spin_us: Option<u64>,
+        /// Pin worker w to core w (`--pin-workers=false` lets the scheduler move them).
+        #[arg(long)]
+        pin_workers: Option<bool>,
         /// ipvsadm-save rules file.
         #[arg(long)]
         rules: Option<PathBuf>,
@@ -194,7 +200,8 @@ enum Cmd {
         /// Spread receive processing over every CPU (RPS on every lab interface).
         #[arg(long)]
         rps: bool,
-        /// Variants, comma-separated.
+        /// Variants, comma-separated; an lvs variant may carry its own `lvs run` arguments
+        /// after the backend, `:`-separated (`lvs-afxdp:--poll-spin-us=0`).
         #[arg(
             long,
             value_delimiter = ',',
@@ -496,6 +503,8 @@ fn main() -> ExitCode {
             backend,
             xdp_mode,
             workers,
+            poll_spin_us,
+            pin_workers,
             rules,
             lips,
             socket,
@@ -505,6 +514,8 @@ fn main() -> ExitCode {
                 backend,
                 xdp_mode,
                 workers,
+                poll_spin_us,
+                pin_workers,
                 rules,
                 lips,
                 socket,

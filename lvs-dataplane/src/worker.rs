@@ -1,7 +1,12 @@
-//! The per-core run-to-completion loop: receive a burst, run every frame through the
-//! pipeline, let the backend send the results, and when the rings stay empty, sleep in
-//! poll(2) instead of spinning (on a small machine a spinning worker starves the very
-//! clients and servers it serves).
+//! The per-core run-to-completion loop: receive a burst, run it through the pipeline
+//! ([`Worker::process_burst`]), let the backend send the results. Waiting is adaptive: right
+//! after traffic the loop keeps polling the rings for a short, bounded while
+//! ([`LoopConfig::spin`]) so the next frame costs no wake-up; once that window passes with
+//! the rings empty it sleeps in poll(2) (an idle worker stays idle). The window is spent
+//! spinning, not in `sched_yield`: a yielding thread goes to the back of the run queue and on
+//! a busy core can wait out other threads' time slices (milliseconds, enough for TCP
+//! tail-loss probes to fire through the balancer), while a sleeper woken by poll(2) is
+//! scheduled promptly. The window is short, so the spinning costs little.
 //!
 //! The loop also sends ARP requests / neighbour solicitations for next hops the pipeline
 //! found unresolved (at most one per address per [`LoopConfig::resolve_interval`]).
@@ -18,13 +23,23 @@ use crate::io::PacketIo;
 use crate::neigh::{arp_request, neighbor_solicit};
 use crate::pipeline::Worker;
 
+/// Spin-wait hints between two empty polls while spinning (a few hundred ns).
+const SPIN_PAUSES: u32 = 16;
+
+/// Default of [`LoopConfig::spin`] in microseconds.
+pub const DEFAULT_SPIN_US: u64 = 50;
+
 /// Tuning of the loop.
 #[derive(Debug, Clone, Copy)]
 pub struct LoopConfig {
     /// Frames per burst.
     pub burst: usize,
-    /// Consecutive empty polls before the worker sleeps in poll(2).
+    /// Consecutive empty polls before the worker sleeps in poll(2) (at least; see `spin`).
     pub idle_polls: u32,
+    /// How long after the last received frame the worker keeps polling (spinning, with the
+    /// CPU's spin-wait hint between empty polls) before it sleeps in poll(2); zero sleeps
+    /// after `idle_polls` empty polls.
+    pub spin: Duration,
     /// Longest sleep when idle (also how soon a stop request is noticed).
     pub idle_sleep: Duration,
     /// Least time between two resolution requests for one address.
@@ -36,6 +51,7 @@ impl Default for LoopConfig {
         LoopConfig {
             burst: 64,
             idle_polls: 32,
+            spin: Duration::from_micros(DEFAULT_SPIN_US),
             idle_sleep: Duration::from_millis(10),
             resolve_interval: Duration::from_millis(500),
         }
@@ -53,17 +69,27 @@ pub fn run(
 ) -> io::Result<()> {
     let mut idle = 0u32;
     let mut asked: HashMap<IpAddr, Instant> = HashMap::new();
+    let mut last_rx = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let now = Time::from_millis(epoch.elapsed().as_millis() as u64);
-        let n = io.poll_burst(cfg.burst, &mut |fb, ingress| worker.process(fb, ingress, now))?;
+        let t = Instant::now();
+        let now = Time::from_millis(t.duration_since(epoch).as_millis() as u64);
+        let n = io.poll_bursts(cfg.burst, &mut |frames, ingress, verdicts| {
+            worker.process_burst(frames, ingress, now, verdicts)
+        })?;
         resolve_pending(io, worker, &mut asked, cfg.resolve_interval);
-        if n == 0 {
-            idle = idle.saturating_add(1);
-            if idle >= cfg.idle_polls {
-                io.wait(cfg.idle_sleep)?;
-            }
-        } else {
+        if n > 0 {
             idle = 0;
+            last_rx = t;
+            continue;
+        }
+        idle = idle.saturating_add(1);
+        if t.duration_since(last_rx) < cfg.spin {
+            // Traffic a moment ago: more is likely on its way; look again shortly.
+            for _ in 0..SPIN_PAUSES {
+                std::hint::spin_loop();
+            }
+        } else if idle >= cfg.idle_polls {
+            io.wait(cfg.idle_sleep)?;
         }
     }
     Ok(())
@@ -107,5 +133,60 @@ fn resolve_pending(
                 None => continue,
             },
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use lvs_core::ServiceTable;
+    use lvs_core::conn::ConnTable;
+
+    use super::*;
+    use crate::io::mem::MemIo;
+    use crate::neigh::NeighTable;
+    use crate::pipeline::{Interface, Pipeline, Tables};
+    use crate::route::RouteTable;
+    use crate::verdict::Verdict;
+    use crate::xlate::lip::LipPool;
+
+    /// The loop hands every waiting frame to the pipeline (through the burst path) and
+    /// returns once stopped, also while it is polling or sleeping with nothing to do.
+    #[test]
+    fn run_processes_waiting_frames_and_returns_when_stopped() {
+        let tables = Tables {
+            services: Arc::new(ServiceTable::new()),
+            conns: Arc::new(ConnTable::with_capacity(1024)),
+            neigh: Arc::new(NeighTable::new()),
+            routes: Arc::new(RouteTable::new(vec![])),
+            lips: Arc::new(LipPool::new(&[Ipv4Addr::new(10, 0, 0, 9).into()], 5000, 5099)),
+        };
+        let iface = Interface {
+            name: "eth0".into(),
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1500,
+            ipv4: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            ipv6: None,
+        };
+        let pipeline = Pipeline::new(tables, vec![iface]);
+        let mut worker = pipeline.worker(0);
+        let mut io = MemIo::new();
+        // Runt frames: the pipeline drops them, each with a verdict.
+        for i in 0..5u8 {
+            io.inject(0, &[i; 10]);
+        }
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let h = s.spawn(|| run(&mut io, &mut worker, Instant::now(), &stop, LoopConfig::default()));
+            std::thread::sleep(Duration::from_millis(100));
+            stop.store(true, Ordering::Relaxed);
+            h.join().unwrap().unwrap();
+        });
+        assert_eq!(io.verdicts.len(), 5);
+        assert!(io.verdicts.iter().all(|v| matches!(v, Verdict::Drop(_))));
+        assert!(io.sent.is_empty());
+        assert_eq!(worker.stats.frames.load(Ordering::Relaxed), 5);
     }
 }

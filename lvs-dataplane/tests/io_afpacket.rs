@@ -16,7 +16,7 @@ use lvs_dataplane::verdict::{DropReason, Verdict};
 fn small() -> AfPacketConfig {
     AfPacketConfig {
         block_size: 1 << 16,
-        block_count: 8,
+        block_count: 16,
         tx_frames: 128,
         ..AfPacketConfig::default()
     }

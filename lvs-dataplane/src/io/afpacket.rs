@@ -1,8 +1,8 @@
-//! AF_PACKET backend: per interface one socket with a TPACKET_V3 RX ring (blocks of frames
-//! handed over whole) and a TX ring, optionally in a `PACKET_FANOUT` group so that several
+//! AF_PACKET backend: per interface one socket with a TPACKET_V2 RX ring (one frame per
+//! slot, handed to user space as soon as the kernel wrote it) and a TX ring, optionally in a `PACKET_FANOUT` group so that several
 //! workers share an interface by flow hash.
 //!
-//! A received frame is copied from the RX block into the worker's scratch buffer (with
+//! A received frame is copied from its RX slot into the worker's scratch buffer (with
 //! [`HEADROOM`] in front), handled in place, and copied into a TX ring slot of the egress
 //! interface; each TX ring that got frames is kicked with one `sendto` at the end of the
 //! burst. No allocation, lock or syscall per frame.
@@ -18,8 +18,9 @@
 //! (`TP_STATUS_VLAN_VALID`) is put back in front of the frame. The lab turns offloads off
 //! (`ethtool -K dev tx off rx off tso off gso off gro off`), so neither happens there.
 //!
-//! Latency: a TPACKET_V3 block is handed to user space when full or when its retire timer
-//! (`retire_timeout_ms`, default 1 ms) fires, so a lone frame may wait that long.
+//! Latency: TPACKET_V2 rather than V3, whose blocks reach user space only when full or when
+//! their retire timer fires (1 ms at the least): at low rates every frame would wait that
+//! long, which dominated the time of a TCP handshake through the balancer.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -32,37 +33,33 @@ use crate::verdict::Verdict;
 
 /// Size of a TX ring slot.
 const TX_FRAME_SIZE: u32 = 2048;
-/// Where a TX frame's data starts in its slot: `TPACKET3_HDRLEN - sizeof(sockaddr_ll)`
+/// Where a TX frame's data starts in its slot: `TPACKET2_HDRLEN - sizeof(sockaddr_ll)`
 /// (net/packet/af_packet.c, `tpacket_parse_header` without `PACKET_TX_HAS_OFF`).
-const TX_DATA_OFF: usize = 48;
+const TX_DATA_OFF: usize = 32;
+/// Size of an RX ring slot: header, alignment and the largest frame (`MAX_FRAME`) fit.
+const RX_FRAME_SIZE: u32 = 2048;
 /// TX ring block size (32 slots).
 const TX_BLOCK_SIZE: u32 = 1 << 16;
 /// Scratch buffer: headroom plus the largest frame.
 const SCRATCH: usize = HEADROOM + MAX_FRAME;
 
-// Offsets in struct tpacket_block_desc (version, offset_to_priv, then tpacket_hdr_v1).
-const BLK_STATUS: usize = 8;
-const BLK_NUM_PKTS: usize = 12;
-const BLK_FIRST_PKT: usize = 16;
-// Offsets in struct tpacket3_hdr.
-const H_NEXT: usize = 0;
-const H_SNAPLEN: usize = 12;
-const H_LEN: usize = 16;
-const H_STATUS: usize = 20;
-const H_MAC: usize = 24;
-const H_VLAN_TCI: usize = 32;
-const H_VLAN_TPID: usize = 36;
-const H3_SIZE: usize = 48;
+// Offsets in struct tpacket2_hdr.
+const H_STATUS: usize = 0;
+const H_LEN: usize = 4;
+const H_SNAPLEN: usize = 8;
+const H_MAC: usize = 12;
+const H_VLAN_TCI: usize = 24;
+const H_VLAN_TPID: usize = 26;
+const H2_SIZE: usize = 32;
 
 /// Sizes and group of an [`AfPacketIo`].
 #[derive(Debug, Clone, Copy)]
 pub struct AfPacketConfig {
-    /// RX block size (a multiple of the page size, a power of two).
+    /// RX ring block size (a multiple of the page size, a power of two), cut into
+    /// 2048-byte frame slots.
     pub block_size: u32,
-    /// RX blocks per socket.
+    /// RX ring blocks per socket.
     pub block_count: u32,
-    /// RX block retire timeout in ms (the latency bound at low rates).
-    pub retire_timeout_ms: u32,
     /// TX ring slots per socket (rounded up to a multiple of 32).
     pub tx_frames: u32,
     /// Fanout group base: the socket on interface `ifindex` joins group
@@ -78,7 +75,6 @@ impl Default for AfPacketConfig {
         AfPacketConfig {
             block_size: 1 << 18,
             block_count: 16,
-            retire_timeout_ms: 1,
             tx_frames: 512,
             fanout_group: None,
             qdisc_bypass: true,
@@ -107,7 +103,7 @@ pub struct AfPacketStats {
     pub csum_completed: u64,
     /// Frames whose stripped VLAN tag was put back.
     pub vlan_restored: u64,
-    /// RX blocks abandoned because a header pointed outside the block.
+    /// RX frames skipped because their header pointed outside their slot.
     pub bad_block: u64,
     /// Failed TX kicks (frames stay queued for the next one).
     pub kick_errors: u64,
@@ -117,14 +113,10 @@ pub struct AfPacketStats {
 #[derive(Debug)]
 struct PacketSock {
     map: Mmap,
-    block_size: usize,
-    block_count: u32,
+    rx_frames: u32,
     tx_frames: u32,
-    /// Current RX block, and whether it is open (owned by user space).
-    block: u32,
-    in_block: bool,
-    left: u32,
-    off: usize,
+    /// Next RX slot to look at.
+    rx_head: u32,
     tx_head: u32,
     tx_queued: u32,
     fd: OwnedFd,
@@ -141,33 +133,28 @@ impl PacketSock {
         }
         let fd = sys::socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
         let b = fd.as_fd();
-        let v3 = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
-        sys::setsockopt(b, libc::SOL_PACKET, libc::PACKET_VERSION, &v3)?;
+        let v2 = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
+        sys::setsockopt(b, libc::SOL_PACKET, libc::PACKET_VERSION, &v2)?;
         // A malformed TX frame is skipped instead of stalling the ring.
         sys::setsockopt(b, libc::SOL_PACKET, libc::PACKET_LOSS, &1 as &libc::c_int)?;
         if cfg.qdisc_bypass {
             sys::setsockopt(b, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1 as &libc::c_int)?;
         }
-        let rx = libc::tpacket_req3 {
+        let rx_frames = cfg.block_size / RX_FRAME_SIZE * cfg.block_count;
+        let rx = libc::tpacket_req {
             tp_block_size: cfg.block_size,
             tp_block_nr: cfg.block_count,
-            tp_frame_size: TX_FRAME_SIZE,
-            tp_frame_nr: cfg.block_size / TX_FRAME_SIZE * cfg.block_count,
-            tp_retire_blk_tov: cfg.retire_timeout_ms,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
+            tp_frame_size: RX_FRAME_SIZE,
+            tp_frame_nr: rx_frames,
         };
         sys::setsockopt(b, libc::SOL_PACKET, libc::PACKET_RX_RING, &rx)?;
         let per_block = TX_BLOCK_SIZE / TX_FRAME_SIZE;
         let tx_blocks = cfg.tx_frames.max(1).div_ceil(per_block);
-        let tx = libc::tpacket_req3 {
+        let tx = libc::tpacket_req {
             tp_block_size: TX_BLOCK_SIZE,
             tp_block_nr: tx_blocks,
             tp_frame_size: TX_FRAME_SIZE,
             tp_frame_nr: tx_blocks * per_block,
-            tp_retire_blk_tov: 0,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
         };
         sys::setsockopt(b, libc::SOL_PACKET, libc::PACKET_TX_RING, &tx)?;
         let rx_len = cfg.block_size as usize * cfg.block_count as usize;
@@ -189,13 +176,9 @@ impl PacketSock {
         }
         Ok(PacketSock {
             map,
-            block_size: cfg.block_size as usize,
-            block_count: cfg.block_count,
+            rx_frames,
             tx_frames: tx_blocks * per_block,
-            block: 0,
-            in_block: false,
-            left: 0,
-            off: 0,
+            rx_head: 0,
             tx_head: 0,
             tx_queued: 0,
             fd,
@@ -218,11 +201,11 @@ impl PacketSock {
         unsafe { AtomicU32::from_ptr(self.at(off).cast()) }
     }
 
-    /// A native-endian u32 of the open RX block (user-owned, so plain reads).
+    /// A native-endian u32 of a user-owned RX slot (plain reads).
     #[inline]
     fn read_u32(&self, off: usize) -> u32 {
         assert!(off + 4 <= self.map.len());
-        // SAFETY: in bounds (checked); the block belongs to user space (its status was
+        // SAFETY: in bounds (checked); the slot belongs to user space (its status was
         // acquired as TP_STATUS_USER), so the kernel does not write it concurrently.
         unsafe { self.at(off).cast::<u32>().read_unaligned() }
     }
@@ -234,48 +217,36 @@ impl PacketSock {
         unsafe { self.at(off).cast::<u16>().read_unaligned() }
     }
 
+    /// Mapping offset of the current RX slot.
     #[inline]
-    fn block_base(&self) -> usize {
-        self.block as usize * self.block_size
+    fn rx_slot(&self) -> usize {
+        self.rx_head as usize * RX_FRAME_SIZE as usize
     }
 
-    /// True if the current block was handed to user space.
+    /// True if the current RX slot holds a frame for user space.
     #[inline]
-    fn block_ready(&self) -> bool {
-        self.status(self.block_base() + BLK_STATUS)
-            .load(Ordering::Acquire)
-            & libc::TP_STATUS_USER
-            != 0
+    fn rx_ready(&self) -> bool {
+        self.status(self.rx_slot() + H_STATUS).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0
     }
 
-    /// Returns the current block to the kernel and moves to the next.
+    /// Returns the current RX slot to the kernel and moves to the next.
     #[inline]
-    fn release_block(&mut self) {
-        debug_assert!(self.in_block);
-        self.status(self.block_base() + BLK_STATUS)
+    fn rx_release(&mut self) {
+        self.status(self.rx_slot() + H_STATUS)
             .store(libc::TP_STATUS_KERNEL, Ordering::Release);
-        self.in_block = false;
-        self.left = 0;
-        self.block = (self.block + 1) % self.block_count;
-    }
-
-    fn open_block(&mut self) {
-        let base = self.block_base();
-        self.in_block = true;
-        self.left = self.read_u32(base + BLK_NUM_PKTS);
-        self.off = self.read_u32(base + BLK_FIRST_PKT) as usize;
+        self.rx_head = (self.rx_head + 1) % self.rx_frames;
     }
 
     /// True if a frame is waiting without a syscall.
     fn has_frames(&self) -> bool {
-        self.left > 0 || (!self.in_block && self.block_ready())
+        self.rx_ready()
     }
 
     /// Copies `frame` into the next TX slot; false if the ring is full.
     #[inline]
     fn tx_push(&mut self, frame: &[u8]) -> bool {
         let slot =
-            self.block_count as usize * self.block_size + self.tx_head as usize * TX_FRAME_SIZE as usize;
+            self.rx_frames as usize * RX_FRAME_SIZE as usize + self.tx_head as usize * TX_FRAME_SIZE as usize;
         let st = self.status(slot + H_STATUS).load(Ordering::Acquire);
         if st != libc::TP_STATUS_AVAILABLE && st & libc::TP_STATUS_WRONG_FORMAT == 0 {
             return false;
@@ -285,11 +256,10 @@ impl PacketSock {
         assert!(slot + TX_FRAME_SIZE as usize <= self.map.len());
         // SAFETY: the slot lies inside the TX part of the mapping (asserted) and is available:
         // the kernel does not touch it until the status says SEND_REQUEST. This slice covers
-        // the header words before the status word, and nothing else refers to them.
-        let hdr = unsafe { std::slice::from_raw_parts_mut(self.at(slot), H_STATUS) };
-        hdr[H_NEXT..H_NEXT + 4].copy_from_slice(&0u32.to_ne_bytes());
-        hdr[H_SNAPLEN..H_SNAPLEN + 4].copy_from_slice(&len.to_ne_bytes());
-        hdr[H_LEN..H_LEN + 4].copy_from_slice(&len.to_ne_bytes());
+        // the header words after the status word, and nothing else refers to them.
+        let hdr = unsafe { std::slice::from_raw_parts_mut(self.at(slot + H_LEN), TX_DATA_OFF - H_LEN) };
+        hdr[..4].copy_from_slice(&len.to_ne_bytes());
+        hdr[H_SNAPLEN - H_LEN..H_SNAPLEN - H_LEN + 4].copy_from_slice(&len.to_ne_bytes());
         let room = TX_FRAME_SIZE as usize - TX_DATA_OFF;
         // SAFETY: as above, for the data area behind the header (disjoint from the status
         // word); in bounds by the assertion.
@@ -372,10 +342,10 @@ impl AfPacketIo {
     /// Frames the kernel received and dropped (ring full) on interface `iface` since the last
     /// call (`PACKET_STATISTICS` resets on read): (packets, drops).
     pub fn kernel_stats(&self, iface: u16) -> io::Result<(u32, u32)> {
-        // SAFETY: all-zero is a valid tpacket_stats_v3 (plain integers).
-        let mut st: libc::tpacket_stats_v3 = unsafe { std::mem::zeroed() };
+        // SAFETY: all-zero is a valid tpacket_stats (plain integers).
+        let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
         let fd = self.socks[iface as usize].fd.as_fd();
-        // SAFETY: tpacket_stats_v3 is plain u32s; any bytes are a valid value.
+        // SAFETY: tpacket_stats is plain u32s; any bytes are a valid value.
         unsafe { sys::getsockopt(fd, libc::SOL_PACKET, libc::PACKET_STATISTICS, &mut st) }?;
         Ok((st.tp_packets, st.tp_drops))
     }
@@ -414,51 +384,36 @@ impl PacketIo for AfPacketIo {
             let si = (self.next + j) % k;
             while n < max {
                 let s = &mut self.socks[si];
-                if s.left == 0 {
-                    if s.in_block {
-                        s.release_block();
-                    }
-                    if !s.block_ready() {
-                        break;
-                    }
-                    s.open_block();
-                    continue;
+                if !s.rx_ready() {
+                    break;
                 }
-                let h = s.block_base() + s.off;
-                let block_end = s.block_base() + s.block_size;
-                if s.off + H3_SIZE > s.block_size {
-                    self.stats.bad_block += 1;
-                    s.release_block();
-                    continue;
-                }
-                let next = s.read_u32(h + H_NEXT) as usize;
-                let snaplen = s.read_u32(h + H_SNAPLEN) as usize;
+                let h = s.rx_slot();
                 let len = s.read_u32(h + H_LEN) as usize;
+                let snaplen = s.read_u32(h + H_SNAPLEN) as usize;
                 let status = s.read_u32(h + H_STATUS);
                 let mac = s.read_u16(h + H_MAC) as usize;
                 let data = h + mac;
-                if data + snaplen > block_end {
-                    self.stats.bad_block += 1;
-                    s.release_block();
-                    continue;
-                }
-                s.left -= 1;
-                s.off += next;
                 n += 1;
                 self.stats.rx += 1;
+                if mac < H2_SIZE || mac + snaplen > RX_FRAME_SIZE as usize {
+                    self.stats.bad_block += 1;
+                    s.rx_release();
+                    continue;
+                }
                 let vlan = status & libc::TP_STATUS_VLAN_VALID != 0;
                 let extra = if vlan { 4 } else { 0 };
                 if snaplen < len || snaplen + extra > MAX_FRAME || snaplen < 14 {
                     self.stats.truncated += 1;
+                    s.rx_release();
                     continue;
                 }
                 let scratch = &mut self.scratch[..];
-                // SAFETY: `data..data+snaplen` is inside the open block (checked above), which
-                // belongs to user space until `release_block`.
+                // SAFETY: `data..data+snaplen` is inside the slot (checked above), which belongs
+                // to user space until `rx_release`.
                 let src = unsafe { std::slice::from_raw_parts(s.at(data), snaplen) };
                 let head = HEADROOM - extra;
                 if vlan {
-                    let tci = s.read_u32(h + H_VLAN_TCI) as u16;
+                    let tci = s.read_u16(h + H_VLAN_TCI);
                     let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
                         s.read_u16(h + H_VLAN_TPID)
                     } else {
@@ -472,6 +427,8 @@ impl PacketIo for AfPacketIo {
                 } else {
                     scratch[head..head + snaplen].copy_from_slice(src);
                 }
+                // The frame is in the scratch buffer: the slot can go back to the kernel.
+                s.rx_release();
                 let mut fb = FrameBuf::new(scratch, head, snaplen + extra);
                 if status & libc::TP_STATUS_CSUMNOTREADY != 0 {
                     self.stats.csum_not_ready += 1;
@@ -485,10 +442,6 @@ impl PacketIo for AfPacketIo {
                     Verdict::Pass | Verdict::Drop(_) => continue,
                 };
                 Self::transmit(&mut self.socks, egress, fb.frame(), &mut self.stats);
-            }
-            let s = &mut self.socks[si];
-            if s.in_block && s.left == 0 {
-                s.release_block();
             }
         }
         self.next = (self.next + 1) % k;
@@ -647,34 +600,20 @@ mod tests {
         assert!(!complete_l4_checksum(&mut f6[..50]));
     }
 
-    /// struct tpacket3_hdr / tpacket_block_desc offsets against libc's definitions.
+    /// struct tpacket2_hdr offsets against libc's definitions.
     #[test]
     fn ring_header_offsets_match_libc() {
         use std::mem::{offset_of, size_of};
-        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_next_offset), H_NEXT);
-        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_snaplen), H_SNAPLEN);
-        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_len), H_LEN);
-        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_status), H_STATUS);
-        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_mac), H_MAC);
+        assert_eq!(offset_of!(libc::tpacket2_hdr, tp_status), H_STATUS);
+        assert_eq!(offset_of!(libc::tpacket2_hdr, tp_len), H_LEN);
+        assert_eq!(offset_of!(libc::tpacket2_hdr, tp_snaplen), H_SNAPLEN);
+        assert_eq!(offset_of!(libc::tpacket2_hdr, tp_mac), H_MAC);
+        assert_eq!(offset_of!(libc::tpacket2_hdr, tp_vlan_tci), H_VLAN_TCI);
+        assert_eq!(offset_of!(libc::tpacket2_hdr, tp_vlan_tpid), H_VLAN_TPID);
+        assert_eq!(size_of::<libc::tpacket2_hdr>(), H2_SIZE);
         assert_eq!(
-            offset_of!(libc::tpacket3_hdr, hv1) + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tci),
-            H_VLAN_TCI
-        );
-        assert_eq!(
-            offset_of!(libc::tpacket3_hdr, hv1) + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tpid),
-            H_VLAN_TPID
-        );
-        assert_eq!(size_of::<libc::tpacket3_hdr>(), H3_SIZE);
-        assert_eq!(
-            libc::TPACKET3_HDRLEN - size_of::<libc::sockaddr_ll>(),
+            libc::TPACKET2_HDRLEN - size_of::<libc::sockaddr_ll>(),
             TX_DATA_OFF
-        );
-        let hdr = offset_of!(libc::tpacket_block_desc, hdr);
-        assert_eq!(hdr + offset_of!(libc::tpacket_hdr_v1, block_status), BLK_STATUS);
-        assert_eq!(hdr + offset_of!(libc::tpacket_hdr_v1, num_pkts), BLK_NUM_PKTS);
-        assert_eq!(
-            hdr + offset_of!(libc::tpacket_hdr_v1, offset_to_first_pkt),
-            BLK_FIRST_PKT
         );
     }
 }

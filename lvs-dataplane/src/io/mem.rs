@@ -134,4 +134,44 @@ mod tests {
         );
         assert_eq!(io.verdicts[2], Verdict::Drop(DropReason::Malformed));
     }
+
+    /// Backends without their own burst path hand frames to a burst handler one at a time,
+    /// with the handler's verdict applied.
+    #[test]
+    fn default_poll_bursts_applies_the_burst_handlers_verdicts() {
+        let mut io = MemIo::new();
+        io.inject(0, &[1, 2, 3]);
+        io.inject(1, &[4, 5]);
+        io.inject(0, &[6]);
+        let mut sizes = Vec::new();
+        let n = io
+            .poll_bursts(2, &mut |frames, iface, verdicts| {
+                sizes.push((iface, frames.len()));
+                for (fb, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+                    fb.frame_mut()[0] = 9;
+                    *v = if iface == 0 {
+                        Verdict::Forward { egress: 1 }
+                    } else {
+                        Verdict::Drop(DropReason::NoService)
+                    };
+                }
+            })
+            .unwrap();
+        assert_eq!(n, 2, "at most `max` frames");
+        assert_eq!(sizes, vec![(0, 1), (1, 1)]);
+        assert_eq!(
+            io.sent,
+            vec![SentFrame {
+                iface: 1,
+                data: vec![9, 2, 3]
+            }]
+        );
+        assert_eq!(
+            io.verdicts,
+            vec![
+                Verdict::Forward { egress: 1 },
+                Verdict::Drop(DropReason::NoService)
+            ]
+        );
+    }
 }

@@ -132,6 +132,10 @@ impl<'a> FrameBuf<'a> {
     }
 }
 
+/// Handler of a receive burst: the frames (all from one interface), that interface's number,
+/// and the verdict slots to fill (one per frame, same index).
+pub type BurstHandler<'h> = dyn FnMut(&mut [FrameBuf<'_>], u16, &mut [Verdict]) + 'h;
+
 /// A source and sink of frames for one worker: a set of rings on one or more interfaces.
 ///
 /// `poll_burst` hands each received frame to `handler` together with the number of the
@@ -146,6 +150,22 @@ pub trait PacketIo {
         max: usize,
         handler: &mut dyn FnMut(&mut FrameBuf<'_>, u16) -> Verdict,
     ) -> io::Result<usize>;
+
+    /// Receives up to `max` frames and hands them to `handler` a whole burst at a time (all
+    /// frames of one burst arrived on the same interface, given as the second argument); the
+    /// handler rewrites each frame in place and writes its verdict at the same index of the
+    /// verdict slice (as long as the frame slice). Queues and flushes the sends like
+    /// [`poll_burst`](Self::poll_burst) and returns the number of frames received.
+    ///
+    /// The default hands the frames over one at a time; backends that own their frames in
+    /// rings override it.
+    fn poll_bursts(&mut self, max: usize, handler: &mut BurstHandler<'_>) -> io::Result<usize> {
+        self.poll_burst(max, &mut |fb, ingress| {
+            let mut v = [Verdict::Pass];
+            handler(std::slice::from_mut(fb), ingress, &mut v);
+            v[0]
+        })
+    }
 
     /// Sends a frame the worker built itself (an ARP/NDP request) on interface `iface`.
     fn send_frame(&mut self, iface: u16, frame: &[u8]) -> io::Result<()>;

@@ -50,7 +50,7 @@ use std::time::Duration;
 use self::socket::{BindMode, XskSocket};
 use self::umem::Umem;
 use super::xdp_prog::XdpSteering;
-use super::{FrameBuf, PacketIo, sys};
+use super::{BurstHandler, FrameBuf, PacketIo, sys};
 use crate::verdict::Verdict;
 
 /// Where received data starts in a chunk in copy mode (`XDP_PACKET_HEADROOM`); frames the
@@ -279,6 +279,44 @@ fn queue_tx(s: &mut XskSocket, addr: u64, len: u32) -> bool {
     true
 }
 
+impl AfXdpIo {
+    /// Queues the received chunk `chunk` (frame at UMEM offset `addr`, `len` bytes, from
+    /// socket `si`) where `verdict` sends it, or returns it to the free list.
+    #[inline]
+    fn dispatch(&mut self, si: usize, chunk: u64, addr: u64, len: u32, verdict: Verdict) {
+        let k = self.socks.len();
+        let out = match verdict {
+            Verdict::Forward { egress } => Some(egress as usize),
+            Verdict::Reply => Some(si),
+            Verdict::Pass => {
+                self.stats.pass_dropped += 1;
+                None
+            }
+            Verdict::Drop(_) => None,
+        };
+        let sent = match out {
+            Some(e) if e < k => {
+                let ok = queue_tx(&mut self.socks[e], addr, len);
+                if !ok {
+                    self.stats.tx_ring_full += 1;
+                }
+                ok
+            }
+            Some(_) => {
+                self.stats.bad_egress += 1;
+                false
+            }
+            None => false,
+        };
+        if !sent {
+            self.free.push(chunk);
+        }
+    }
+}
+
+/// Most frames handed to a burst handler at once (`poll_bursts` keeps them on the stack).
+const BURST: usize = 64;
+
 impl PacketIo for AfXdpIo {
     fn poll_burst(
         &mut self,
@@ -305,32 +343,58 @@ impl PacketIo for AfXdpIo {
                 let mut fb = FrameBuf::new(buf, head, d.len as usize);
                 let verdict = handler(&mut fb, si as u16);
                 let (addr, len) = (chunk + fb.head() as u64, fb.len() as u32);
-                let out = match verdict {
-                    Verdict::Forward { egress } => Some(egress as usize),
-                    Verdict::Reply => Some(si),
-                    Verdict::Pass => {
-                        self.stats.pass_dropped += 1;
-                        None
+                self.dispatch(si, chunk, addr, len, verdict);
+            }
+            self.socks[si].rx.cons_release(avail);
+            n += avail as usize;
+        }
+        self.next = (self.next + 1) % k;
+        self.stats.rx += n as u64;
+        self.flush_tx();
+        Ok(n)
+    }
+
+    fn poll_bursts(&mut self, max: usize, handler: &mut BurstHandler<'_>) -> io::Result<usize> {
+        self.reclaim();
+        self.refill();
+        let k = self.socks.len();
+        let mut n = 0usize;
+        for j in 0..k {
+            if n >= max {
+                break;
+            }
+            let si = (self.next + j) % k;
+            let avail = self.socks[si].rx.cons_avail().min((max - n) as u32);
+            let mut done = 0u32;
+            while done < avail {
+                let m = ((avail - done) as usize).min(BURST);
+                let mut chunks = [0u64; BURST];
+                let mut verdicts = [Verdict::Pass; BURST];
+                let mut out = [(0u64, 0u32); BURST];
+                {
+                    let umem = &self.umem;
+                    let rx = &self.socks[si].rx;
+                    let mut frames: [FrameBuf<'_>; BURST] =
+                        std::array::from_fn(|_| FrameBuf::new(&mut [], 0, 0));
+                    for (i, (fb, c)) in frames[..m].iter_mut().zip(&mut chunks).enumerate() {
+                        let d = rx.cons_read(done + i as u32);
+                        let chunk = umem.chunk_of(d.addr);
+                        *c = chunk;
+                        // SAFETY: the chunk came off the RX ring, so user space owns it until
+                        // it is put on a fill or TX ring; every descriptor of the ring names a
+                        // different chunk, so this is the only reference to it.
+                        let buf = unsafe { umem.chunk_mut(chunk) };
+                        *fb = FrameBuf::new(buf, (d.addr - chunk) as usize, d.len as usize);
                     }
-                    Verdict::Drop(_) => None,
-                };
-                let sent = match out {
-                    Some(e) if e < k => {
-                        let ok = queue_tx(&mut self.socks[e], addr, len);
-                        if !ok {
-                            self.stats.tx_ring_full += 1;
-                        }
-                        ok
+                    handler(&mut frames[..m], si as u16, &mut verdicts[..m]);
+                    for ((o, fb), c) in out.iter_mut().zip(&frames[..m]).zip(&chunks) {
+                        *o = (c + fb.head() as u64, fb.len() as u32);
                     }
-                    Some(_) => {
-                        self.stats.bad_egress += 1;
-                        false
-                    }
-                    None => false,
-                };
-                if !sent {
-                    self.free.push(chunk);
                 }
+                for i in 0..m {
+                    self.dispatch(si, chunks[i], out[i].0, out[i].1, verdicts[i]);
+                }
+                done += m as u32;
             }
             self.socks[si].rx.cons_release(avail);
             n += avail as usize;
