@@ -40,6 +40,9 @@ enum Cmd {
         /// Microseconds a worker keeps polling after traffic before it sleeps (0: at once).
         #[arg(long)]
         poll_spin_us: Option<u64>,
+        /// AF_PACKET receive ring: v2 (frame by frame, lowest latency) or v3 (blocks).
+        #[arg(long, value_enum)]
+        afpacket_ring: Option<lvs_bin::config::AfpacketRing>,
         /// Pin worker w to core w (`--pin-workers=false` lets the scheduler move them).
         #[arg(long)]
         pin_workers: Option<bool>,
@@ -504,6 +507,7 @@ fn main() -> ExitCode {
             xdp_mode,
             workers,
             poll_spin_us,
+            afpacket_ring,
             pin_workers,
             rules,
             lips,
@@ -515,6 +519,7 @@ fn main() -> ExitCode {
                 xdp_mode,
                 workers,
                 poll_spin_us,
+                afpacket_ring,
                 pin_workers,
                 rules,
                 lips,

@@ -586,14 +586,15 @@ impl AfPacketIo {
         Ok((st.tp_packets, st.tp_drops))
     }
 
-    /// The TPACKET version the kernel runs the socket of interface `iface` with
-    /// (`PACKET_VERSION`: `TPACKET_V2` or `TPACKET_V3`).
-    pub fn tpacket_version(&self, iface: u16) -> io::Result<libc::c_int> {
-        let mut v: libc::c_int = 0;
+    /// The TPACKET version number (2 or 3) the kernel runs the socket of interface `iface`
+    /// with, read back with `PACKET_VERSION`.
+    pub fn tpacket_version(&self, iface: u16) -> io::Result<u32> {
+        let mut v: libc::c_int = -1;
         let fd = self.socks[iface as usize].fd.as_fd();
         // SAFETY: an int; any bytes are a valid value.
         unsafe { sys::getsockopt(fd, libc::SOL_PACKET, libc::PACKET_VERSION, &mut v) }?;
-        Ok(v)
+        // The kernel numbers them from 0 (TPACKET_V1).
+        Ok(v as u32 + 1)
     }
 
     /// Queues `frame` on socket `e`, kicking once if its ring is full.
