@@ -204,11 +204,12 @@ enum Cmd {
         #[arg(long)]
         rps: bool,
         /// Variants, comma-separated; an lvs variant may carry its own `lvs run` arguments
-        /// after the backend, `:`-separated (`lvs-afxdp:--poll-spin-us=0`).
+        /// after the backend, `:`-separated (`lvs-afxdp:--poll-spin-us=0`);
+        /// `lvs-afpacket-v3` is AF_PACKET on the TPACKET_V3 receive ring.
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "routing,nft,lvs-afpacket,lvs-afxdp"
+            default_value = "routing,nft,lvs-afpacket,lvs-afpacket-v3,lvs-afxdp"
         )]
         variants: Vec<String>,
     },
