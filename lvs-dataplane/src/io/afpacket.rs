@@ -164,8 +164,8 @@ pub struct AfPacketStats {
     pub csum_completed: u64,
     /// Frames whose stripped VLAN tag was put back.
     pub vlan_restored: u64,
-    /// RX frames skipped because their header pointed outside their slot (V2), or blocks
-    /// abandoned because a header pointed outside the block (V3).
+    /// RX frames skipped because their data lay outside their slot (V2) or block (V3), plus
+    /// V3 blocks abandoned because the next frame header would lie past the block's end.
     pub bad_block: u64,
     /// Failed TX kicks (frames stay queued for the next one).
     pub kick_errors: u64,
