@@ -23,9 +23,24 @@ pub enum Backend {
     /// AF_XDP sockets with lvs's XDP program (the default).
     #[default]
     Afxdp,
-    /// AF_PACKET TPACKET_V2 rings.
+    /// AF_PACKET rings (TPACKET_V2 or V3, see [`AfpacketRing`]).
     Afpacket,
 }
+
+/// Receive ring of the AF_PACKET backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AfpacketRing {
+    /// TPACKET_V2: each frame handed over at once (lowest latency; the default).
+    #[default]
+    V2,
+    /// TPACKET_V3: frames handed over in blocks (fewer wakeups under sustained load; a lone
+    /// frame waits up to the block retire timer, [`AFPACKET_V3_RETIRE_MS`]).
+    V3,
+}
+
+/// Block retire timer of the TPACKET_V3 ring in ms: the longest a frame waits at low rates.
+pub const AFPACKET_V3_RETIRE_MS: u32 = 1;
 
 /// How the XDP program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
@@ -137,6 +152,8 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     /// Microseconds a worker keeps polling after traffic before it sleeps (0: sleep at once).
     pub poll_spin_us: Option<u64>,
+    /// AF_PACKET receive ring (`"v2"` or `"v3"`).
+    pub afpacket_ring: Option<AfpacketRing>,
     /// Pin worker `w` to core `w` (default true).
     pub pin_workers: Option<bool>,
     /// ipvsadm-save rules file loaded at start (and on SIGHUP).
@@ -176,6 +193,8 @@ pub struct Overrides {
     pub workers: Option<usize>,
     /// `--poll-spin-us`.
     pub poll_spin_us: Option<u64>,
+    /// `--afpacket-ring`.
+    pub afpacket_ring: Option<AfpacketRing>,
     /// `--pin-workers`.
     pub pin_workers: Option<bool>,
     /// `--rules`.
@@ -213,6 +232,8 @@ pub struct Config {
     pub workers: usize,
     /// How long a worker keeps polling after traffic before it sleeps in poll(2).
     pub poll_spin: Duration,
+    /// AF_PACKET receive ring.
+    pub afpacket_ring: AfpacketRing,
     /// Pin worker `w` to core `w`.
     pub pin_workers: bool,
     /// Rules file.
@@ -423,6 +444,7 @@ impl Config {
             xdp_mode: flags.xdp_mode.or(file.xdp_mode).unwrap_or_default(),
             workers,
             poll_spin,
+            afpacket_ring: flags.afpacket_ring.or(file.afpacket_ring).unwrap_or_default(),
             pin_workers: flags.pin_workers.or(file.pin_workers).unwrap_or(true),
             rules: flags.rules.or(file.rules),
             lips,
@@ -501,6 +523,38 @@ expect = "ok"
         assert!(e.0.contains("workerz"), "{e}");
         let e = FileConfig::parse("backend = \"dpdk\"\n", "x.toml").unwrap_err();
         assert!(e.0.starts_with("x.toml:1:") && e.0.contains("dpdk"), "{e}");
+    }
+
+    #[test]
+    fn afpacket_ring_comes_from_the_flag_else_the_file_else_v2() {
+        let iface = || Overrides {
+            interfaces: vec!["eth0".into()],
+            ..Overrides::default()
+        };
+        let c = Config::resolve(FileConfig::default(), iface()).unwrap();
+        assert_eq!(c.afpacket_ring, AfpacketRing::V2);
+        let file = FileConfig::parse("afpacket_ring = \"v3\"\n", "f").unwrap();
+        let c = Config::resolve(file.clone(), iface()).unwrap();
+        assert_eq!(c.afpacket_ring, AfpacketRing::V3);
+        let flags = Overrides {
+            afpacket_ring: Some(AfpacketRing::V2),
+            ..iface()
+        };
+        assert_eq!(
+            Config::resolve(file, flags).unwrap().afpacket_ring,
+            AfpacketRing::V2
+        );
+        let file = FileConfig::parse("afpacket_ring = \"v2\"\n", "f").unwrap();
+        let flags = Overrides {
+            afpacket_ring: Some(AfpacketRing::V3),
+            ..iface()
+        };
+        assert_eq!(
+            Config::resolve(file, flags).unwrap().afpacket_ring,
+            AfpacketRing::V3
+        );
+        let e = FileConfig::parse("\nafpacket_ring = \"v1\"\n", "lvs.toml").unwrap_err();
+        assert!(e.0.starts_with("lvs.toml:2:") && e.0.contains("v1"), "{e}");
     }
 
     #[test]

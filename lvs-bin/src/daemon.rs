@@ -17,7 +17,7 @@ use lvs_core::rules::parse_args;
 use lvs_core::service::ServiceKey;
 use lvs_core::{DestState, ForwardMethod, ServiceTable, Time};
 use lvs_dataplane::io::PacketIo;
-use lvs_dataplane::io::afpacket::{AfPacketConfig, AfPacketIo};
+use lvs_dataplane::io::afpacket::{AfPacketConfig, AfPacketIo, RxRing};
 use lvs_dataplane::io::afxdp::{AfXdpConfig, AfXdpIface, AfXdpIo};
 use lvs_dataplane::io::netlink::{self, InterfaceInfo};
 use lvs_dataplane::io::xdp_prog::{BalancerAddrs, XdpAction, XdpMode as ProgMode, XdpSteering};
@@ -28,7 +28,7 @@ use lvs_dataplane::worker::{self, LoopConfig};
 use lvs_dataplane::xlate::lip::{DEFAULT_MAX_PORT, DEFAULT_MIN_PORT, LipPool};
 
 use crate::adm::ControlPlane;
-use crate::config::{Backend, Config, XdpMode};
+use crate::config::{AFPACKET_V3_RETIRE_MS, AfpacketRing, Backend, Config, XdpMode};
 use crate::control::ControlServer;
 use crate::health::{CheckKind, Checker, OnFailure, Target};
 
@@ -354,15 +354,32 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         Backend::Afpacket => {
             let names: Vec<&str> = cfg.interfaces.iter().map(String::as_str).collect();
             let group = (std::process::id() & 0x7fff) as u16;
+            let rx_ring = match cfg.afpacket_ring {
+                AfpacketRing::V2 => RxRing::V2,
+                AfpacketRing::V3 => RxRing::V3 {
+                    retire_timeout_ms: AFPACKET_V3_RETIRE_MS,
+                },
+            };
             for _ in 0..cfg.workers {
                 let io = AfPacketIo::new(
                     &names,
                     AfPacketConfig {
                         fanout_group: Some(group),
+                        rx_ring,
                         ..AfPacketConfig::default()
                     },
                 )
                 .map_err(|e| DaemonError::Runtime(format!("AF_PACKET socket: {e}")))?;
+                if ios.is_empty() {
+                    // What the kernel runs the socket with, not what was asked.
+                    match io.tpacket_version(0) {
+                        Ok(v) => tracing::info!(
+                            "AF_PACKET receive ring TPACKET_V{v} ({:?} asked)",
+                            cfg.afpacket_ring
+                        ),
+                        Err(e) => tracing::warn!("AF_PACKET: PACKET_VERSION unreadable: {e}"),
+                    }
+                }
                 ios.push(Box::new(io));
             }
             None

@@ -7,7 +7,9 @@
 //! - `nft`: the kernel's L4 balancer peer: nftables DNAT of the VIP with `numgen inc mod 2`;
 //! - `lvs-afpacket`, `lvs-afxdp`: `lvs run` NAT (rr) on each backend; a variant may add its
 //!   own `lvs run` arguments after a `:` (`lvs-afxdp:--poll-spin-us=0:--xdp-mode=generic`),
-//!   so tunings are compared in one invocation, round after round.
+//!   so tunings are compared in one invocation, round after round;
+//! - `lvs-afpacket-v3`: `lvs-afpacket` on the TPACKET_V3 receive ring
+//!   (`--afpacket-ring=v3`; the plain variant runs the default V2 ring).
 //!
 //! Run (root, release build): `cargo build --release -p lvs-bin && sudo target/release/lvs
 //! labbench --seconds 3`. Every run is bounded in time; the lab is removed afterwards.
@@ -96,15 +98,17 @@ fn field(out: &str, key: &str) -> f64 {
 
 /// The backend of an lvs variant and its own extra `lvs run` arguments: `lvs-afxdp`, or
 /// `lvs-afxdp:--poll-spin-us=0:--xdp-mode=generic` (arguments after the backend, separated
-/// by `:`) so tunings can be compared in one run.
+/// by `:`) so tunings can be compared in one run. `lvs-afpacket-v3` is `lvs-afpacket` with
+/// `--afpacket-ring=v3` first.
 fn lvs_variant(v: &str) -> Option<(&str, impl Iterator<Item = &str>)> {
     let mut parts = v.split(':');
-    let backend = match parts.next()? {
-        "lvs-afpacket" => "afpacket",
-        "lvs-afxdp" => "afxdp",
+    let (backend, preset) = match parts.next()? {
+        "lvs-afpacket" => ("afpacket", None),
+        "lvs-afpacket-v3" => ("afpacket", Some("--afpacket-ring=v3")),
+        "lvs-afxdp" => ("afxdp", None),
         _ => return None,
     };
-    Some((backend, parts.filter(|a| !a.is_empty())))
+    Some((backend, preset.into_iter().chain(parts.filter(|a| !a.is_empty()))))
 }
 
 /// Runs one variant in a fresh lab.
@@ -513,6 +517,17 @@ mod tests {
         );
         let (b, args) = lvs_variant("lvs-afpacket:--workers=2").unwrap();
         assert_eq!((b, args.collect::<Vec<_>>()), ("afpacket", vec!["--workers=2"]));
+        let (b, args) = lvs_variant("lvs-afpacket-v3").unwrap();
+        assert_eq!(
+            (b, args.collect::<Vec<_>>()),
+            ("afpacket", vec!["--afpacket-ring=v3"])
+        );
+        let (b, args) = lvs_variant("lvs-afpacket-v3:--poll-spin-us=0").unwrap();
+        assert_eq!(
+            (b, args.collect::<Vec<_>>()),
+            ("afpacket", vec!["--afpacket-ring=v3", "--poll-spin-us=0"])
+        );
+        assert!(lvs_variant("lvs-afpacket-v4").is_none());
         assert!(lvs_variant("lvs-dpdk").is_none());
         assert!(lvs_variant("nft").is_none());
     }

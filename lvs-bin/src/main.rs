@@ -40,6 +40,9 @@ enum Cmd {
         /// Microseconds a worker keeps polling after traffic before it sleeps (0: at once).
         #[arg(long)]
         poll_spin_us: Option<u64>,
+        /// AF_PACKET receive ring: v2 (frame by frame, lowest latency) or v3 (blocks).
+        #[arg(long, value_enum)]
+        afpacket_ring: Option<lvs_bin::config::AfpacketRing>,
         /// Pin worker w to core w (`--pin-workers=false` lets the scheduler move them).
         #[arg(long)]
         pin_workers: Option<bool>,
@@ -201,11 +204,12 @@ enum Cmd {
         #[arg(long)]
         rps: bool,
         /// Variants, comma-separated; an lvs variant may carry its own `lvs run` arguments
-        /// after the backend, `:`-separated (`lvs-afxdp:--poll-spin-us=0`).
+        /// after the backend, `:`-separated (`lvs-afxdp:--poll-spin-us=0`);
+        /// `lvs-afpacket-v3` is AF_PACKET on the TPACKET_V3 receive ring.
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "routing,nft,lvs-afpacket,lvs-afxdp"
+            default_value = "routing,nft,lvs-afpacket,lvs-afpacket-v3,lvs-afxdp"
         )]
         variants: Vec<String>,
     },
@@ -504,6 +508,7 @@ fn main() -> ExitCode {
             xdp_mode,
             workers,
             poll_spin_us,
+            afpacket_ring,
             pin_workers,
             rules,
             lips,
@@ -515,6 +520,7 @@ fn main() -> ExitCode {
                 xdp_mode,
                 workers,
                 poll_spin_us,
+                afpacket_ring,
                 pin_workers,
                 rules,
                 lips,

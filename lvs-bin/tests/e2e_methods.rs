@@ -27,6 +27,11 @@ fn rules(method: LabMethod, sched: &str) -> String {
 }
 
 fn method_round(method: LabMethod, backend: &str) {
+    method_round_with(method, backend, &[], None);
+}
+
+/// [`method_round`] with extra `lvs run` arguments, and a line the lvs log must contain.
+fn method_round_with(method: LabMethod, backend: &str, extra: &[&str], log_has: Option<&str>) {
     if !require_root() {
         return;
     }
@@ -37,7 +42,7 @@ fn method_round(method: LabMethod, backend: &str) {
         80
     };
     let r = rules(method, "rr").replace(":80 ", &format!(":{vport} "));
-    let mut e = E2e::start(method, 2, backend, &r, &[]);
+    let mut e = E2e::start(method, 2, backend, &r, extra);
     let first = e.until_ok(|e| e.http(vport));
     let mut names = vec![who(&first).to_string()];
     for _ in 0..5 {
@@ -77,6 +82,10 @@ fn method_round(method: LabMethod, backend: &str) {
             decapsulated >= 19,
             "TUN: only {decapsulated} packets decapsulated for 6 requests and a datagram"
         );
+    }
+    if let Some(want) = log_has {
+        let log = std::fs::read_to_string(e.dir.join("lvs.log")).unwrap_or_default();
+        assert!(log.contains(want), "{want:?} not in the lvs log:\n{log}");
     }
     e.stop();
 }
@@ -119,4 +128,16 @@ fn tun_afxdp() {
 #[test]
 fn tun_afpacket() {
     method_round(LabMethod::Tunnel, "afpacket");
+}
+
+/// NAT through the AF_PACKET backend on its TPACKET_V3 receive ring; the daemon reports the
+/// version the kernel runs its sockets with.
+#[test]
+fn nat_afpacket_v3() {
+    method_round_with(
+        LabMethod::Nat,
+        "afpacket",
+        &["--afpacket-ring", "v3"],
+        Some("AF_PACKET receive ring TPACKET_V3 (V3 asked)"),
+    );
 }

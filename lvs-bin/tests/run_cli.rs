@@ -63,3 +63,21 @@ fn bad_config_names_file_and_line() {
     assert!(err.contains("line 2") && err.contains("weight"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bad_afpacket_ring_is_refused_from_flag_and_file() {
+    let (code, err) = run(&["run", "--iface", "eth0", "--afpacket-ring", "v4"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("v4") && err.contains("v2") && err.contains("v3"),
+        "names the bad value and the valid ones: {err}"
+    );
+    let dir = std::env::temp_dir().join(format!("lvs-run-cli-ring-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("lvs.toml");
+    std::fs::write(&cfg, "interfaces = [\"eth0\"]\nafpacket_ring = \"tpacket\"\n").unwrap();
+    let (code, err) = run(&["run", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("lvs.toml:2:") && err.contains("tpacket"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

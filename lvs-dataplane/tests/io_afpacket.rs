@@ -1,7 +1,8 @@
 //! The AF_PACKET backend on veth pairs in a private network namespace (root): frames arrive
 //! intact, Forward/Reply go out of the right interface, Pass/Drop do not, the backend does
 //! not see its own transmissions, a fanout group splits flows between workers without
-//! duplicates, and partial checksums are completed.
+//! duplicates, and partial checksums are completed. Every case runs on the TPACKET_V2 ring
+//! (`<case>::v2`) and on the TPACKET_V3 ring (`<case>::v3`).
 
 mod io_support;
 
@@ -9,12 +10,13 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use io_support::{Netns, RawSock, frames, require_root};
-use lvs_dataplane::io::afpacket::{AfPacketConfig, AfPacketIo};
+use lvs_dataplane::io::afpacket::{AfPacketConfig, AfPacketIo, RxRing};
 use lvs_dataplane::io::{FrameBuf, PacketIo};
 use lvs_dataplane::verdict::{DropReason, Verdict};
 
-fn small() -> AfPacketConfig {
+fn small(ring: RxRing) -> AfPacketConfig {
     AfPacketConfig {
+        rx_ring: ring,
         block_size: 1 << 16,
         block_count: 16,
         tx_frames: 128,
@@ -76,14 +78,25 @@ fn marked_only(v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     v.into_iter().filter(|f| frames::mark_of(f).is_some()).collect()
 }
 
-#[test]
-fn afpacket_frames_arrive_intact_and_only_forwarded_ones_go_out() {
-    if !require_root("afpacket_frames_arrive_intact_and_only_forwarded_ones_go_out") {
+/// (Run on both ring versions, see the end of the file.)
+fn afpacket_frames_arrive_intact_and_only_forwarded_ones_go_out(ring: RxRing) {
+    if !require_root(&format!(
+        "afpacket_frames_arrive_intact_and_only_forwarded_ones_go_out {ring:?}"
+    )) {
         return;
     }
     let _ns = Netns::new("pkt");
     _ns.veth("va", 0xaa, "vb", 0xbb);
-    let mut io = AfPacketIo::new(&["va"], small()).unwrap();
+    let mut io = AfPacketIo::new(&["va"], small(ring)).unwrap();
+    let want = match ring {
+        RxRing::V2 => 2,
+        RxRing::V3 { .. } => 3,
+    };
+    assert_eq!(
+        io.tpacket_version(0).unwrap(),
+        want,
+        "the kernel runs the asked ring"
+    );
     let vb = RawSock::new("vb");
     // 30 frames of 60..1514 bytes: i % 3 == 0 forwarded (rewritten), 1 dropped, 2 passed.
     let sent: Vec<Vec<u8>> = (0..30u32)
@@ -146,15 +159,17 @@ fn afpacket_frames_arrive_intact_and_only_forwarded_ones_go_out() {
     assert_eq!(drops, 0);
 }
 
-#[test]
-fn afpacket_two_interfaces_forward_across_and_reply_on_ingress() {
-    if !require_root("afpacket_two_interfaces_forward_across_and_reply_on_ingress") {
+/// (Run on both ring versions, see the end of the file.)
+fn afpacket_two_interfaces_forward_across_and_reply_on_ingress(ring: RxRing) {
+    if !require_root(&format!(
+        "afpacket_two_interfaces_forward_across_and_reply_on_ingress {ring:?}"
+    )) {
         return;
     }
     let ns = Netns::new("pkt2");
     ns.veth("va", 0xaa, "vb", 0xbb);
     ns.veth("vc", 0xcc, "vd", 0xdd);
-    let mut io = AfPacketIo::new(&["va", "vc"], small()).unwrap();
+    let mut io = AfPacketIo::new(&["va", "vc"], small(ring)).unwrap();
     let vb = RawSock::new("vb");
     let vd = RawSock::new("vd");
     let into_a: Vec<Vec<u8>> = (0..300u32).map(|i| frames::marked(i, 100)).collect();
@@ -196,9 +211,11 @@ fn afpacket_two_interfaces_forward_across_and_reply_on_ingress() {
     assert_eq!(io.stats().bad_egress, 1);
 }
 
-#[test]
-fn afpacket_fanout_group_splits_flows_between_workers_without_duplicates() {
-    if !require_root("afpacket_fanout_group_splits_flows_between_workers_without_duplicates") {
+/// (Run on both ring versions, see the end of the file.)
+fn afpacket_fanout_group_splits_flows_between_workers_without_duplicates(ring: RxRing) {
+    if !require_root(&format!(
+        "afpacket_fanout_group_splits_flows_between_workers_without_duplicates {ring:?}"
+    )) {
         return;
     }
     let ns = Netns::new("fan");
@@ -207,7 +224,7 @@ fn afpacket_fanout_group_splits_flows_between_workers_without_duplicates() {
     let cfg = AfPacketConfig {
         fanout_group: Some(0x4c00),
         qdisc_bypass: false,
-        ..small()
+        ..small(ring)
     };
     let mut w = [
         AfPacketIo::new(&["va"], cfg).unwrap(),
@@ -272,9 +289,11 @@ fn afpacket_fanout_group_splits_flows_between_workers_without_duplicates() {
     }
 }
 
-#[test]
-fn afpacket_completes_partial_checksums_of_offloaded_frames() {
-    if !require_root("afpacket_completes_partial_checksums_of_offloaded_frames") {
+/// (Run on both ring versions, see the end of the file.)
+fn afpacket_completes_partial_checksums_of_offloaded_frames(ring: RxRing) {
+    if !require_root(&format!(
+        "afpacket_completes_partial_checksums_of_offloaded_frames {ring:?}"
+    )) {
         return;
     }
     let ns = Netns::new("csum");
@@ -289,7 +308,7 @@ fn afpacket_completes_partial_checksums_of_offloaded_frames() {
         "dev",
         "vb",
     ]);
-    let mut io = AfPacketIo::new(&["va"], small()).unwrap();
+    let mut io = AfPacketIo::new(&["va"], small(ring)).unwrap();
     // The kernel sends this SYN out of vb with a partial checksum (tx offload on).
     let th = std::thread::spawn(|| {
         let to = "10.98.0.50:80".parse().unwrap();
@@ -333,14 +352,16 @@ fn afpacket_completes_partial_checksums_of_offloaded_frames() {
     assert_eq!(acc, 0xffff, "checksum completed");
 }
 
-#[test]
-fn afpacket_wait_sleeps_when_idle_and_wakes_for_a_frame() {
-    if !require_root("afpacket_wait_sleeps_when_idle_and_wakes_for_a_frame") {
+/// (Run on both ring versions, see the end of the file.)
+fn afpacket_wait_sleeps_when_idle_and_wakes_for_a_frame(ring: RxRing) {
+    if !require_root(&format!(
+        "afpacket_wait_sleeps_when_idle_and_wakes_for_a_frame {ring:?}"
+    )) {
         return;
     }
     let ns = Netns::new("pktwait");
     ns.veth("va", 0xaa, "vb", 0xbb);
-    let mut io = AfPacketIo::new(&["va"], small()).unwrap();
+    let mut io = AfPacketIo::new(&["va"], small(ring)).unwrap();
     // Idle: wait sleeps (close to) its timeout and nothing is received.
     let t = Instant::now();
     io.wait(Duration::from_millis(200)).unwrap();
@@ -360,3 +381,73 @@ fn afpacket_wait_sleeps_when_idle_and_wakes_for_a_frame() {
     let n = pump(&mut io, 1, Duration::from_secs(3), &mut |_, _| Verdict::Pass);
     assert_eq!(n, 1);
 }
+
+/// (Run on both ring versions.) A ring of 4 small blocks goes round many times: 600 frames
+/// in waves of 4 arrive intact and in order, forwarded ones leave, nothing is lost.
+fn afpacket_small_ring_wraps_around_many_times(ring: RxRing) {
+    if !require_root(&format!("afpacket_small_ring_wraps_around_many_times {ring:?}")) {
+        return;
+    }
+    let ns = Netns::new("wrap");
+    ns.veth("va", 0xaa, "vb", 0xbb);
+    // V2: 4 blocks of 2 slots; V3: 4 blocks of about 25 frames of this size.
+    let cfg = AfPacketConfig {
+        block_size: 4096,
+        block_count: 4,
+        tx_frames: 32,
+        ..small(ring)
+    };
+    let mut io = AfPacketIo::new(&["va"], cfg).unwrap();
+    let vb = RawSock::new("vb");
+    let mut got = Vec::new();
+    let mut back = 0;
+    for wave in 0..150u32 {
+        for i in 0..4 {
+            vb.send(&frames::marked(wave * 4 + i, 100));
+        }
+        let want = got.len() + 4;
+        pump(&mut io, 4, Duration::from_secs(3), &mut |fb, _| {
+            got.push(frames::mark_of(fb.frame()).expect("only test frames"));
+            Verdict::Forward { egress: 0 }
+        });
+        assert_eq!(got.len(), want, "wave {wave}: {:?}", io.stats());
+        back += marked_only(vb.drain(Duration::from_millis(500), 4)).len();
+    }
+    assert_eq!(got, (0..600).collect::<Vec<u32>>(), "intact order");
+    back += marked_only(vb.drain(Duration::from_millis(200), 100)).len();
+    assert_eq!(back, 600, "every frame went back out");
+    let st = io.stats();
+    assert_eq!((st.rx, st.tx, st.bad_block, st.truncated), (600, 600, 0, 0));
+    assert_eq!(io.kernel_stats(0).unwrap().1, 0, "no kernel drops");
+}
+
+/// The V3 ring as the tests use it: 1 ms block retire timer.
+const V3: RxRing = RxRing::V3 { retire_timeout_ms: 1 };
+
+/// A `v2` and a `v3` test for each case.
+macro_rules! on_both_rings {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            use super::*;
+
+            #[test]
+            fn v2() {
+                super::$case(RxRing::V2);
+            }
+
+            #[test]
+            fn v3() {
+                super::$case(V3);
+            }
+        }
+    )*};
+}
+
+on_both_rings!(
+    afpacket_frames_arrive_intact_and_only_forwarded_ones_go_out,
+    afpacket_two_interfaces_forward_across_and_reply_on_ingress,
+    afpacket_fanout_group_splits_flows_between_workers_without_duplicates,
+    afpacket_completes_partial_checksums_of_offloaded_frames,
+    afpacket_wait_sleeps_when_idle_and_wakes_for_a_frame,
+    afpacket_small_ring_wraps_around_many_times,
+);
