@@ -128,6 +128,6 @@ mod wheel;
 pub use list::{ConnInfo, listing, listing_header, listing_row};
 pub use state::{ConnState, DEFAULT_TIMEOUTS, Direction, STATES, TcpFlags, Timeouts, tcp_transition};
 pub use table::{
-    ConnCounters, ConnKeyIn, ConnKeyOut, ConnRef, ConnTable, ENTRY_BYTES, ENTRY_BYTES_V6, NewConn,
-    PREFETCH_BURST, TableFull, TemplateKey, TemplateRef,
+    ConnCounters, ConnKeyIn, ConnKeyOut, ConnRef, ConnTable, ENTRY_BYTES, ENTRY_BYTES_V6, LookupHint,
+    NewConn, PREFETCH_BURST, TableFull, TemplateKey, TemplateRef,
 };

@@ -485,6 +485,40 @@ const SEG: usize = 1 << SEG_BITS;
 /// receive burst).
 pub const PREFETCH_BURST: usize = 32;
 
+/// What a hinted prefetch ([`ConnTable::prefetch_in_hinted`],
+/// [`ConnTable::prefetch_out_hinted`]) learnt about one key: its hash and the entry its
+/// home bucket points at, for the lookup of that same key that follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupHint {
+    hash: u64,
+    cand: u32,
+    known: bool,
+}
+
+impl LookupHint {
+    /// No hint: a hinted lookup given it is a plain lookup.
+    pub const NONE: LookupHint = LookupHint {
+        hash: 0,
+        cand: u32::MAX,
+        known: false,
+    };
+
+    #[inline]
+    fn new(hash: u64) -> LookupHint {
+        LookupHint {
+            hash,
+            cand: u32::MAX,
+            known: true,
+        }
+    }
+}
+
+impl Default for LookupHint {
+    fn default() -> Self {
+        LookupHint::NONE
+    }
+}
+
 /// Bytes of one IPv4 arena entry (an IPv6 entry takes twice as many).
 pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
 
@@ -921,52 +955,113 @@ impl ConnTable {
     /// of the whole burst overlap instead of following one another. Reads only; at most
     /// [`PREFETCH_BURST`] keys are used.
     pub fn prefetch_in(&self, keys: &[ConnKeyIn]) {
-        let m = keys.len().min(PREFETCH_BURST);
-        let mut h = [0u64; PREFETCH_BURST];
-        for (h, k) in h.iter_mut().zip(&keys[..m]) {
-            let six = k.caddr.is_ipv6();
-            let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
+        let mut hints = [LookupHint::NONE; PREFETCH_BURST];
+        self.prefetch_in_hinted(keys, &mut hints);
+    }
+
+    /// [`prefetch_in`](Self::prefetch_in) that also hands back, in `hints[i]`, what it
+    /// learnt about `keys[i]` (its hash and the entry its home bucket points at), so that
+    /// [`lookup_in_hinted`](Self::lookup_in_hinted) neither hashes the key again nor probes
+    /// the index again when that entry is the key's. At most `min(keys.len(), hints.len(),
+    /// PREFETCH_BURST)` keys are used.
+    pub fn prefetch_in_hinted(&self, keys: &[ConnKeyIn], hints: &mut [LookupHint]) {
+        let m = keys.len().min(hints.len()).min(PREFETCH_BURST);
+        for (h, k) in hints[..m].iter_mut().zip(&keys[..m]) {
             let pw = k.cport as u64 | (k.vport as u64) << 16;
-            *h = self.hash_in_words(want, key_addr(k.caddr, six), key_addr(k.vaddr, six), pw);
+            let hash = if k.caddr.is_ipv4() {
+                let cv = v4_bits(k.caddr) as u64 | (v4_bits(k.vaddr) as u64) << 32;
+                hash4(self.seed, cv, pw | proto_bits(Some(k.proto)))
+            } else {
+                let want = proto_bits(Some(k.proto)) | AF6;
+                self.hash_in_words(want, key_addr(k.caddr, true), key_addr(k.vaddr, true), pw)
+            };
+            *h = LookupHint::new(hash);
         }
-        self.prefetch_stages(&self.in_ix, &h[..m]);
+        self.prefetch_stages(&self.in_ix, &mut hints[..m]);
     }
 
     /// [`prefetch_in`](Self::prefetch_in) for real servers' replies, ahead of
     /// [`lookup_out`](Self::lookup_out).
     pub fn prefetch_out(&self, keys: &[ConnKeyOut]) {
-        let m = keys.len().min(PREFETCH_BURST);
-        let mut h = [0u64; PREFETCH_BURST];
-        for (h, k) in h.iter_mut().zip(&keys[..m]) {
+        let mut hints = [LookupHint::NONE; PREFETCH_BURST];
+        self.prefetch_out_hinted(keys, &mut hints);
+    }
+
+    /// [`prefetch_in_hinted`](Self::prefetch_in_hinted) for real servers' replies, ahead of
+    /// [`lookup_out_hinted`](Self::lookup_out_hinted).
+    pub fn prefetch_out_hinted(&self, keys: &[ConnKeyOut], hints: &mut [LookupHint]) {
+        let m = keys.len().min(hints.len()).min(PREFETCH_BURST);
+        for (h, k) in hints[..m].iter_mut().zip(&keys[..m]) {
             let six = k.daddr.is_ipv6();
             let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
-            *h = self.hash_out_words(
+            *h = LookupHint::new(self.hash_out_words(
                 want,
                 key_addr(k.daddr, six),
                 key_addr(k.addr, six),
                 k.dport,
                 k.port,
-            );
+            ));
         }
-        self.prefetch_stages(&self.out_ix, &h[..m]);
+        self.prefetch_stages(&self.out_ix, &mut hints[..m]);
     }
 
+    /// The stages of a prefetch over hints holding their keys' hashes: home buckets, then
+    /// the first candidate of each (kept in the hint), then the candidates' lines.
     #[inline]
-    fn prefetch_stages(&self, ix: &Index, hashes: &[u64]) {
+    fn prefetch_stages(&self, ix: &Index, hints: &mut [LookupHint]) {
         let mut sink = 0u64;
-        for &h in hashes {
-            sink ^= ix.touch(h) as u64;
+        for h in hints.iter() {
+            sink ^= ix.touch(h.hash) as u64;
         }
-        let mut cand = [u32::MAX; PREFETCH_BURST];
-        for (c, &h) in cand.iter_mut().zip(hashes) {
-            *c = ix.home_candidate(h).0;
+        for h in hints.iter_mut() {
+            h.cand = ix.first_candidate(h.hash);
         }
-        for &idx in &cand[..hashes.len()] {
-            if let Some(e) = self.try_slot(idx) {
+        for h in hints.iter() {
+            if let Some(e) = self.try_slot(h.cand) {
                 sink ^= e.ctl.load(Ordering::Relaxed) ^ e.deadline.load(Ordering::Relaxed);
             }
         }
         std::hint::black_box(sink);
+    }
+
+    /// [`lookup_in`](Self::lookup_in) with the hint [`prefetch_in_hinted`]
+    /// (Self::prefetch_in_hinted) gave for the same key: the hinted entry is checked first
+    /// (it is the answer unless the table changed since), else the index is probed with the
+    /// hinted hash. Same result and guarantees as `lookup_in`, an entry inserted or removed
+    /// since the prefetch included. A hint of another key may miss; [`LookupHint::NONE`]
+    /// does a plain `lookup_in`.
+    #[inline]
+    pub fn lookup_in_hinted(&self, k: &ConnKeyIn, hint: &LookupHint) -> Option<ConnRef> {
+        if !hint.known {
+            return self.lookup_in(k);
+        }
+        let pw = k.cport as u64 | (k.vport as u64) << 16;
+        if k.caddr.is_ipv4() {
+            let want = proto_bits(Some(k.proto));
+            let cv = v4_bits(k.caddr) as u64 | (v4_bits(k.vaddr) as u64) << 32;
+            debug_assert_eq!(hint.hash, hash4(self.seed, cv, pw | want), "hint of another key");
+            let read = |idx: u32| {
+                let e = self.narrow.get(idx as usize)?;
+                self.read_in4(idx, e, read_begin(&e.ctl), want, cv, pw)
+            };
+            return read(hint.cand).or_else(|| self.in_ix.find(hint.hash, read));
+        }
+        self.lookup_in6_hinted(k, hint, pw)
+    }
+
+    /// The IPv6 half of [`lookup_in_hinted`](Self::lookup_in_hinted), out of line.
+    #[inline(never)]
+    fn lookup_in6_hinted(&self, k: &ConnKeyIn, hint: &LookupHint, pw: u64) -> Option<ConnRef> {
+        let want = proto_bits(Some(k.proto)) | AF6;
+        let c = key_addr(k.caddr, true);
+        let v = key_addr(k.vaddr, true);
+        debug_assert_eq!(
+            hint.hash,
+            self.hash_in_words(want, c, v, pw),
+            "hint of another key"
+        );
+        let read = |idx: u32| self.read_in(idx, want, c, v, pw);
+        read(hint.cand).or_else(|| self.in_ix.find(hint.hash, read))
     }
 
     /// Looks up a burst of client packets at once: `out[i]` gets `lookup_in(&keys[i])`.
@@ -1091,23 +1186,49 @@ impl ConnTable {
         let d = key_addr(k.daddr, six);
         let a = key_addr(k.addr, six);
         let h = self.hash_out_words(want, d, a, k.dport, k.port);
-        self.out_ix.find(h, |idx| {
-            let e = self.try_slot(idx)?;
-            let g1 = read_begin(&e.ctl);
-            if !is_live(g1) || g1 & HAS_OUT == 0 || g1 & KEY_MASK != want {
-                return None;
-            }
-            let (ports, ea, _) = self.snapshot(idx, e, g1)?;
-            let (ra, rp) = if method_of(g1) == ForwardMethod::FullNat {
-                (ea.l, (ports >> 48) as u16)
-            } else {
-                (ea.c, ports as u16)
-            };
-            if ea.d != d || (ports >> 32) as u16 != k.dport || ra != a || rp != k.port {
-                return None;
-            }
-            Some(Self::conn_ref(idx, g1, ports, &ea))
-        })
+        self.out_ix.find(h, |idx| self.read_out(idx, want, d, a, k))
+    }
+
+    /// [`lookup_out`](Self::lookup_out) with the hint
+    /// [`prefetch_out_hinted`](Self::prefetch_out_hinted) gave for the same key, as
+    /// [`lookup_in_hinted`](Self::lookup_in_hinted) is to `lookup_in`.
+    #[inline]
+    pub fn lookup_out_hinted(&self, k: &ConnKeyOut, hint: &LookupHint) -> Option<ConnRef> {
+        if !hint.known {
+            return self.lookup_out(k);
+        }
+        let six = k.daddr.is_ipv6();
+        let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
+        let d = key_addr(k.daddr, six);
+        let a = key_addr(k.addr, six);
+        debug_assert_eq!(
+            hint.hash,
+            self.hash_out_words(want, d, a, k.dport, k.port),
+            "hint of another key"
+        );
+        let read = |idx: u32| self.read_out(idx, want, d, a, k);
+        read(hint.cand).or_else(|| self.out_ix.find(hint.hash, read))
+    }
+
+    /// The seqlock read of slot `idx` against a server-side key (kind bits `want`, the
+    /// key's addresses as [`key_addr`] words `d` and `a`).
+    #[inline]
+    fn read_out(&self, idx: u32, want: u64, d: [u64; 2], a: [u64; 2], k: &ConnKeyOut) -> Option<ConnRef> {
+        let e = self.try_slot(idx)?;
+        let g1 = read_begin(&e.ctl);
+        if !is_live(g1) || g1 & HAS_OUT == 0 || g1 & KEY_MASK != want {
+            return None;
+        }
+        let (ports, ea, _) = self.snapshot(idx, e, g1)?;
+        let (ra, rp) = if method_of(g1) == ForwardMethod::FullNat {
+            (ea.l, (ports >> 48) as u16)
+        } else {
+            (ea.c, ports as u16)
+        };
+        if ea.d != d || (ports >> 32) as u16 != k.dport || ra != a || rp != k.port {
+            return None;
+        }
+        Some(Self::conn_ref(idx, g1, ports, &ea))
     }
 
     /// The destination state a connection is bound to (`None` if it died since lookup).
