@@ -1590,9 +1590,69 @@ impl ConnTable {
     /// input-only for DR/TUN), the destination's active/inactive counters when the state
     /// enters or leaves ESTABLISHED, and the expiry deadline (`now` + the new state's
     /// timeout). Returns the new state, or `None` if the connection died since lookup.
-    #[inline]
+    ///
+    /// The usual packet changes nothing but the deadline, which moves later: one load of
+    /// the control word, the transition, one store of the deadline, inline. A state change
+    /// that keeps the connection's class (active/inactive) adds one compare-and-swap; a
+    /// class change, a lost race or an earlier deadline take out-of-line paths.
+    #[inline(always)]
     pub fn on_packet(&self, c: &ConnRef, dir: Direction, flags: TcpFlags, now: Time) -> Option<ConnState> {
         let e = self.try_slot(c.idx)?;
+        let cur = e.ctl.load(Ordering::Acquire);
+        if gen_of(cur) != c.gen_ {
+            return None;
+        }
+        let st = state_of(cur);
+        let (ns, next_ctl) = if cur & PROTO_MASK != proto_bits(Some(Protocol::Tcp)) {
+            (st, cur)
+        } else {
+            // DR/TUN entries use the input-only table until a reply shows up (NOOUTPUT).
+            let (td, next) = match (cur & NOOUTPUT != 0, dir) {
+                (false, Direction::Input) => (TableDir::Input, cur),
+                (false, Direction::Output) => (TableDir::Output, cur),
+                (true, Direction::Input) => (TableDir::InputOnly, cur),
+                (true, Direction::Output) => (TableDir::Output, cur & !NOOUTPUT),
+            };
+            let ns = tcp_next(td, flags, st);
+            (ns, with_state(next, ns))
+        };
+        if next_ctl != cur
+            && (st.is_active() != ns.is_active()
+                || e.ctl
+                    .compare_exchange(cur, next_ctl, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err())
+        {
+            return self.on_packet_change(c, e, dir, flags, now);
+        }
+        self.set_deadline(c.idx, e, now.as_millis() + self.timeouts.millis(ns));
+        Some(ns)
+    }
+
+    /// A packet's new deadline for slot `idx`. A later one (the usual case) is one store,
+    /// left for the wheel to notice when it reaches the entry; an earlier one queues the
+    /// entry to be filed again.
+    #[inline(always)]
+    fn set_deadline(&self, idx: u32, e: &Entry, deadline: u64) {
+        let old = e.deadline.load(Ordering::Relaxed);
+        if deadline > old {
+            e.deadline.store(deadline, Ordering::Relaxed);
+        } else if deadline < old {
+            self.set_earlier_deadline(idx, e, deadline);
+        }
+    }
+
+    /// [`on_packet`](Self::on_packet) when the connection changes class or its
+    /// compare-and-swap lost a race: the compare-and-swap loop from a fresh control word,
+    /// the destination's counters, the deadline.
+    #[inline(never)]
+    fn on_packet_change(
+        &self,
+        c: &ConnRef,
+        e: &Entry,
+        dir: Direction,
+        flags: TcpFlags,
+        now: Time,
+    ) -> Option<ConnState> {
         let mut cur = e.ctl.load(Ordering::Acquire);
         let new_state = loop {
             if gen_of(cur) != c.gen_ {
@@ -1649,17 +1709,18 @@ impl ConnTable {
                 Err(x) => cur = x,
             }
         };
-        let deadline = now.as_millis() + self.timeouts.millis(new_state);
-        let old = e.deadline.load(Ordering::Relaxed);
-        if deadline != old {
-            e.deadline.store(deadline, Ordering::Relaxed);
-            // A shorter timeout (e.g. ESTABLISHED → CLOSE) needs an earlier wheel slot; the
-            // usual case, a later deadline, is left for the wheel to notice.
-            if deadline < old && e.resched.swap(1, Ordering::AcqRel) == 0 {
-                self.resched.push(c.idx, &e.resched_next);
-            }
-        }
+        self.set_deadline(c.idx, e, now.as_millis() + self.timeouts.millis(new_state));
         Some(new_state)
+    }
+
+    /// Moves the deadline of slot `idx` earlier (e.g. ESTABLISHED → CLOSE): the entry is
+    /// queued for the wheel to file it again in an earlier slot.
+    #[inline(never)]
+    fn set_earlier_deadline(&self, idx: u32, e: &Entry, deadline: u64) {
+        e.deadline.store(deadline, Ordering::Relaxed);
+        if e.resched.swap(1, Ordering::AcqRel) == 0 {
+            self.resched.push(idx, &e.resched_next);
+        }
     }
 
     /// Removes a connection now (e.g. `ipvsadm` flush, a RST policy, a test). Returns false
