@@ -911,7 +911,13 @@ impl ConnTable {
         if !read_end(&e.ctl, g1) {
             return None;
         }
-        Some(ConnRef {
+        Some(Self::conn_ref4(idx, g1, cv, dl, ports))
+    }
+
+    /// The handle of IPv4 slot `idx` from its words, read consistently.
+    #[inline]
+    fn conn_ref4(idx: u32, g1: u64, cv: u64, dl: u64, ports: u64) -> ConnRef {
+        ConnRef {
             idx,
             gen_: gen_of(g1),
             ctl: g1,
@@ -924,7 +930,7 @@ impl ConnTable {
             } else {
                 [0; 2]
             },
-        })
+        }
     }
 
     /// The seqlock read of slot `idx` against a client-side key of either family (kind bits
@@ -1186,6 +1192,11 @@ impl ConnTable {
         let d = key_addr(k.daddr, six);
         let a = key_addr(k.addr, six);
         let h = self.hash_out_words(want, d, a, k.dport, k.port);
+        if !six {
+            return self
+                .out_ix
+                .find(h, |idx| self.read_out4(idx, want, d[1], a[1], k));
+        }
         self.out_ix.find(h, |idx| self.read_out(idx, want, d, a, k))
     }
 
@@ -1206,8 +1217,39 @@ impl ConnTable {
             self.hash_out_words(want, d, a, k.dport, k.port),
             "hint of another key"
         );
+        if !six {
+            let read = |idx: u32| self.read_out4(idx, want, d[1], a[1], k);
+            return read(hint.cand).or_else(|| self.out_ix.find(hint.hash, read));
+        }
         let read = |idx: u32| self.read_out(idx, want, d, a, k);
         read(hint.cand).or_else(|| self.out_ix.find(hint.hash, read))
+    }
+
+    /// [`read_out`](Self::read_out) for an IPv4 key (`want` without AF6; `d`, `a` the
+    /// addresses' 32 bits): the words of the one line, checked, then the seqlock's end.
+    #[inline]
+    fn read_out4(&self, idx: u32, want: u64, d: u64, a: u64, k: &ConnKeyOut) -> Option<ConnRef> {
+        let e = self.narrow.get(idx as usize)?;
+        let g1 = read_begin(&e.ctl);
+        if !is_live(g1) || g1 & HAS_OUT == 0 || g1 & KEY_MASK != want {
+            return None;
+        }
+        let cv = e.cv.load(Ordering::Relaxed);
+        let dl = e.dl.load(Ordering::Relaxed);
+        let ports = e.ports.load(Ordering::Relaxed);
+        // The reply goes to the FULLNAT local address, else to the client.
+        let (ra, rp) = if method_of(g1) == ForwardMethod::FullNat {
+            (dl >> 32, (ports >> 48) as u16)
+        } else {
+            (cv & 0xffff_ffff, ports as u16)
+        };
+        if dl & 0xffff_ffff != d || (ports >> 32) as u16 != k.dport || ra != a || rp != k.port {
+            return None;
+        }
+        if !read_end(&e.ctl, g1) {
+            return None;
+        }
+        Some(Self::conn_ref4(idx, g1, cv, dl, ports))
     }
 
     /// The seqlock read of slot `idx` against a server-side key (kind bits `want`, the
