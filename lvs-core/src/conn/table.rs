@@ -1030,8 +1030,8 @@ impl ConnTable {
         std::hint::black_box(sink);
     }
 
-    /// [`lookup_in`](Self::lookup_in) with the hint [`prefetch_in_hinted`]
-    /// (Self::prefetch_in_hinted) gave for the same key: the hinted entry is checked first
+    /// [`lookup_in`](Self::lookup_in) with the hint that
+    /// [`prefetch_in_hinted`](Self::prefetch_in_hinted) gave for the same key: the hinted entry is checked first
     /// (it is the answer unless the table changed since), else the index is probed with the
     /// hinted hash. Same result and guarantees as `lookup_in`, an entry inserted or removed
     /// since the prefetch included. A hint of another key may miss; [`LookupHint::NONE`]
