@@ -126,6 +126,9 @@ pub struct DestState {
     /// Start of the current slow-start ramp in ms + 1; 0 while not ramping.
     ramp_start: AtomicU64,
     listener: ArcSwapOption<ListenerSlot>,
+    /// Set (for good) before a listener is first registered: [`notify`](Self::notify) on a
+    /// destination that never had one skips loading `listener`.
+    ever_listened: AtomicBool,
     /// Packet, byte and connection counters for `--stats` / `--rate`.
     pub stats: Counters,
 }
@@ -168,6 +171,7 @@ impl DestState {
             ramp: AtomicU32::new(RAMP_FULL),
             ramp_start: AtomicU64::new(0),
             listener: ArcSwapOption::empty(),
+            ever_listened: AtomicBool::new(false),
             stats: Counters::default(),
         }
     }
@@ -244,12 +248,20 @@ impl DestState {
 
     /// Registers (or with `None` removes) the listener told about load changes.
     pub fn set_listener(&self, listener: Option<ListenerSlot>) {
+        if listener.is_some() {
+            // Never cleared: removing a listener is rare, and a flag that could go back to
+            // false would race with a concurrent registration.
+            self.ever_listened.store(true, Ordering::SeqCst);
+        }
         self.listener.store(listener.map(Arc::new));
     }
 
     /// Tells the registered listener, if any, that this destination's load changed.
     #[inline]
     pub fn notify(&self) {
+        if !self.ever_listened.load(Ordering::SeqCst) {
+            return;
+        }
         if let Some(l) = self.listener.load().as_ref() {
             l.listener.load_changed(l.slot);
         }
@@ -411,6 +423,44 @@ mod tests {
         assert!(s.is_overloaded());
         s.unbind(ConnClass::Active); // 1 < 2
         assert!(!s.is_overloaded());
+    }
+
+    #[test]
+    fn load_changes_reach_the_listener_registered_at_the_time() {
+        #[derive(Default)]
+        struct Count(AtomicU32, AtomicU32);
+        impl LoadListener for Count {
+            fn load_changed(&self, slot: usize) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                self.1.store(slot as u32, Ordering::Relaxed);
+            }
+        }
+        let seen = |c: &Count| (c.0.load(Ordering::Relaxed), c.1.load(Ordering::Relaxed));
+        let s = DestState::new(0, 0);
+        // No listener yet: nothing to tell, nothing breaks.
+        s.bind(ConnClass::Inactive);
+        let a = Arc::new(Count::default());
+        s.set_listener(Some(ListenerSlot {
+            listener: a.clone(),
+            slot: 3,
+        }));
+        s.bind(ConnClass::Active);
+        s.reclassify(ConnClass::Active, ConnClass::Inactive);
+        s.unbind(ConnClass::Inactive);
+        s.set_ramp(512);
+        s.set_thresholds(5, 1);
+        assert_eq!(seen(&a), (5, 3));
+        // Removed: no more calls; registered again (another index): calls resume there.
+        s.set_listener(None);
+        s.bind(ConnClass::Inactive);
+        assert_eq!(seen(&a), (5, 3));
+        let b = Arc::new(Count::default());
+        s.set_listener(Some(ListenerSlot {
+            listener: b.clone(),
+            slot: 7,
+        }));
+        s.unbind(ConnClass::Inactive);
+        assert_eq!((seen(&a), seen(&b)), ((5, 3), (1, 7)));
     }
 
     #[test]

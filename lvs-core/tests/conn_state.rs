@@ -388,6 +388,87 @@ sCL sCL sCL sSR sCL sCL sCL sCL sLA sLI sCL
     }
 
     #[test]
+    fn random_packets_follow_the_transition_table_counters_and_timeouts() {
+        // Long pseudo-random packet sequences on NAT and DR connections: every on_packet
+        // agrees with the kernel table (input-only for DR until a reply shows up), the
+        // destination counts the connection active exactly while ESTABLISHED, and the entry
+        // expires one timeout of its last state after its last packet, whether that timeout
+        // is longer or shorter than the one before.
+        let flags = [
+            TcpFlags::SYN,
+            TcpFlags::ACK,
+            TcpFlags::FIN | TcpFlags::ACK,
+            TcpFlags::RST,
+            TcpFlags::SYN | TcpFlags::ACK,
+            TcpFlags::NONE,
+        ];
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for (round, method) in [ForwardMethod::Masq, ForwardMethod::DirectRoute]
+            .into_iter()
+            .cycle()
+            .take(40)
+            .enumerate()
+        {
+            let t = ConnTable::with_capacity(16);
+            let d = Arc::new(DestState::new(0, 0));
+            let mut now = 10_000u64;
+            t.expire(Time::from_millis(now), 100);
+            let c = t
+                .insert(
+                    NewConn::new(key(500), method, sa("10.1.0.5:80"), &d),
+                    Time::from_millis(now),
+                )
+                .unwrap();
+            let mut state = ConnState::None;
+            let mut no_output = method == ForwardMethod::DirectRoute;
+            for step in 0..60 {
+                now += 1 + next(3000);
+                // DR replies are rare (they normally bypass the director).
+                let dir = if next(if no_output { 8 } else { 2 }) == 0 {
+                    Direction::Output
+                } else {
+                    Direction::Input
+                };
+                let f = flags[next(flags.len() as u64) as usize];
+                let want = tcp_transition(state, dir, f, no_output);
+                let got = t.on_packet(&c, dir, f, Time::from_millis(now));
+                assert_eq!(
+                    got,
+                    Some(want),
+                    "round {round} step {step}: {state:?} {dir:?} {f:?} no_output={no_output}"
+                );
+                state = want;
+                no_output &= dir == Direction::Input;
+                let active = u32::from(state.is_active());
+                assert_eq!((d.active_conns(), d.inactive_conns()), (active, 1 - active));
+                assert_eq!(t.lookup_in(&key(500)).unwrap().state(), state);
+                if next(4) == 0 {
+                    t.expire(Time::from_millis(now), 100);
+                }
+            }
+            let timeout = u64::from(DEFAULT_TIMEOUTS[state as usize]) * 1000;
+            t.expire(Time::from_millis(now + timeout - 1), 100);
+            assert!(
+                t.lookup_in(&key(500)).is_some(),
+                "round {round}: {state:?} gone early"
+            );
+            // The wheel's granularity is 250 ms.
+            t.expire(Time::from_millis(now + timeout + 250), 100);
+            assert!(
+                t.lookup_in(&key(500)).is_none(),
+                "round {round}: {state:?} not expired"
+            );
+            assert_eq!((d.active_conns(), d.inactive_conns()), (0, 0));
+        }
+    }
+
+    #[test]
     fn expiry_respects_its_budget_and_resumes() {
         let t = ConnTable::with_capacity(256);
         let d = Arc::new(DestState::new(0, 0));

@@ -565,6 +565,82 @@ mod conn {
     }
 
     #[test]
+    fn hinted_lookups_see_changes_made_after_the_prefetch() {
+        let t = ConnTable::with_capacity(256);
+        let d = Arc::new(DestState::new(0, 0));
+        let vip = "192.0.2.1:80";
+        let k = |i: u16| key(&format!("10.0.0.{}:{}", 1 + i % 200, 3000 + i), vip);
+        for i in 0..20 {
+            t.insert(NewConn::new(k(i), ForwardMethod::Masq, sa("10.1.0.5:80"), &d), T0)
+                .unwrap();
+        }
+        let k6 = key("[2001:db8::9]:4000", "[2001:db8::1]:80");
+        t.insert(NewConn::new(k6, ForwardMethod::Masq, sa("[fd00::5]:80"), &d), T0)
+            .unwrap();
+        // Present (0..20), absent (20..24), IPv6 present and absent.
+        let mut keys: Vec<ConnKeyIn> = (0..24).map(k).collect();
+        keys.push(k6);
+        keys.push(key("[2001:db8::9]:4001", "[2001:db8::1]:80"));
+        let mut hints = [LookupHint::NONE; PREFETCH_BURST];
+        t.prefetch_in_hinted(&keys, &mut hints);
+        // Between prefetch and lookups: one entry removed, one re-inserted elsewhere (a
+        // new generation in another slot), one absent key inserted, as earlier packets of
+        // the same burst or other workers may do.
+        t.remove(&t.lookup_in(&keys[2]).unwrap(), T0);
+        t.remove(&t.lookup_in(&keys[5]).unwrap(), T0);
+        t.insert(
+            NewConn::new(keys[5], ForwardMethod::Masq, sa("10.1.0.9:80"), &d),
+            T0,
+        )
+        .unwrap();
+        t.insert(
+            NewConn::new(keys[21], ForwardMethod::Masq, sa("10.1.0.7:80"), &d),
+            T0,
+        )
+        .unwrap();
+        for (k, h) in keys.iter().zip(&hints) {
+            assert_eq!(t.lookup_in_hinted(k, h), t.lookup_in(k), "key {k:?}");
+            assert_eq!(t.lookup_in_hinted(k, &LookupHint::NONE), t.lookup_in(k));
+        }
+        assert!(t.lookup_in_hinted(&keys[2], &hints[2]).is_none());
+        assert_eq!(
+            t.lookup_in_hinted(&keys[5], &hints[5]).map(|c| c.dest_addr()),
+            Some(sa("10.1.0.9:80"))
+        );
+        assert_eq!(
+            t.lookup_in_hinted(&keys[21], &hints[21]).map(|c| c.dest_addr()),
+            Some(sa("10.1.0.7:80"))
+        );
+        assert!(t.lookup_in_hinted(&keys[22], &hints[22]).is_none());
+        assert_eq!(
+            t.lookup_in_hinted(&keys[24], &hints[24]).map(|c| c.client()),
+            Some(sa("[2001:db8::9]:4000"))
+        );
+        assert!(t.lookup_in_hinted(&keys[25], &hints[25]).is_none());
+
+        // The reply side: RIP:rport → CIP:cport.
+        let out = |c: &ConnKeyIn, rip: &str| {
+            ConnKeyOut::new(Protocol::Tcp, sa(rip), SocketAddr::new(c.caddr, c.cport))
+        };
+        let okeys = [
+            out(&keys[0], "10.1.0.5:80"),
+            out(&keys[5], "10.1.0.9:80"),
+            out(&keys[1], "10.1.0.6:80"),
+            out(&keys[7], "10.1.0.5:80"),
+        ];
+        let mut ohints = [LookupHint::NONE; 4];
+        t.prefetch_out_hinted(&okeys, &mut ohints);
+        t.remove(&t.lookup_in(&keys[7]).unwrap(), T0);
+        for (k, h) in okeys.iter().zip(&ohints) {
+            assert_eq!(t.lookup_out_hinted(k, h), t.lookup_out(k), "key {k:?}");
+        }
+        assert_eq!(t.lookup_out_hinted(&okeys[0], &ohints[0]), t.lookup_in(&keys[0]));
+        assert!(t.lookup_out_hinted(&okeys[1], &ohints[1]).is_some());
+        assert!(t.lookup_out_hinted(&okeys[2], &ohints[2]).is_none());
+        assert!(t.lookup_out_hinted(&okeys[3], &ohints[3]).is_none());
+    }
+
+    #[test]
     fn inserts_recycle_removed_slots_themselves_when_housekeeping_is_late() {
         let t = ConnTable::with_capacity(10);
         let d = Arc::new(DestState::new(0, 0));

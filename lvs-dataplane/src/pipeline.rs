@@ -39,8 +39,8 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, Cache};
 use lvs_core::conn::{
-    ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, NewConn, PREFETCH_BURST, TcpFlags,
-    TemplateKey,
+    ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, LookupHint, NewConn, PREFETCH_BURST,
+    TcpFlags, TemplateKey,
 };
 use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable, VirtualService};
 use lvs_core::{Destination, FlowKey, ForwardMethod, Protocol, Time};
@@ -540,7 +540,9 @@ impl Worker {
             let mut kin = [NO_KEY_IN; PREFETCH_BURST];
             let mut kout = [NO_KEY_OUT; PREFETCH_BURST];
             let (mut nin, mut nout) = (0, 0);
-            for (slot, fb) in parsed.iter_mut().zip(&frames[start..start + m]) {
+            // Frame j's key is kin[at[j]] or kout[at[j]], by its hint.
+            let mut at = [0u8; PREFETCH_BURST];
+            for ((slot, at), fb) in parsed.iter_mut().zip(&mut at).zip(&frames[start..start + m]) {
                 // The common case in a few fixed-offset loads, else the general parser.
                 let fast = xlate::parse_fast_v4(fb.frame());
                 let r = match fast {
@@ -560,6 +562,7 @@ impl Worker {
                 {
                     if self.is_vip(ip.dst) {
                         hint = if fast { Hint::FastVip } else { Hint::Vip };
+                        *at = nin as u8;
                         kin[nin] = ConnKeyIn {
                             proto,
                             caddr: ip.src,
@@ -569,6 +572,7 @@ impl Worker {
                         };
                         nin += 1;
                     } else {
+                        *at = nout as u8;
                         kout[nout] = ConnKeyOut {
                             proto,
                             daddr: ip.src,
@@ -583,8 +587,12 @@ impl Worker {
                 *slot = (Some(r), hint);
             }
             let conns = &self.p.tables.conns;
-            conns.prefetch_in(&kin[..nin]);
-            conns.prefetch_out(&kout[..nout]);
+            // The prefetch hands back each key's hash and candidate entry, which the fast
+            // paths' lookups start from instead of hashing and probing again.
+            let mut hin = [LookupHint::NONE; PREFETCH_BURST];
+            let mut hout = [LookupHint::NONE; PREFETCH_BURST];
+            conns.prefetch_in_hinted(&kin[..nin], &mut hin);
+            conns.prefetch_out_hinted(&kout[..nout], &mut hout);
             for (j, fb) in frames[start..start + m].iter_mut().enumerate() {
                 if self.learned.get() {
                     // What an earlier frame of the burst published (a learned neighbour) is
@@ -597,15 +605,18 @@ impl Worker {
                     // The fast paths work on the parsed headers in place.
                     (Some(Ok(ip)), Hint::FastVip) => {
                         let mut looked = None;
-                        match self.established_v4(fb, ip, &mut looked, ingress, now) {
+                        let hint = &hin[at[j] as usize];
+                        match self.established_v4(fb, ip, hint, &mut looked, ingress, now) {
                             Some(v) => v,
                             None => self.ip_looked(fb, *ip, looked, ingress, now),
                         }
                     }
-                    (Some(Ok(ip)), Hint::FastNotVip) => match self.reply_v4(fb, ip, now) {
-                        Some(v) => v,
-                        None => self.ip_parsed(fb, Ok(*ip), Some(false), ingress, now),
-                    },
+                    (Some(Ok(ip)), Hint::FastNotVip) => {
+                        match self.reply_v4(fb, ip, &hout[at[j] as usize], now) {
+                            Some(v) => v,
+                            None => self.ip_parsed(fb, Ok(*ip), Some(false), ingress, now),
+                        }
+                    }
                     (Some(r), hint) => {
                         let vip = match hint {
                             Hint::Vip | Hint::FastVip => Some(true),
@@ -860,13 +871,15 @@ impl Worker {
     /// rewrite in one pass for NAT, FULLNAT and DR (TUN, TOA and an expiring TTL go through
     /// `forward_in`). What it does not cover (no connection yet, a SYN reopening a finished
     /// connection, `expire_nodest_conn`) is handed back (`None`) before any side effect,
-    /// with what the lookup found in `looked`, for the general path. The fuzz tests check that a burst and
+    /// with what the lookup found in `looked`, for the general path. `hint` is what the burst's
+    /// prefetch learnt about its key. The fuzz tests check that a burst and
     /// single frames (the general path) agree.
     #[inline]
     fn established_v4(
         &self,
         fb: &mut FrameBuf<'_>,
         ip: &mut IpInfo,
+        hint: &LookupHint,
         looked: &mut Option<ConnRef>,
         ingress: u16,
         now: Time,
@@ -889,7 +902,7 @@ impl Worker {
         };
         let conns = &self.p.tables.conns;
         // No connection yet: handed back with nothing found.
-        let c = conns.lookup_in(&key)?;
+        let c = conns.lookup_in_hinted(&key, hint)?;
         let before = c.state();
         if (is_syn && matches!(before, ConnState::TimeWait | ConnState::Close))
             || self.p.expire_nodest_conn.load(Ordering::Relaxed)
@@ -976,7 +989,13 @@ impl Worker {
     /// `expire_nodest_conn`, an expiring TTL, DR/TUN entries, IPv6 ends. The fuzz tests check
     /// that a burst and single frames agree.
     #[inline]
-    fn reply_v4(&self, fb: &mut FrameBuf<'_>, ip: &mut IpInfo, now: Time) -> Option<Verdict> {
+    fn reply_v4(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        ip: &mut IpInfo,
+        hint: &LookupHint,
+        now: Time,
+    ) -> Option<Verdict> {
         let proto = if ip.proto == ip_proto::TCP {
             Protocol::Tcp
         } else {
@@ -996,7 +1015,7 @@ impl Worker {
             port: ip.dport,
         };
         let conns = &self.p.tables.conns;
-        let Some(c) = conns.lookup_out(&key) else {
+        let Some(c) = conns.lookup_out_hinted(&key, hint) else {
             // Not a reply of ours: to a LIP it is dropped, anything else is the kernel's.
             return Some(if lip::contains(&self.snap.lips, ip.dst) {
                 Verdict::Drop(DropReason::NoConnection)

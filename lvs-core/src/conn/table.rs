@@ -485,6 +485,40 @@ const SEG: usize = 1 << SEG_BITS;
 /// receive burst).
 pub const PREFETCH_BURST: usize = 32;
 
+/// What a hinted prefetch ([`ConnTable::prefetch_in_hinted`],
+/// [`ConnTable::prefetch_out_hinted`]) learnt about one key: its hash and the entry its
+/// home bucket points at, for the lookup of that same key that follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupHint {
+    hash: u64,
+    cand: u32,
+    known: bool,
+}
+
+impl LookupHint {
+    /// No hint: a hinted lookup given it is a plain lookup.
+    pub const NONE: LookupHint = LookupHint {
+        hash: 0,
+        cand: u32::MAX,
+        known: false,
+    };
+
+    #[inline]
+    fn new(hash: u64) -> LookupHint {
+        LookupHint {
+            hash,
+            cand: u32::MAX,
+            known: true,
+        }
+    }
+}
+
+impl Default for LookupHint {
+    fn default() -> Self {
+        LookupHint::NONE
+    }
+}
+
 /// Bytes of one IPv4 arena entry (an IPv6 entry takes twice as many).
 pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
 
@@ -877,7 +911,13 @@ impl ConnTable {
         if !read_end(&e.ctl, g1) {
             return None;
         }
-        Some(ConnRef {
+        Some(Self::conn_ref4(idx, g1, cv, dl, ports))
+    }
+
+    /// The handle of IPv4 slot `idx` from its words, read consistently.
+    #[inline]
+    fn conn_ref4(idx: u32, g1: u64, cv: u64, dl: u64, ports: u64) -> ConnRef {
+        ConnRef {
             idx,
             gen_: gen_of(g1),
             ctl: g1,
@@ -890,7 +930,7 @@ impl ConnTable {
             } else {
                 [0; 2]
             },
-        })
+        }
     }
 
     /// The seqlock read of slot `idx` against a client-side key of either family (kind bits
@@ -921,52 +961,113 @@ impl ConnTable {
     /// of the whole burst overlap instead of following one another. Reads only; at most
     /// [`PREFETCH_BURST`] keys are used.
     pub fn prefetch_in(&self, keys: &[ConnKeyIn]) {
-        let m = keys.len().min(PREFETCH_BURST);
-        let mut h = [0u64; PREFETCH_BURST];
-        for (h, k) in h.iter_mut().zip(&keys[..m]) {
-            let six = k.caddr.is_ipv6();
-            let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
+        let mut hints = [LookupHint::NONE; PREFETCH_BURST];
+        self.prefetch_in_hinted(keys, &mut hints);
+    }
+
+    /// [`prefetch_in`](Self::prefetch_in) that also hands back, in `hints[i]`, what it
+    /// learnt about `keys[i]` (its hash and the entry its home bucket points at), so that
+    /// [`lookup_in_hinted`](Self::lookup_in_hinted) neither hashes the key again nor probes
+    /// the index again when that entry is the key's. At most `min(keys.len(), hints.len(),
+    /// PREFETCH_BURST)` keys are used.
+    pub fn prefetch_in_hinted(&self, keys: &[ConnKeyIn], hints: &mut [LookupHint]) {
+        let m = keys.len().min(hints.len()).min(PREFETCH_BURST);
+        for (h, k) in hints[..m].iter_mut().zip(&keys[..m]) {
             let pw = k.cport as u64 | (k.vport as u64) << 16;
-            *h = self.hash_in_words(want, key_addr(k.caddr, six), key_addr(k.vaddr, six), pw);
+            let hash = if k.caddr.is_ipv4() {
+                let cv = v4_bits(k.caddr) as u64 | (v4_bits(k.vaddr) as u64) << 32;
+                hash4(self.seed, cv, pw | proto_bits(Some(k.proto)))
+            } else {
+                let want = proto_bits(Some(k.proto)) | AF6;
+                self.hash_in_words(want, key_addr(k.caddr, true), key_addr(k.vaddr, true), pw)
+            };
+            *h = LookupHint::new(hash);
         }
-        self.prefetch_stages(&self.in_ix, &h[..m]);
+        self.prefetch_stages(&self.in_ix, &mut hints[..m]);
     }
 
     /// [`prefetch_in`](Self::prefetch_in) for real servers' replies, ahead of
     /// [`lookup_out`](Self::lookup_out).
     pub fn prefetch_out(&self, keys: &[ConnKeyOut]) {
-        let m = keys.len().min(PREFETCH_BURST);
-        let mut h = [0u64; PREFETCH_BURST];
-        for (h, k) in h.iter_mut().zip(&keys[..m]) {
+        let mut hints = [LookupHint::NONE; PREFETCH_BURST];
+        self.prefetch_out_hinted(keys, &mut hints);
+    }
+
+    /// [`prefetch_in_hinted`](Self::prefetch_in_hinted) for real servers' replies, ahead of
+    /// [`lookup_out_hinted`](Self::lookup_out_hinted).
+    pub fn prefetch_out_hinted(&self, keys: &[ConnKeyOut], hints: &mut [LookupHint]) {
+        let m = keys.len().min(hints.len()).min(PREFETCH_BURST);
+        for (h, k) in hints[..m].iter_mut().zip(&keys[..m]) {
             let six = k.daddr.is_ipv6();
             let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
-            *h = self.hash_out_words(
+            *h = LookupHint::new(self.hash_out_words(
                 want,
                 key_addr(k.daddr, six),
                 key_addr(k.addr, six),
                 k.dport,
                 k.port,
-            );
+            ));
         }
-        self.prefetch_stages(&self.out_ix, &h[..m]);
+        self.prefetch_stages(&self.out_ix, &mut hints[..m]);
     }
 
+    /// The stages of a prefetch over hints holding their keys' hashes: home buckets, then
+    /// the first candidate of each (kept in the hint), then the candidates' lines.
     #[inline]
-    fn prefetch_stages(&self, ix: &Index, hashes: &[u64]) {
+    fn prefetch_stages(&self, ix: &Index, hints: &mut [LookupHint]) {
         let mut sink = 0u64;
-        for &h in hashes {
-            sink ^= ix.touch(h) as u64;
+        for h in hints.iter() {
+            sink ^= ix.touch(h.hash) as u64;
         }
-        let mut cand = [u32::MAX; PREFETCH_BURST];
-        for (c, &h) in cand.iter_mut().zip(hashes) {
-            *c = ix.home_candidate(h).0;
+        for h in hints.iter_mut() {
+            h.cand = ix.first_candidate(h.hash);
         }
-        for &idx in &cand[..hashes.len()] {
-            if let Some(e) = self.try_slot(idx) {
+        for h in hints.iter() {
+            if let Some(e) = self.try_slot(h.cand) {
                 sink ^= e.ctl.load(Ordering::Relaxed) ^ e.deadline.load(Ordering::Relaxed);
             }
         }
         std::hint::black_box(sink);
+    }
+
+    /// [`lookup_in`](Self::lookup_in) with the hint that
+    /// [`prefetch_in_hinted`](Self::prefetch_in_hinted) gave for the same key: the hinted entry is checked first
+    /// (it is the answer unless the table changed since), else the index is probed with the
+    /// hinted hash. Same result and guarantees as `lookup_in`, an entry inserted or removed
+    /// since the prefetch included. A hint of another key may miss; [`LookupHint::NONE`]
+    /// does a plain `lookup_in`.
+    #[inline]
+    pub fn lookup_in_hinted(&self, k: &ConnKeyIn, hint: &LookupHint) -> Option<ConnRef> {
+        if !hint.known {
+            return self.lookup_in(k);
+        }
+        let pw = k.cport as u64 | (k.vport as u64) << 16;
+        if k.caddr.is_ipv4() {
+            let want = proto_bits(Some(k.proto));
+            let cv = v4_bits(k.caddr) as u64 | (v4_bits(k.vaddr) as u64) << 32;
+            debug_assert_eq!(hint.hash, hash4(self.seed, cv, pw | want), "hint of another key");
+            let read = |idx: u32| {
+                let e = self.narrow.get(idx as usize)?;
+                self.read_in4(idx, e, read_begin(&e.ctl), want, cv, pw)
+            };
+            return read(hint.cand).or_else(|| self.in_ix.find(hint.hash, read));
+        }
+        self.lookup_in6_hinted(k, hint, pw)
+    }
+
+    /// The IPv6 half of [`lookup_in_hinted`](Self::lookup_in_hinted), out of line.
+    #[inline(never)]
+    fn lookup_in6_hinted(&self, k: &ConnKeyIn, hint: &LookupHint, pw: u64) -> Option<ConnRef> {
+        let want = proto_bits(Some(k.proto)) | AF6;
+        let c = key_addr(k.caddr, true);
+        let v = key_addr(k.vaddr, true);
+        debug_assert_eq!(
+            hint.hash,
+            self.hash_in_words(want, c, v, pw),
+            "hint of another key"
+        );
+        let read = |idx: u32| self.read_in(idx, want, c, v, pw);
+        read(hint.cand).or_else(|| self.in_ix.find(hint.hash, read))
     }
 
     /// Looks up a burst of client packets at once: `out[i]` gets `lookup_in(&keys[i])`.
@@ -1091,23 +1192,85 @@ impl ConnTable {
         let d = key_addr(k.daddr, six);
         let a = key_addr(k.addr, six);
         let h = self.hash_out_words(want, d, a, k.dport, k.port);
-        self.out_ix.find(h, |idx| {
-            let e = self.try_slot(idx)?;
-            let g1 = read_begin(&e.ctl);
-            if !is_live(g1) || g1 & HAS_OUT == 0 || g1 & KEY_MASK != want {
-                return None;
-            }
-            let (ports, ea, _) = self.snapshot(idx, e, g1)?;
-            let (ra, rp) = if method_of(g1) == ForwardMethod::FullNat {
-                (ea.l, (ports >> 48) as u16)
-            } else {
-                (ea.c, ports as u16)
-            };
-            if ea.d != d || (ports >> 32) as u16 != k.dport || ra != a || rp != k.port {
-                return None;
-            }
-            Some(Self::conn_ref(idx, g1, ports, &ea))
-        })
+        if !six {
+            return self
+                .out_ix
+                .find(h, |idx| self.read_out4(idx, want, d[1], a[1], k));
+        }
+        self.out_ix.find(h, |idx| self.read_out(idx, want, d, a, k))
+    }
+
+    /// [`lookup_out`](Self::lookup_out) with the hint
+    /// [`prefetch_out_hinted`](Self::prefetch_out_hinted) gave for the same key, as
+    /// [`lookup_in_hinted`](Self::lookup_in_hinted) is to `lookup_in`.
+    #[inline]
+    pub fn lookup_out_hinted(&self, k: &ConnKeyOut, hint: &LookupHint) -> Option<ConnRef> {
+        if !hint.known {
+            return self.lookup_out(k);
+        }
+        let six = k.daddr.is_ipv6();
+        let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
+        let d = key_addr(k.daddr, six);
+        let a = key_addr(k.addr, six);
+        debug_assert_eq!(
+            hint.hash,
+            self.hash_out_words(want, d, a, k.dport, k.port),
+            "hint of another key"
+        );
+        if !six {
+            let read = |idx: u32| self.read_out4(idx, want, d[1], a[1], k);
+            return read(hint.cand).or_else(|| self.out_ix.find(hint.hash, read));
+        }
+        let read = |idx: u32| self.read_out(idx, want, d, a, k);
+        read(hint.cand).or_else(|| self.out_ix.find(hint.hash, read))
+    }
+
+    /// [`read_out`](Self::read_out) for an IPv4 key (`want` without AF6; `d`, `a` the
+    /// addresses' 32 bits): the words of the one line, checked, then the seqlock's end.
+    #[inline]
+    fn read_out4(&self, idx: u32, want: u64, d: u64, a: u64, k: &ConnKeyOut) -> Option<ConnRef> {
+        let e = self.narrow.get(idx as usize)?;
+        let g1 = read_begin(&e.ctl);
+        if !is_live(g1) || g1 & HAS_OUT == 0 || g1 & KEY_MASK != want {
+            return None;
+        }
+        let cv = e.cv.load(Ordering::Relaxed);
+        let dl = e.dl.load(Ordering::Relaxed);
+        let ports = e.ports.load(Ordering::Relaxed);
+        // The reply goes to the FULLNAT local address, else to the client.
+        let (ra, rp) = if method_of(g1) == ForwardMethod::FullNat {
+            (dl >> 32, (ports >> 48) as u16)
+        } else {
+            (cv & 0xffff_ffff, ports as u16)
+        };
+        if dl & 0xffff_ffff != d || (ports >> 32) as u16 != k.dport || ra != a || rp != k.port {
+            return None;
+        }
+        if !read_end(&e.ctl, g1) {
+            return None;
+        }
+        Some(Self::conn_ref4(idx, g1, cv, dl, ports))
+    }
+
+    /// The seqlock read of slot `idx` against a server-side key (kind bits `want`, the
+    /// key's addresses as [`key_addr`] words `d` and `a`).
+    #[inline]
+    fn read_out(&self, idx: u32, want: u64, d: [u64; 2], a: [u64; 2], k: &ConnKeyOut) -> Option<ConnRef> {
+        let e = self.try_slot(idx)?;
+        let g1 = read_begin(&e.ctl);
+        if !is_live(g1) || g1 & HAS_OUT == 0 || g1 & KEY_MASK != want {
+            return None;
+        }
+        let (ports, ea, _) = self.snapshot(idx, e, g1)?;
+        let (ra, rp) = if method_of(g1) == ForwardMethod::FullNat {
+            (ea.l, (ports >> 48) as u16)
+        } else {
+            (ea.c, ports as u16)
+        };
+        if ea.d != d || (ports >> 32) as u16 != k.dport || ra != a || rp != k.port {
+            return None;
+        }
+        Some(Self::conn_ref(idx, g1, ports, &ea))
     }
 
     /// The destination state a connection is bound to (`None` if it died since lookup).
@@ -1469,9 +1632,69 @@ impl ConnTable {
     /// input-only for DR/TUN), the destination's active/inactive counters when the state
     /// enters or leaves ESTABLISHED, and the expiry deadline (`now` + the new state's
     /// timeout). Returns the new state, or `None` if the connection died since lookup.
-    #[inline]
+    ///
+    /// The usual packet changes nothing but the deadline, which moves later: one load of
+    /// the control word, the transition, one store of the deadline, inline. A state change
+    /// that keeps the connection's class (active/inactive) adds one compare-and-swap; a
+    /// class change, a lost race or an earlier deadline take out-of-line paths.
+    #[inline(always)]
     pub fn on_packet(&self, c: &ConnRef, dir: Direction, flags: TcpFlags, now: Time) -> Option<ConnState> {
         let e = self.try_slot(c.idx)?;
+        let cur = e.ctl.load(Ordering::Acquire);
+        if gen_of(cur) != c.gen_ {
+            return None;
+        }
+        let st = state_of(cur);
+        let (ns, next_ctl) = if cur & PROTO_MASK != proto_bits(Some(Protocol::Tcp)) {
+            (st, cur)
+        } else {
+            // DR/TUN entries use the input-only table until a reply shows up (NOOUTPUT).
+            let (td, next) = match (cur & NOOUTPUT != 0, dir) {
+                (false, Direction::Input) => (TableDir::Input, cur),
+                (false, Direction::Output) => (TableDir::Output, cur),
+                (true, Direction::Input) => (TableDir::InputOnly, cur),
+                (true, Direction::Output) => (TableDir::Output, cur & !NOOUTPUT),
+            };
+            let ns = tcp_next(td, flags, st);
+            (ns, with_state(next, ns))
+        };
+        if next_ctl != cur
+            && (st.is_active() != ns.is_active()
+                || e.ctl
+                    .compare_exchange(cur, next_ctl, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err())
+        {
+            return self.on_packet_change(c, e, dir, flags, now);
+        }
+        self.set_deadline(c.idx, e, now.as_millis() + self.timeouts.millis(ns));
+        Some(ns)
+    }
+
+    /// A packet's new deadline for slot `idx`. A later one (the usual case) is one store,
+    /// left for the wheel to notice when it reaches the entry; an earlier one queues the
+    /// entry to be filed again.
+    #[inline(always)]
+    fn set_deadline(&self, idx: u32, e: &Entry, deadline: u64) {
+        let old = e.deadline.load(Ordering::Relaxed);
+        if deadline > old {
+            e.deadline.store(deadline, Ordering::Relaxed);
+        } else if deadline < old {
+            self.set_earlier_deadline(idx, e, deadline);
+        }
+    }
+
+    /// [`on_packet`](Self::on_packet) when the connection changes class or its
+    /// compare-and-swap lost a race: the compare-and-swap loop from a fresh control word,
+    /// the destination's counters, the deadline.
+    #[inline(never)]
+    fn on_packet_change(
+        &self,
+        c: &ConnRef,
+        e: &Entry,
+        dir: Direction,
+        flags: TcpFlags,
+        now: Time,
+    ) -> Option<ConnState> {
         let mut cur = e.ctl.load(Ordering::Acquire);
         let new_state = loop {
             if gen_of(cur) != c.gen_ {
@@ -1528,17 +1751,18 @@ impl ConnTable {
                 Err(x) => cur = x,
             }
         };
-        let deadline = now.as_millis() + self.timeouts.millis(new_state);
-        let old = e.deadline.load(Ordering::Relaxed);
-        if deadline != old {
-            e.deadline.store(deadline, Ordering::Relaxed);
-            // A shorter timeout (e.g. ESTABLISHED → CLOSE) needs an earlier wheel slot; the
-            // usual case, a later deadline, is left for the wheel to notice.
-            if deadline < old && e.resched.swap(1, Ordering::AcqRel) == 0 {
-                self.resched.push(c.idx, &e.resched_next);
-            }
-        }
+        self.set_deadline(c.idx, e, now.as_millis() + self.timeouts.millis(new_state));
         Some(new_state)
+    }
+
+    /// Moves the deadline of slot `idx` earlier (e.g. ESTABLISHED → CLOSE): the entry is
+    /// queued for the wheel to file it again in an earlier slot.
+    #[inline(never)]
+    fn set_earlier_deadline(&self, idx: u32, e: &Entry, deadline: u64) {
+        e.deadline.store(deadline, Ordering::Relaxed);
+        if e.resched.swap(1, Ordering::AcqRel) == 0 {
+            self.resched.push(idx, &e.resched_next);
+        }
     }
 
     /// Removes a connection now (e.g. `ipvsadm` flush, a RST policy, a test). Returns false
