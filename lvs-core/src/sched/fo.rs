@@ -2,13 +2,9 @@
 //! highest weight (effective, ramped), ties to the earliest in list order; load ignored.
 //! O(1) picks from a tournament tree (it follows OVERLOAD and ramp changes).
 
-use std::any::Any;
-
-use super::load_index::{LeastLoad, LoadRule, candidate_weight, key_weight, pack};
-use super::{FlowKey, Scheduler, SchedulerKind};
+use super::SchedulerKind;
+use super::load_index::{LoadRule, candidate_weight, key_weight, least_load_scheduler, pack};
 use crate::dest::Destination;
-use crate::service::SchedFlags;
-use crate::time::Time;
 
 /// The fo rule: strictly heavier wins.
 #[derive(Debug)]
@@ -26,38 +22,21 @@ impl LoadRule for FoRule {
     }
 }
 
-/// Weighted-failover scheduler.
-#[derive(Debug)]
-pub struct WeightedFailover(LeastLoad<FoRule>);
-
-impl Scheduler for WeightedFailover {
-    fn kind(&self) -> SchedulerKind {
-        SchedulerKind::Fo
-    }
-
-    #[inline]
-    fn schedule(&self, dests: &[Destination], _flow: &FlowKey, _now: Time) -> Option<usize> {
-        self.0.pick(dests)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-pub(super) fn build(
-    dests: &[Destination],
-    _flags: SchedFlags,
-    _prev: Option<&dyn Scheduler>,
-) -> Box<dyn Scheduler> {
-    Box::new(WeightedFailover(LeastLoad::new(dests)))
-}
+least_load_scheduler!(
+    /// Weighted-failover scheduler.
+    WeightedFailover,
+    FoRule,
+    SchedulerKind::Fo
+);
 
 #[cfg(test)]
 mod tests {
     use super::super::load_index::tests::{dests, flow, load};
     use super::*;
     use crate::dest::ConnClass;
+    use crate::sched::Scheduler;
+    use crate::service::SchedFlags;
+    use crate::time::Time;
 
     fn pick(s: &dyn Scheduler, ds: &[Destination]) -> Option<usize> {
         s.schedule(ds, &flow(5), Time::ZERO)

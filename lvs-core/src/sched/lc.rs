@@ -2,13 +2,9 @@
 //! not OVERLOADED) with the smallest overhead `active × 256 + inactive`, weights otherwise
 //! ignored; ties go to the earliest in list order. Answered in O(1) from a tournament tree.
 
-use std::any::Any;
-
-use super::load_index::{LeastLoad, LoadRule, candidate_weight, key_load, pack};
-use super::{FlowKey, Scheduler, SchedulerKind};
+use super::SchedulerKind;
+use super::load_index::{LoadRule, candidate_weight, key_load, least_load_scheduler, pack};
 use crate::dest::Destination;
-use crate::service::SchedFlags;
-use crate::time::Time;
 
 /// The lc rule: smaller overhead wins, strictly.
 #[derive(Debug)]
@@ -26,38 +22,21 @@ impl LoadRule for LcRule {
     }
 }
 
-/// Least-connection scheduler.
-#[derive(Debug)]
-pub struct LeastConnection(LeastLoad<LcRule>);
-
-impl Scheduler for LeastConnection {
-    fn kind(&self) -> SchedulerKind {
-        SchedulerKind::Lc
-    }
-
-    #[inline]
-    fn schedule(&self, dests: &[Destination], _flow: &FlowKey, _now: Time) -> Option<usize> {
-        self.0.pick(dests)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-pub(super) fn build(
-    dests: &[Destination],
-    _flags: SchedFlags,
-    _prev: Option<&dyn Scheduler>,
-) -> Box<dyn Scheduler> {
-    Box::new(LeastConnection(LeastLoad::new(dests)))
-}
+least_load_scheduler!(
+    /// Least-connection scheduler.
+    LeastConnection,
+    LcRule,
+    SchedulerKind::Lc
+);
 
 #[cfg(test)]
 mod tests {
     use super::super::load_index::tests::{dests, flow, load};
     use super::*;
     use crate::dest::ConnClass;
+    use crate::sched::Scheduler;
+    use crate::service::SchedFlags;
+    use crate::time::Time;
 
     fn pick(s: &dyn Scheduler, ds: &[Destination]) -> Option<usize> {
         s.schedule(ds, &flow(1), Time::ZERO)

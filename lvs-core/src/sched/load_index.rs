@@ -425,6 +425,46 @@ impl<R: LoadRule> LeastLoad<R> {
     }
 }
 
+/// Defines a least-load scheduler: the public type `$name` over a [`LeastLoad`] index ordered
+/// by `$rule`, its [`Scheduler`](super::Scheduler) impl reporting `$kind`, and the module's
+/// `build` function.
+macro_rules! least_load_scheduler {
+    ($(#[$doc:meta])* $name:ident, $rule:ty, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name($crate::sched::load_index::LeastLoad<$rule>);
+
+        impl $crate::sched::Scheduler for $name {
+            fn kind(&self) -> $crate::sched::SchedulerKind {
+                $kind
+            }
+
+            #[inline]
+            fn schedule(
+                &self,
+                dests: &[$crate::dest::Destination],
+                _flow: &$crate::sched::FlowKey,
+                _now: $crate::time::Time,
+            ) -> Option<usize> {
+                self.0.pick(dests)
+            }
+
+            fn as_any(&self) -> &dyn std::any::Any {
+                self
+            }
+        }
+
+        pub(super) fn build(
+            dests: &[$crate::dest::Destination],
+            _flags: $crate::service::SchedFlags,
+            _prev: Option<&dyn $crate::sched::Scheduler>,
+        ) -> Box<dyn $crate::sched::Scheduler> {
+            Box::new($name($crate::sched::load_index::LeastLoad::new(dests)))
+        }
+    };
+}
+pub(super) use least_load_scheduler;
+
 #[cfg(test)]
 pub(super) mod tests {
     //! Shared fixtures for the scheduler tests.

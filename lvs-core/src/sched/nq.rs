@@ -2,14 +2,10 @@
 //! order with no active connection wins at once; when none is idle, sed's rule
 //! (`(active + 1) / weight`, ties to the earliest). O(1) picks from a tournament tree.
 
-use std::any::Any;
-
-use super::load_index::{LeastLoad, LoadRule, candidate_weight, key_load, pack};
+use super::SchedulerKind;
+use super::load_index::{LoadRule, candidate_weight, key_load, least_load_scheduler, pack};
 use super::sed::sed_right_wins;
-use super::{FlowKey, Scheduler, SchedulerKind};
 use crate::dest::Destination;
-use crate::service::SchedFlags;
-use crate::time::Time;
 
 /// The nq rule: idle beats busy (earliest idle first), else sed.
 #[derive(Debug)]
@@ -33,38 +29,21 @@ impl LoadRule for NqRule {
     }
 }
 
-/// Never-queue scheduler.
-#[derive(Debug)]
-pub struct NeverQueue(LeastLoad<NqRule>);
-
-impl Scheduler for NeverQueue {
-    fn kind(&self) -> SchedulerKind {
-        SchedulerKind::Nq
-    }
-
-    #[inline]
-    fn schedule(&self, dests: &[Destination], _flow: &FlowKey, _now: Time) -> Option<usize> {
-        self.0.pick(dests)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-pub(super) fn build(
-    dests: &[Destination],
-    _flags: SchedFlags,
-    _prev: Option<&dyn Scheduler>,
-) -> Box<dyn Scheduler> {
-    Box::new(NeverQueue(LeastLoad::new(dests)))
-}
+least_load_scheduler!(
+    /// Never-queue scheduler.
+    NeverQueue,
+    NqRule,
+    SchedulerKind::Nq
+);
 
 #[cfg(test)]
 mod tests {
     use super::super::load_index::tests::{dests, flow, load};
     use super::*;
     use crate::dest::ConnClass;
+    use crate::sched::Scheduler;
+    use crate::service::SchedFlags;
+    use crate::time::Time;
 
     fn pick(s: &dyn Scheduler, ds: &[Destination]) -> Option<usize> {
         s.schedule(ds, &flow(9), Time::ZERO)

@@ -3,13 +3,9 @@
 //! skipped, so a server takes connections up to and including `weight` active ones), ties
 //! to the earliest in list order. O(1) picks from a tournament tree.
 
-use std::any::Any;
-
-use super::load_index::{LeastLoad, LoadRule, candidate_weight, key_weight, pack};
-use super::{FlowKey, Scheduler, SchedulerKind};
+use super::SchedulerKind;
+use super::load_index::{LoadRule, candidate_weight, key_weight, least_load_scheduler, pack};
 use crate::dest::Destination;
-use crate::service::SchedFlags;
-use crate::time::Time;
 
 /// The ovf rule: candidates are those with `active <= weight`; strictly heavier wins.
 #[derive(Debug)]
@@ -29,38 +25,21 @@ impl LoadRule for OvfRule {
     }
 }
 
-/// Weighted-overflow scheduler.
-#[derive(Debug)]
-pub struct WeightedOverflow(LeastLoad<OvfRule>);
-
-impl Scheduler for WeightedOverflow {
-    fn kind(&self) -> SchedulerKind {
-        SchedulerKind::Ovf
-    }
-
-    #[inline]
-    fn schedule(&self, dests: &[Destination], _flow: &FlowKey, _now: Time) -> Option<usize> {
-        self.0.pick(dests)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-pub(super) fn build(
-    dests: &[Destination],
-    _flags: SchedFlags,
-    _prev: Option<&dyn Scheduler>,
-) -> Box<dyn Scheduler> {
-    Box::new(WeightedOverflow(LeastLoad::new(dests)))
-}
+least_load_scheduler!(
+    /// Weighted-overflow scheduler.
+    WeightedOverflow,
+    OvfRule,
+    SchedulerKind::Ovf
+);
 
 #[cfg(test)]
 mod tests {
     use super::super::load_index::tests::{dests, flow, load};
     use super::*;
     use crate::dest::ConnClass;
+    use crate::sched::Scheduler;
+    use crate::service::SchedFlags;
+    use crate::time::Time;
 
     fn pick(s: &dyn Scheduler, ds: &[Destination]) -> Option<usize> {
         s.schedule(ds, &flow(2), Time::ZERO)

@@ -2,13 +2,9 @@
 //! with the smallest `(active + 1) / weight` (inactive connections ignored), compared by
 //! cross-multiplication, ties to the earliest in list order. O(1) picks from a tournament.
 
-use std::any::Any;
-
-use super::load_index::{LeastLoad, LoadRule, candidate_weight, key_load, key_weight, pack};
-use super::{FlowKey, Scheduler, SchedulerKind};
+use super::SchedulerKind;
+use super::load_index::{LoadRule, candidate_weight, key_load, key_weight, least_load_scheduler, pack};
 use crate::dest::Destination;
-use crate::service::SchedFlags;
-use crate::time::Time;
 
 /// `(active + 1) × right_weight` against the other side: true when `right` is strictly
 /// better under the sed/nq cost.
@@ -33,37 +29,20 @@ impl LoadRule for SedRule {
     }
 }
 
-/// Shortest-expected-delay scheduler.
-#[derive(Debug)]
-pub struct ShortestExpectedDelay(LeastLoad<SedRule>);
-
-impl Scheduler for ShortestExpectedDelay {
-    fn kind(&self) -> SchedulerKind {
-        SchedulerKind::Sed
-    }
-
-    #[inline]
-    fn schedule(&self, dests: &[Destination], _flow: &FlowKey, _now: Time) -> Option<usize> {
-        self.0.pick(dests)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-pub(super) fn build(
-    dests: &[Destination],
-    _flags: SchedFlags,
-    _prev: Option<&dyn Scheduler>,
-) -> Box<dyn Scheduler> {
-    Box::new(ShortestExpectedDelay(LeastLoad::new(dests)))
-}
+least_load_scheduler!(
+    /// Shortest-expected-delay scheduler.
+    ShortestExpectedDelay,
+    SedRule,
+    SchedulerKind::Sed
+);
 
 #[cfg(test)]
 mod tests {
     use super::super::load_index::tests::{dests, flow, load};
     use super::*;
+    use crate::sched::Scheduler;
+    use crate::service::SchedFlags;
+    use crate::time::Time;
 
     fn pick(s: &dyn Scheduler, ds: &[Destination]) -> Option<usize> {
         s.schedule(ds, &flow(3), Time::ZERO)

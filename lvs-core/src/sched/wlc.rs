@@ -3,13 +3,9 @@
 //! cross-multiplication (`loh × w > doh × lw` switches), ties to the earliest in list order.
 //! Weights are the effective (slow-start ramped) ones. O(1) picks from a tournament tree.
 
-use std::any::Any;
-
-use super::load_index::{LeastLoad, LoadRule, candidate_weight, key_load, key_weight, pack};
-use super::{FlowKey, Scheduler, SchedulerKind};
+use super::SchedulerKind;
+use super::load_index::{LoadRule, candidate_weight, key_load, key_weight, least_load_scheduler, pack};
 use crate::dest::Destination;
-use crate::service::SchedFlags;
-use crate::time::Time;
 
 /// The wlc rule: overhead `active × 256 + inactive` over weight.
 #[derive(Debug)]
@@ -27,38 +23,21 @@ impl LoadRule for WlcRule {
     }
 }
 
-/// Weighted least-connection scheduler.
-#[derive(Debug)]
-pub struct WeightedLeastConnection(LeastLoad<WlcRule>);
-
-impl Scheduler for WeightedLeastConnection {
-    fn kind(&self) -> SchedulerKind {
-        SchedulerKind::Wlc
-    }
-
-    #[inline]
-    fn schedule(&self, dests: &[Destination], _flow: &FlowKey, _now: Time) -> Option<usize> {
-        self.0.pick(dests)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-pub(super) fn build(
-    dests: &[Destination],
-    _flags: SchedFlags,
-    _prev: Option<&dyn Scheduler>,
-) -> Box<dyn Scheduler> {
-    Box::new(WeightedLeastConnection(LeastLoad::new(dests)))
-}
+least_load_scheduler!(
+    /// Weighted least-connection scheduler.
+    WeightedLeastConnection,
+    WlcRule,
+    SchedulerKind::Wlc
+);
 
 #[cfg(test)]
 mod tests {
     use super::super::load_index::tests::{dests, flow, load};
     use super::*;
     use crate::dest::{ConnClass, RAMP_FULL};
+    use crate::sched::Scheduler;
+    use crate::service::SchedFlags;
+    use crate::time::Time;
 
     fn pick(s: &dyn Scheduler, ds: &[Destination]) -> Option<usize> {
         s.schedule(ds, &flow(7), Time::ZERO)
