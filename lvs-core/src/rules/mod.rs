@@ -4,7 +4,7 @@
 //! - [`parse`]: argv → [`Command`], with ipvsadm 1.31's option table, defaults and messages.
 //! - [`ruleset`]: [`RuleSet`] (the services in kernel order) and the kernel's answers to each
 //!   command; [`RuleSet::apply_batch`] applies a restore file all-or-nothing.
-//! - [`print`]: `-L -n` (all its variants) and `-S -n` from [`ServiceView`]s of a live
+//! - [`print`](mod@print): `-L -n` (all its variants) and `-S -n` from [`ServiceView`]s of a live
 //!   [`crate::ServiceSet`] or of bare configuration.
 //! - [`simulate`](mod@simulate): schedule synthetic connections through a rule set.
 //!

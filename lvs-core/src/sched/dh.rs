@@ -18,7 +18,7 @@ use crate::time::Time;
 /// Bits of the dh bucket table (the kernel's `CONFIG_IP_VS_DH_TAB_BITS` default).
 pub const DH_TAB_BITS: u32 = 8;
 
-/// Destination hashing over a table of 2^[`DH_TAB_BITS`] buckets; O(1) per pick.
+/// Destination hashing over a table of 2^8 buckets (`DH_TAB_BITS`); O(1) per pick.
 #[derive(Debug)]
 pub struct DestHashing {
     /// Number of destinations the table was filled with.

@@ -47,8 +47,8 @@ const HASH2: [u64; 2] = [2_654_446_892, 2_654_446_892];
 
 const EMPTY: u32 = u32::MAX;
 
-/// Maglev hashing over a [`MH_TAB_SIZE`]-slot lookup table. Picks are O(1) (one SipHash-1-3
-/// and one table read); the `mh-fallback` walk may hash up to [`MH_TAB_SIZE`] times.
+/// Maglev hashing over a 4093-slot (`MH_TAB_SIZE`) lookup table. Picks are O(1) (one SipHash-1-3
+/// and one table read); the `mh-fallback` walk may hash up to `MH_TAB_SIZE` times.
 #[derive(Debug)]
 pub struct MaglevHashing {
     /// Destination index per slot, [`EMPTY`] when no destination has a positive last_weight.

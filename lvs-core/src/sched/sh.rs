@@ -25,7 +25,7 @@ const SH_TAB_SIZE: usize = 1 << SH_TAB_BITS;
 const SH_TAB_MASK: u32 = SH_TAB_SIZE as u32 - 1;
 const EMPTY: u32 = u32::MAX;
 
-/// Source hashing over a weighted table of 2^[`SH_TAB_BITS`] buckets. Picks are O(1); the
+/// Source hashing over a weighted table of 2^8 buckets (`SH_TAB_BITS`). Picks are O(1); the
 /// `sh-fallback` walk probes up to 256 buckets.
 #[derive(Debug)]
 pub struct SourceHashing {

@@ -1,6 +1,6 @@
 //! Reads the kernel's routing and neighbour tables of the current network namespace over
 //! rtnetlink, and interface facts (index, MAC, MTU) from sysfs, to fill the pipeline's
-//! [`RouteTable`](crate::route::RouteTable) and [`NeighTable`](crate::neigh::NeighTable).
+//! [`RouteTable`] and [`NeighTable`].
 
 use std::io;
 use std::net::IpAddr;
