@@ -610,6 +610,10 @@ fn worker_summary(
         g(&|s| ld(&s.passed)),
         g(&|s| ld(&s.icmp_translated)),
     );
+    let (held, released) = (g(&|s| ld(&s.held)), g(&|s| ld(&s.released)));
+    if held > 0 {
+        line.push_str(&format!(" held {held} released {released}"));
+    }
     for r in DropReason::ALL {
         let n: u64 = counters.iter().map(|(_, d)| d.get(r)).sum();
         if n > 0 {

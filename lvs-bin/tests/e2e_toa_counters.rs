@@ -176,7 +176,7 @@ fn minus(a: (u64, u64, u64), b: (u64, u64, u64)) -> (u64, u64, u64) {
 /// InPkts/OutPkts by the datagrams the server received/answered, and the TCP InPkts/OutPkts by
 /// the TCP segments the server's kernel received/sent. Measured as differences from a
 /// snapshot taken after a warm-up request to each server, so that lvs's first resolution of
-/// a server's MAC (whose SYN is dropped, counted as `no_neighbour`, and retransmitted) is
+/// a server's MAC (whose SYN waits in the hold queue meanwhile) is
 /// not part of it; the servers' own loopback (`/count`) is only used after the last
 /// snapshot. DR and TUN servers answer the client directly, so there OutPkts stay 0: the
 /// director never sees a reply.

@@ -5,6 +5,7 @@
 // syscall and bpf(2) layers (`io::sys`, `io::bpf`), each block with a SAFETY comment.
 #![deny(unsafe_code)]
 
+pub mod hold;
 pub mod io;
 pub mod neigh;
 pub mod pipeline;

@@ -45,6 +45,7 @@ use lvs_core::conn::{
 use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable, VirtualService};
 use lvs_core::{Destination, FlowKey, ForwardMethod, Protocol, Time};
 
+use crate::hold::{HoldQueue, Released};
 use crate::io::FrameBuf;
 use crate::neigh::{NeighMap, NeighTable};
 use crate::route::{self, NextHop, Route, RouteTable, V4Routes};
@@ -136,6 +137,10 @@ pub struct WorkerStats {
     pub passed: AtomicU64,
     /// ICMP errors translated for a connection.
     pub icmp_translated: AtomicU64,
+    /// Frames put in the hold queue to wait for their next hop's MAC.
+    pub held: AtomicU64,
+    /// Held frames sent once their next hop was resolved.
+    pub released: AtomicU64,
 }
 
 #[inline]
@@ -292,6 +297,8 @@ impl Pipeline {
             drops: Arc::new(DropCounters::default()),
             stats: Arc::new(WorkerStats::default()),
             ident: std::cell::Cell::new((id as u16).wrapping_mul(0x3c5b)),
+            hold: std::cell::RefCell::new(HoldQueue::new()),
+            now: std::cell::Cell::new(Time::ZERO),
         }
     }
 
@@ -480,6 +487,10 @@ pub struct Worker {
     /// Traffic counters.
     pub stats: Arc<WorkerStats>,
     ident: std::cell::Cell<u16>,
+    /// Frames waiting for their next hop's MAC.
+    hold: std::cell::RefCell<HoldQueue>,
+    /// The `now` of the frame being processed (for the hold queue's deadlines).
+    now: std::cell::Cell<Time>,
 }
 
 // A worker moves to its packet thread.
@@ -511,6 +522,7 @@ impl Worker {
     /// Processes one frame received on interface `ingress` at `now`, rewriting it in place.
     pub fn process(&mut self, fb: &mut FrameBuf<'_>, ingress: u16, now: Time) -> Verdict {
         self.refresh_snap();
+        self.now.set(now);
         bump(&self.stats.frames);
         let v = self.classify(fb, ingress, now);
         self.count(v)
@@ -532,6 +544,7 @@ impl Worker {
         verdicts: &mut [Verdict],
     ) {
         let n = frames.len().min(verdicts.len());
+        self.now.set(now);
         let mut start = 0;
         while start < n {
             let m = (n - start).min(PREFETCH_BURST);
@@ -710,6 +723,7 @@ impl Worker {
             Verdict::Drop(r) => self.drops.count(r),
             Verdict::Pass => bump(&self.stats.passed),
             Verdict::Reply => bump(&self.stats.replies),
+            Verdict::Held => bump(&self.stats.held),
             Verdict::Forward { .. } => {}
         }
         v
@@ -1375,6 +1389,51 @@ impl Worker {
         Some(Verdict::Drop(DropReason::TtlExceeded))
     }
 
+    /// The next hop `hop` (out of `iface`) of the rewritten frame has no MAC yet: keeps a
+    /// copy (with our source MAC) in the hold queue, or drops the frame when there is no room.
+    #[cold]
+    fn hold(&self, fb: &mut FrameBuf<'_>, iface: u16, hop: IpAddr) -> Verdict {
+        let src = self.our_mac(iface);
+        if let Some(e) = fb.frame_mut().get_mut(6..12) {
+            e.copy_from_slice(&src);
+        }
+        if self
+            .hold
+            .borrow_mut()
+            .hold(fb.frame(), iface, hop, self.now.get())
+        {
+            Verdict::Held
+        } else {
+            Verdict::Drop(DropReason::NoNeighbour)
+        }
+    }
+
+    /// Frames in the hold queue.
+    pub fn held_len(&self) -> usize {
+        self.hold.borrow().len()
+    }
+
+    /// Sends, through `send(egress, frame)`, the held frames whose next hop the neighbour
+    /// table now resolves (counted as `released`) and drops those held longer than
+    /// [`HOLD_TIMEOUT`](crate::hold::HOLD_TIMEOUT) at `now` (counted as `no_neighbour`).
+    /// Called by the worker loop every iteration: one length check when nothing is held.
+    #[inline]
+    pub fn release_held(&mut self, now: Time, send: &mut dyn FnMut(u16, &[u8])) -> Released {
+        let q = self.hold.get_mut();
+        if q.is_empty() {
+            return Released::default();
+        }
+        let neigh = &self.p.tables.neigh;
+        let r = q.release(now, &mut |ip| neigh.lookup(ip), send);
+        for _ in 0..r.sent {
+            bump(&self.stats.released);
+        }
+        for _ in 0..r.expired {
+            self.drops.count(DropReason::NoNeighbour);
+        }
+        r
+    }
+
     /// Sets the Ethernet addresses for the next hop towards `to`.
     #[inline]
     fn l2_out(&self, fb: &mut FrameBuf<'_>, to: IpAddr) -> Verdict {
@@ -1387,7 +1446,7 @@ impl Worker {
                 };
                 let Some(mac) = self.neigh_lookup(hop.addr) else {
                     self.p.tables.neigh.request(hop.addr);
-                    return Verdict::Drop(DropReason::NoNeighbour);
+                    return self.hold(fb, hop.iface, hop.addr);
                 };
                 let h = HopEntry {
                     to,

@@ -437,6 +437,8 @@ pub struct Tally {
     pub passes: u64,
     /// `Drop` verdicts.
     pub drops: u64,
+    /// `Held` verdicts (frames waiting for their next hop's MAC).
+    pub held: u64,
     /// Outputs whose checksums were checked (the input's all verified).
     pub checksums_checked: u64,
 }
@@ -632,6 +634,10 @@ impl FuzzLab {
                 assert_eq!(delta[r as usize], 1, "a drop is counted under its reason ({r})");
                 self.tally.drops += 1;
             }
+            Verdict::Held => {
+                assert_eq!(added, 0, "a held frame counts no drop");
+                self.tally.held += 1;
+            }
             Verdict::Pass => {
                 assert_eq!(added, 0, "a pass counts no drop");
                 self.tally.passes += 1;
@@ -701,7 +707,7 @@ impl FuzzLab {
     pub fn check_counts(&self) {
         let t = &self.tally;
         assert_eq!(
-            t.drops + t.forwards + t.replies + t.passes,
+            t.drops + t.forwards + t.replies + t.passes + t.held,
             t.frames,
             "every frame has one verdict"
         );
@@ -715,6 +721,7 @@ impl FuzzLab {
         assert_eq!(ld(&s.frames), t.frames, "frames counted");
         assert_eq!(ld(&s.passed), t.passes, "passes counted");
         assert_eq!(ld(&s.replies), t.replies, "replies counted");
+        assert_eq!(ld(&s.held), t.held, "held frames counted");
     }
 
     /// Runs a fuzz input: byte 0 is a control byte (bit 0: fill the frame's checksums first,

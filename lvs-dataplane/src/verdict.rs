@@ -19,6 +19,10 @@ pub enum Verdict {
     Pass,
     /// Dropped, and counted under `reason`.
     Drop(DropReason),
+    /// Copied into the worker's hold queue to wait for its next hop's MAC (sent later by
+    /// [`Worker::release_held`](crate::pipeline::Worker::release_held)): the backend frees
+    /// its buffer, and no drop is counted.
+    Held,
 }
 
 /// Why a frame was dropped.
@@ -35,7 +39,8 @@ pub enum DropReason {
     TableFull,
     /// FULLNAT: no free LIP:lport pair.
     NoLocalPort,
-    /// No route or unresolved next-hop MAC.
+    /// No route, or a next-hop MAC still unresolved when the hold queue had no room or the
+    /// frame's hold time ran out.
     NoNeighbour,
     /// TTL / hop limit ran out.
     TtlExceeded,

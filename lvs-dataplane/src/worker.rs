@@ -9,7 +9,8 @@
 //! scheduled promptly. The window is short, so the spinning costs little.
 //!
 //! The loop also sends ARP requests / neighbour solicitations for next hops the pipeline
-//! found unresolved (at most one per address per [`LoopConfig::resolve_interval`]).
+//! found unresolved (at most one per address per [`LoopConfig::resolve_interval`]), and sends
+//! the frames held for them once they answer ([`Worker::release_held`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -77,6 +78,9 @@ pub fn run(
             worker.process_burst(frames, ingress, now, verdicts)
         })?;
         resolve_pending(io, worker, &mut asked, cfg.resolve_interval);
+        worker.release_held(now, &mut |egress, frame| {
+            let _ = io.send_frame(egress, frame);
+        });
         if n > 0 {
             idle = 0;
             last_rx = t;
@@ -188,5 +192,63 @@ mod tests {
         assert!(io.verdicts.iter().all(|v| matches!(v, Verdict::Drop(_))));
         assert!(io.sent.is_empty());
         assert_eq!(worker.stats.frames.load(Ordering::Relaxed), 5);
+    }
+
+    /// A frame whose next hop is unresolved is held by the loop (not dropped), the loop asks
+    /// for the address, and once the neighbour is known it sends exactly that frame, with
+    /// the neighbour's MAC.
+    #[test]
+    fn run_holds_a_frame_for_an_unresolved_next_hop_and_sends_it_once_resolved() {
+        use crate::pipeline_fuzzing::{
+            ACK, CLIENT_MAC, FuzzLab, L4, OUR_MAC, RS1, RS1_MAC, build, cip, live_cport, vip,
+        };
+        use crate::wire::ethertype;
+        let mut lab = FuzzLab::new();
+        let neigh = lab.pipeline.tables().neigh.clone();
+        neigh.remove(RS1.into());
+        // A data segment of the live FULLNAT connection (VIP port 81, real server RS1 only).
+        let data = L4::Tcp {
+            sport: live_cport(81),
+            dport: 81,
+            flags: ACK,
+            payload: b"held-then-sent",
+        };
+        let mut io = MemIo::new();
+        io.inject(0, &build(CLIENT_MAC, cip(false), vip(false), data));
+        let stop = AtomicBool::new(false);
+        let worker = &mut lab.worker;
+        std::thread::scope(|s| {
+            let h = s.spawn(|| run(&mut io, worker, Instant::now(), &stop, LoopConfig::default()));
+            std::thread::sleep(Duration::from_millis(150));
+            neigh.insert(RS1.into(), RS1_MAC);
+            std::thread::sleep(Duration::from_millis(150));
+            stop.store(true, Ordering::Relaxed);
+            h.join().unwrap().unwrap();
+        });
+        assert_eq!(io.verdicts, vec![Verdict::Held]);
+        let eth = |f: &[u8]| u16::from_be_bytes([f[12], f[13]]);
+        let arp: Vec<_> = io
+            .sent
+            .iter()
+            .filter(|f| eth(&f.data) == ethertype::ARP)
+            .collect();
+        assert!(!arp.is_empty(), "an ARP request was sent for the next hop");
+        assert_eq!(&arp[0].data[38..42], &RS1.octets(), "asking for RS1");
+        let ip: Vec<_> = io
+            .sent
+            .iter()
+            .filter(|f| eth(&f.data) == ethertype::IPV4)
+            .collect();
+        assert_eq!(ip.len(), 1, "the held frame is sent once");
+        let f = &ip[0].data;
+        assert_eq!(ip[0].iface, 0);
+        assert_eq!(&f[0..6], &RS1_MAC, "to the resolved MAC");
+        assert_eq!(&f[6..12], &OUR_MAC, "from ours");
+        assert_eq!(&f[30..34], &RS1.octets(), "to the real server");
+        assert!(f.ends_with(b"held-then-sent"));
+        let ld = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(ld(&lab.worker.stats.held), 1);
+        assert_eq!(ld(&lab.worker.stats.released), 1);
+        assert_eq!(lab.worker.drops.total(), 0, "nothing dropped");
     }
 }

@@ -10,6 +10,7 @@ use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, PayloadSlice, Transpo
 use lvs_core::conn::ConnTable;
 use lvs_core::rules::RuleSet;
 use lvs_core::{ServiceTable, Time};
+use lvs_dataplane::hold::{HOLD_PER_HOP, HOLD_TIMEOUT, Released};
 use lvs_dataplane::io::{FrameBuf, HEADROOM, MAX_FRAME};
 use lvs_dataplane::neigh::NeighTable;
 use lvs_dataplane::pipeline::{FwmarkRule, Interface, Pipeline, TOA_KIND, Tables, Worker};
@@ -684,10 +685,10 @@ fn every_drop_is_counted_under_its_reason() {
     // A port of the VIP with no service.
     let f = build(CLIENT_MAC, ip4(CIP), 3, ip4(VIP), 81, L4::Syn, b"");
     assert_eq!(lab.run(&f).0, Verdict::Drop(DropReason::NoService));
-    // Unresolved next hop.
+    // Unresolved next hop: held, not dropped (see `unresolved_next_hop_*`).
     lab.pipeline.tables().neigh.remove(ip4(RS2));
     let f = build(CLIENT_MAC, ip4(CIP), 4, ip4(VIP), 80, L4::Syn, b"");
-    assert_eq!(lab.run(&f).0, Verdict::Drop(DropReason::NoNeighbour));
+    assert_eq!(lab.run(&f).0, Verdict::Held);
     assert_eq!(
         lab.pipeline.tables().neigh.take_pending(),
         Some(ip4(RS2)),
@@ -704,14 +705,98 @@ fn every_drop_is_counted_under_its_reason() {
         DropReason::Malformed,
         DropReason::NoConnection,
         DropReason::NoService,
-        DropReason::NoNeighbour,
         DropReason::Fragment,
     ] {
         assert_eq!(lab.worker.drops.get(r), 1, "{r}");
     }
+    assert_eq!(
+        lab.worker.drops.get(DropReason::NoNeighbour),
+        0,
+        "a held frame is no drop"
+    );
     // Not ours at all: the kernel's.
     let f = build(CLIENT_MAC, ip4(CIP), 6, ip4(DIP), 22, L4::Syn, b"");
     assert_eq!(lab.run(&f).0, Verdict::Pass);
+}
+
+/// Releases the worker's held frames at `now`: what it did and the frames sent.
+fn release(lab: &mut Lab, now: Time) -> (Released, Vec<(u16, Vec<u8>)>) {
+    let mut out = Vec::new();
+    let r = lab
+        .worker
+        .release_held(now, &mut |e, f| out.push((e, f.to_vec())));
+    (r, out)
+}
+
+#[test]
+fn unresolved_next_hop_frames_are_held_released_with_the_mac_or_expired() {
+    let mut lab = Lab::new(NAT_RULES);
+    let neigh = lab.pipeline.tables().neigh.clone();
+    neigh.remove(ip4(RS1));
+    neigh.remove(ip4(RS2));
+    let ld = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    // rr alternates RS2, RS1: each next hop gets HOLD_PER_HOP SYNs, all held.
+    let mut to_rs2 = Vec::new();
+    for port in 0..2 * HOLD_PER_HOP as u16 {
+        let f = build(CLIENT_MAC, ip4(CIP), 1000 + port, ip4(VIP), 80, L4::Syn, b"");
+        let v = if port % 2 == 0 {
+            to_rs2.push(1000 + port);
+            run_burst(&mut lab, &f).0
+        } else {
+            lab.run(&f).0
+        };
+        assert_eq!(v, Verdict::Held, "SYN {port}");
+    }
+    assert_eq!(ld(&lab.worker.stats.held), 2 * HOLD_PER_HOP as u64);
+    assert_eq!(lab.worker.drops.total(), 0, "held frames are not drops");
+    assert_eq!(lab.worker.held_len(), 2 * HOLD_PER_HOP);
+    // Over the per-next-hop cap: dropped and counted.
+    let f = build(CLIENT_MAC, ip4(CIP), 2000, ip4(VIP), 80, L4::Syn, b"");
+    assert_eq!(lab.run(&f).0, Verdict::Drop(DropReason::NoNeighbour));
+    assert_eq!(lab.worker.drops.get(DropReason::NoNeighbour), 1);
+    // Nothing resolved: nothing sent, nothing expired yet.
+    let t0 = lab.now;
+    let (r, out) = release(&mut lab, t0 + Duration::from_millis(10));
+    assert_eq!((r, out.len()), (Released::default(), 0));
+    // RS2 answers: exactly its frames leave, in order, to its MAC.
+    neigh.insert(ip4(RS2), RS2_MAC);
+    let (r, out) = release(&mut lab, t0 + Duration::from_millis(20));
+    assert_eq!(
+        r,
+        Released {
+            sent: HOLD_PER_HOP,
+            expired: 0
+        }
+    );
+    let sports: Vec<u16> = out
+        .iter()
+        .map(|(egress, f)| {
+            assert_eq!(*egress, 0);
+            let s = inspect(f);
+            assert_eq!(s.dst_mac, RS2_MAC, "the resolved MAC");
+            assert_eq!(s.src_mac, OUR);
+            assert_eq!(
+                (s.src, s.dst, s.dport),
+                (ip4(CIP), ip4(RS2), 8080),
+                "the rewritten SYN"
+            );
+            s.sport
+        })
+        .collect();
+    assert_eq!(sports, to_rs2, "RS2's SYNs, in arrival order");
+    assert_eq!(ld(&lab.worker.stats.released), HOLD_PER_HOP as u64);
+    let (r, _) = release(&mut lab, t0 + Duration::from_millis(30));
+    assert_eq!(r.sent, 0, "sent once");
+    // RS1 never answers: its frames are dropped at the deadline, counted as no_neighbour.
+    let (r, _) = release(&mut lab, t0 + HOLD_TIMEOUT - Duration::from_millis(1));
+    assert_eq!(r.expired, 0);
+    let (r, out) = release(&mut lab, t0 + HOLD_TIMEOUT);
+    assert_eq!((r.expired, out.len()), (HOLD_PER_HOP, 0));
+    assert_eq!(
+        lab.worker.drops.get(DropReason::NoNeighbour),
+        1 + HOLD_PER_HOP as u64
+    );
+    assert_eq!(lab.worker.held_len(), 0);
 }
 
 #[test]

@@ -691,7 +691,7 @@ impl PacketIo for AfPacketIo {
                 let egress = match handler(&mut fb, si as u16) {
                     Verdict::Forward { egress } => egress as usize,
                     Verdict::Reply => si,
-                    Verdict::Pass | Verdict::Drop(_) => continue,
+                    Verdict::Pass | Verdict::Drop(_) | Verdict::Held => continue,
                 };
                 Self::transmit(&mut self.socks, egress, fb.frame(), &mut self.stats);
             }

@@ -71,7 +71,7 @@ impl PacketIo for MemIo {
                     iface,
                     data: fb.frame().to_vec(),
                 }),
-                Verdict::Pass | Verdict::Drop(_) => {}
+                Verdict::Pass | Verdict::Drop(_) | Verdict::Held => {}
             }
             self.verdicts.push(v);
         }

@@ -292,7 +292,7 @@ impl AfXdpIo {
                 self.stats.pass_dropped += 1;
                 None
             }
-            Verdict::Drop(_) => None,
+            Verdict::Drop(_) | Verdict::Held => None,
         };
         let sent = match out {
             Some(e) if e < k => {
