@@ -141,3 +141,44 @@ fn nat_afpacket_v3() {
         Some("AF_PACKET receive ring TPACKET_V3 (V3 asked)"),
     );
 }
+
+/// The first connection to a real server whose MAC lvs does not know yet is not delayed by a
+/// SYN retransmission (1 s): lvs holds the SYN while it asks for the MAC and sends it when
+/// the answer comes. The server is added at run time to a new service, so no earlier traffic
+/// or start-up resolution has taught lvs its MAC (without the hold queue this request takes
+/// just over 1 s).
+fn first_request_to_a_new_server(backend: &str) {
+    if !require_root() {
+        return;
+    }
+    let rules = format!(
+        "-A -t {vip}:80 -s rr\n-a -t {vip}:80 -r {rs1}:8080 -m\n",
+        vip = lab::VIP,
+        rs1 = lab::rs_ip(0)
+    );
+    let mut e = E2e::start(LabMethod::Nat, 2, backend, &rules, &[]);
+    e.until_ok(|e| e.http(80));
+    let vs = format!("{}:81", lab::VIP);
+    let rs = format!("{}:8080", lab::rs_ip(1));
+    assert_eq!(e.adm(&["-A", "-t", &vs, "-s", "rr"]).0, 0);
+    assert_eq!(e.adm(&["-a", "-t", &vs, "-r", &rs, "-m"]).0, 0);
+    let t = std::time::Instant::now();
+    let a = e.http(81).expect("http");
+    let took = t.elapsed();
+    assert_eq!(who(&a), "rs2", "answer {a:?}");
+    assert!(
+        took < std::time::Duration::from_millis(900),
+        "the first request to a new server took {took:?} (a SYN was lost and retransmitted?)"
+    );
+    e.stop();
+}
+
+#[test]
+fn first_request_to_a_new_server_afpacket() {
+    first_request_to_a_new_server("afpacket");
+}
+
+#[test]
+fn first_request_to_a_new_server_afxdp() {
+    first_request_to_a_new_server("afxdp");
+}

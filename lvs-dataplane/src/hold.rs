@@ -17,8 +17,8 @@ pub const HOLD_SLOTS: usize = 32;
 /// Largest frame a slot holds (bytes).
 pub const HOLD_FRAME: usize = 2048;
 
-/// Most frames held for one next hop (the kernel keeps a few packets per unresolved
-/// neighbour).
+/// Most frames held for one next hop (the kernel bounds each unresolved neighbour's queue
+/// too, by bytes: `arp_tbl`'s `QUEUE_LEN_BYTES`; lvs keeps a few frames).
 pub const HOLD_PER_HOP: usize = 3;
 
 /// How long a frame waits for its next hop before it is dropped: the kernel gives up on an
