@@ -2,6 +2,7 @@
 //! a control plane on a temporary socket (in this process, or `lvs control-only` as a child),
 //! with ipvsadm's listing text, stdout/stderr split and exit statuses.
 
+use lvs_core::stats::StatsWriter;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -255,7 +256,7 @@ fn zero_set_and_timeout_listing_through_the_binary() {
     ok(d.adm("-A -t 192.0.2.30:80 -s rr"));
     ok(d.adm("-a -t 192.0.2.30:80 -r 10.3.0.1:80 -m"));
     let svc = d.services.load().services()[0].clone();
-    svc.stats.add_in(0, 7, 700);
+    svc.stats.add_in(&StatsWriter::shared(), 7, 700);
     assert!(
         ok(d.adm("-L -n --stats"))
             .contains("TCP  192.0.2.30:80                       0        7        0      700        0\n")

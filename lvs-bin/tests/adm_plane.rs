@@ -4,6 +4,7 @@
 //! `-Z`, `--set`, `--rate` after the 2 s tick, `-L -c` over a real connection table, and
 //! DPVS's local-address commands.
 
+use lvs_core::stats::StatsWriter;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -332,28 +333,29 @@ fn stats_exact_and_zero() {
     let mut f = Fixture::new();
     configure(&mut f);
     let svc = web(&f);
+    let w = lvs_core::stats::StatsWriter::new();
     for _ in 0..3 {
-        svc.stats.add_conn(0);
+        svc.stats.add_conn(&w);
     }
-    svc.stats.add_in(0, 30, 4500);
-    svc.stats.add_out(1, 20, 123_456_789);
+    svc.stats.add_in(&w, 30, 4500);
+    svc.stats.add_out(&StatsWriter::shared(), 20, 123_456_789);
     let d = &svc
         .dests
         .iter()
         .find(|d| d.config.port == 8080 && d.config.addr == IpAddr::from([192, 168, 1, 10]))
         .unwrap()
         .state;
-    d.stats.add_conn(0);
-    d.stats.add_conn(0);
-    d.stats.add_in(0, 20, 3000);
-    d.stats.add_out(0, 10, 0);
+    d.stats.add_conn(&StatsWriter::shared());
+    d.stats.add_conn(&StatsWriter::shared());
+    d.stats.add_in(&StatsWriter::shared(), 20, 3000);
+    d.stats.add_out(&StatsWriter::shared(), 10, 0);
     let other = f
         .services
         .load()
         .lookup(Protocol::Udp, [10, 0, 0, 2].into(), 53)
         .unwrap()
         .clone();
-    other.stats.add_conn(0);
+    other.stats.add_conn(&StatsWriter::shared());
 
     let title = "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n  -> RemoteAddress:Port\n";
     let svc_line = "TCP  10.0.0.1:80                         3       30       20     4500  123456K\n";
@@ -403,11 +405,11 @@ fn rates_come_from_the_two_second_tick() {
         .clone();
     f.plane.tick(f.now());
     for _ in 0..400 {
-        svc.stats.add_conn(0);
-        d.stats.add_conn(0);
+        svc.stats.add_conn(&StatsWriter::shared());
+        d.stats.add_conn(&StatsWriter::shared());
     }
-    svc.stats.add_in(0, 4000, 400_000);
-    d.stats.add_in(0, 4000, 400_000);
+    svc.stats.add_in(&StatsWriter::shared(), 4000, 400_000);
+    d.stats.add_in(&StatsWriter::shared(), 4000, 400_000);
     f.advance_ms(2000);
     // Before the tick the estimate is still zero.
     assert!(

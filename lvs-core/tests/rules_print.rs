@@ -2,6 +2,7 @@
 //! printf format in ipvsadm.c that prints it (named in the comment above each block), e.g.
 //! `"  -> %-28s %-7s %-6d %-10u %-10u\n"`; note the trailing padding of the last `%-10u`.
 
+use lvs_core::stats::StatsWriter;
 use std::sync::Arc;
 
 use lvs_core::dest::ConnClass;
@@ -158,16 +159,19 @@ fn list_nosort_keeps_configuration_and_kernel_order() {
 fn load_counters(set: &ServiceSet) {
     let svc = set.get(&web()).unwrap();
     for _ in 0..5 {
-        svc.stats.add_conn(0);
+        svc.stats.add_conn(&StatsWriter::shared());
     }
-    svc.stats.add_in(1, 123_456_789, 5_000_000_000);
-    svc.stats.add_out(2, 1000, 99_999_999);
+    svc.stats
+        .add_in(&StatsWriter::shared(), 123_456_789, 5_000_000_000);
+    svc.stats.add_out(&StatsWriter::shared(), 1000, 99_999_999);
     let d = svc.dest([192, 168, 1, 2].into(), 80).unwrap();
-    for w in 0..3 {
-        d.state.stats.add_conn(w);
+    for _ in 0..3 {
+        d.state.stats.add_conn(&StatsWriter::new());
     }
-    d.state.stats.add_in(0, 100, 100_000_000_000_000);
-    d.state.stats.add_out(0, 0, 42);
+    d.state
+        .stats
+        .add_in(&StatsWriter::shared(), 100, 100_000_000_000_000);
+    d.state.stats.add_out(&StatsWriter::shared(), 0, 42);
 }
 
 #[test]
@@ -214,10 +218,10 @@ fn list_rate_uses_the_estimator() {
     d.state.stats.estimate(Time::ZERO);
     for c in [&*svc.stats, &d.state.stats] {
         for _ in 0..800 {
-            c.add_conn(0);
+            c.add_conn(&StatsWriter::shared());
         }
-        c.add_in(0, 8000, 4_000_000_000);
-        c.add_out(0, 4000, 0);
+        c.add_in(&StatsWriter::shared(), 8000, 4_000_000_000);
+        c.add_out(&StatsWriter::shared(), 4000, 0);
         c.estimate(Time::from_secs(2));
     }
     // One 2 s step from zero reads a quarter of the rate: 400 cps -> 100, 4000 pps -> 1000,

@@ -43,6 +43,7 @@ use lvs_core::conn::{
     TcpFlags, TemplateKey,
 };
 use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable, VirtualService};
+use lvs_core::stats::StatsWriter;
 use lvs_core::{Destination, FlowKey, ForwardMethod, Protocol, Time};
 
 use crate::hold::{HoldQueue, Released};
@@ -284,6 +285,7 @@ impl Pipeline {
         let vips_v4 = few_vips_v4(&snap.set);
         Worker {
             id,
+            writer: StatsWriter::new(),
             p: self.clone(),
             caches,
             snap,
@@ -463,6 +465,9 @@ const NO_KEY_OUT: ConnKeyOut = ConnKeyOut {
 /// One packet worker's handle on the pipeline: its counters and scratch state.
 pub struct Worker {
     id: usize,
+    /// This worker's right to the service and destination counters (a shard of its own while
+    /// there are fewer than `lvs_core::stats::SHARDS` workers: no locked add per packet).
+    writer: StatsWriter,
     p: Arc<Pipeline>,
     caches: Caches,
     snap: Snap,
@@ -1239,8 +1244,8 @@ impl Worker {
             dest.config.port
         };
         let dest_addr = SocketAddr::new(dest.config.addr, dport);
-        dest.state.stats.add_conn(self.id);
-        svc.stats.add_conn(self.id);
+        dest.state.stats.add_conn(&self.writer);
+        svc.stats.add_conn(&self.writer);
         bump(&self.stats.new_conns);
         // One-packet scheduling: no entry. FULLNAT needs an entry to bring replies back to
         // the client, so it keeps one even with --ops.
@@ -1349,11 +1354,11 @@ impl Worker {
     fn account(&self, set: &ServiceSet, dest_id: u32, inbound: bool, bytes: usize) {
         if let Some((svc, d)) = self.dest_by_id(set, dest_id) {
             if inbound {
-                d.state.stats.add_in(self.id, 1, bytes as u64);
-                svc.stats.add_in(self.id, 1, bytes as u64);
+                d.state.stats.add_in(&self.writer, 1, bytes as u64);
+                svc.stats.add_in(&self.writer, 1, bytes as u64);
             } else {
-                d.state.stats.add_out(self.id, 1, bytes as u64);
-                svc.stats.add_out(self.id, 1, bytes as u64);
+                d.state.stats.add_out(&self.writer, 1, bytes as u64);
+                svc.stats.add_out(&self.writer, 1, bytes as u64);
             }
         }
     }

@@ -129,6 +129,7 @@ pub fn simulate(rules: &str, opts: &SimOptions) -> Result<Simulation, BatchError
     let table = ServiceTable::new();
     let published = table.publish(&set.services);
     let clients = opts.clients.max(1);
+    let writer = crate::stats::StatsWriter::new();
     let mut runs = Vec::new();
     for svc in published.services() {
         let key = svc.config.key;
@@ -160,8 +161,8 @@ pub fn simulate(rules: &str, opts: &SimOptions) -> Result<Simulation, BatchError
             let now = Time::from_millis(n as u64);
             let dest = svc.schedule(&flow, now).map(|d| {
                 d.state.bind(ConnClass::Active);
-                d.state.stats.add_conn(0);
-                svc.stats.add_conn(0);
+                d.state.stats.add_conn(&writer);
+                svc.stats.add_conn(&writer);
                 if !opts.hold {
                     d.state.unbind(ConnClass::Active);
                 }
