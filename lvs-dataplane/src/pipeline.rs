@@ -581,23 +581,11 @@ impl Worker {
                     if self.is_vip(ip.dst) {
                         hint = if fast { Hint::FastVip } else { Hint::Vip };
                         *at = nin as u8;
-                        kin[nin] = ConnKeyIn {
-                            proto,
-                            caddr: ip.src,
-                            cport: ip.sport,
-                            vaddr: ip.dst,
-                            vport: ip.dport,
-                        };
+                        kin[nin] = ip.key_in(proto);
                         nin += 1;
                     } else {
                         *at = nout as u8;
-                        kout[nout] = ConnKeyOut {
-                            proto,
-                            daddr: ip.src,
-                            dport: ip.sport,
-                            addr: ip.dst,
-                            port: ip.dport,
-                        };
+                        kout[nout] = ip.key_out(proto);
                         nout += 1;
                         hint = if fast { Hint::FastNotVip } else { Hint::NotVip };
                     }
@@ -912,13 +900,7 @@ impl Worker {
         } else {
             (Protocol::Udp, false)
         };
-        let key = ConnKeyIn {
-            proto,
-            caddr: ip.src,
-            cport: ip.sport,
-            vaddr: ip.dst,
-            vport: ip.dport,
-        };
+        let key = ip.key_in(proto);
         let conns = &self.p.tables.conns;
         // No connection yet: handed back with nothing found.
         let c = conns.lookup_in_hinted(&key, hint)?;
@@ -1026,13 +1008,7 @@ impl Worker {
         {
             return None;
         }
-        let key = ConnKeyOut {
-            proto,
-            daddr: ip.src,
-            dport: ip.sport,
-            addr: ip.dst,
-            port: ip.dport,
-        };
+        let key = ip.key_out(proto);
         let conns = &self.p.tables.conns;
         let Some(c) = conns.lookup_out_hinted(&key, hint) else {
             // Not a reply of ours: to a LIP it is dropped, anything else is the kernel's.
@@ -1093,13 +1069,7 @@ impl Worker {
             return Verdict::Drop(DropReason::Malformed);
         }
         let conns = &self.p.tables.conns;
-        let key = ConnKeyIn {
-            proto,
-            caddr: ip.src,
-            cport: ip.sport,
-            vaddr: ip.dst,
-            vport: ip.dport,
-        };
+        let key = ip.key_in(proto);
         let flags = TcpFlags(ip.tcp_flags);
         let is_syn =
             proto == Protocol::Tcp && flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK);
@@ -1604,13 +1574,7 @@ impl Worker {
         set: &ServiceSet,
         now: Time,
     ) -> Option<Verdict> {
-        let key = ConnKeyOut {
-            proto,
-            daddr: ip.src,
-            dport: ip.sport,
-            addr: ip.dst,
-            port: ip.dport,
-        };
+        let key = ip.key_out(proto);
         let conns = &self.p.tables.conns;
         let c = conns.lookup_out(&key)?;
         if self.p.expire_nodest_conn.load(Ordering::Relaxed) && set.dest_by_id(c.dest_id()).is_none() {

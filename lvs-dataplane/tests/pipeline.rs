@@ -528,14 +528,7 @@ fn arp_for_vip_and_lip_is_answered_and_other_arp_passes() {
     let mut lab = Lab::new(FNAT_RULES);
     lab.pipeline.tables().neigh.remove(ip4(CIP));
     for target in [VIP, LIP] {
-        let mut f = vec![0xff; 6];
-        f.extend_from_slice(&CLIENT_MAC);
-        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-        f.extend_from_slice(&CLIENT_MAC);
-        f.extend_from_slice(&CIP);
-        f.extend_from_slice(&[0; 6]);
-        f.extend_from_slice(&target);
-        let (v, out) = lab.run(&f);
+        let (v, out) = lab.run(&arp_request_frame(CLIENT_MAC, CIP, target));
         assert_eq!(v, Verdict::Reply);
         assert_eq!(&out[0..6], &CLIENT_MAC);
         assert_eq!(&out[6..12], &OUR);
@@ -549,15 +542,8 @@ fn arp_for_vip_and_lip_is_answered_and_other_arp_passes() {
         Some(CLIENT_MAC),
         "sender learned"
     );
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&CIP);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&DIP);
     assert_eq!(
-        lab.run(&f).0,
+        lab.run(&arp_request_frame(CLIENT_MAC, CIP, DIP)).0,
         Verdict::Pass,
         "ARP for the host's own address is the kernel's"
     );

@@ -8,6 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::verdict::DropReason;
 use crate::wire::{checksum, ip_proto, ipv4, ipv6, tcp, udp};
+use lvs_core::Protocol;
+use lvs_core::conn::{ConnKeyIn, ConnKeyOut};
 
 pub mod icmp;
 pub mod lip;
@@ -46,6 +48,32 @@ pub struct IpInfo {
 }
 
 impl IpInfo {
+    /// The connection-table key of this packet seen from the client side (source = client,
+    /// destination = virtual service).
+    #[inline]
+    pub fn key_in(&self, proto: Protocol) -> ConnKeyIn {
+        ConnKeyIn {
+            proto,
+            caddr: self.src,
+            cport: self.sport,
+            vaddr: self.dst,
+            vport: self.dport,
+        }
+    }
+
+    /// The connection-table key of this packet as a reply (source = real server,
+    /// destination = client or LIP).
+    #[inline]
+    pub fn key_out(&self, proto: Protocol) -> ConnKeyOut {
+        ConnKeyOut {
+            proto,
+            daddr: self.src,
+            dport: self.sport,
+            addr: self.dst,
+            port: self.dport,
+        }
+    }
+
     /// Length of the IP packet.
     #[inline]
     pub fn ip_len(&self) -> usize {

@@ -323,35 +323,12 @@ impl PacketIo for AfXdpIo {
         max: usize,
         handler: &mut dyn FnMut(&mut FrameBuf<'_>, u16) -> Verdict,
     ) -> io::Result<usize> {
-        self.reclaim();
-        self.refill();
-        let k = self.socks.len();
-        let mut n = 0usize;
-        for j in 0..k {
-            if n >= max {
-                break;
+        // One ring walk for both shapes: the per-frame handler runs over each burst in order.
+        self.poll_bursts(max, &mut |frames, ingress, verdicts| {
+            for (fb, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+                *v = handler(fb, ingress);
             }
-            let si = (self.next + j) % k;
-            let avail = self.socks[si].rx.cons_avail().min((max - n) as u32);
-            for i in 0..avail {
-                let d = self.socks[si].rx.cons_read(i);
-                let chunk = self.umem.chunk_of(d.addr);
-                let head = (d.addr - chunk) as usize;
-                // SAFETY: the chunk came off the RX ring, so user space owns it until it is
-                // put on a fill or TX ring; this is the only reference to it.
-                let buf = unsafe { self.umem.chunk_mut(chunk) };
-                let mut fb = FrameBuf::new(buf, head, d.len as usize);
-                let verdict = handler(&mut fb, si as u16);
-                let (addr, len) = (chunk + fb.head() as u64, fb.len() as u32);
-                self.dispatch(si, chunk, addr, len, verdict);
-            }
-            self.socks[si].rx.cons_release(avail);
-            n += avail as usize;
-        }
-        self.next = (self.next + 1) % k;
-        self.stats.rx += n as u64;
-        self.flush_tx();
-        Ok(n)
+        })
     }
 
     fn poll_bursts(&mut self, max: usize, handler: &mut BurstHandler<'_>) -> io::Result<usize> {
