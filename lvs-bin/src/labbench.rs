@@ -25,6 +25,19 @@ pub const TCP_PORT: u16 = 8080;
 /// UDP port of the sinks (and of the VIP service).
 pub const UDP_PORT: u16 = 9000;
 
+/// How the lab's multi-queue veths choose a TX queue, which is the peer's RX queue (and so
+/// which lvs worker gets a frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum QueueSteering {
+    /// XPS: TX queue i belongs to CPU i, so a frame stays on the queue of the CPU that sent
+    /// or forwarded it (the lab's stand-in for a NIC spreading flows over its queues).
+    #[default]
+    Cpu,
+    /// The kernel's default pick (a bridged frame keeps the queue it came in on: every TCP
+    /// connection of the lab lands on queue 0).
+    Hash,
+}
+
 /// Benchmark parameters.
 #[derive(Debug, Clone)]
 pub struct BenchOpts {
@@ -46,6 +59,8 @@ pub struct BenchOpts {
     pub udp_threads: usize,
     /// RX/TX queues per lab veth.
     pub queues: u32,
+    /// How the lab's multi-queue interfaces pick a TX queue (and so the receiver's RX queue).
+    pub steer: QueueSteering,
     /// Runs per variant (the best is kept: the machine is shared and noisy).
     pub repeat: usize,
     /// Extra arguments for `lvs run` (e.g. `--xdp-mode generic`).
@@ -75,6 +90,9 @@ pub struct BenchRow {
     pub rcvbuf_lost: u64,
     /// Non-zero drop/XDP counters of the director's eth0 (`ethtool -S`).
     pub director_drops: String,
+    /// Frames the director's eth0 received per RX queue during the TCP phase (XDP counters;
+    /// empty without an XDP program): shows whether connections spread over the workers.
+    pub tcp_queue_spread: Vec<u64>,
 }
 
 fn load_avg() -> String {
@@ -135,6 +153,18 @@ pub fn run_variant(
                 "for q in /sys/class/net/*/queues/rx-0/rps_cpus; do case $q in */lo/*) ;; *) echo {cpus} > $q;; esac; done"
             );
             lab.exec(ns, &["sh", "-c", &script])?;
+        }
+    }
+    if o.queues > 1 && o.steer == QueueSteering::Cpu {
+        // TX queue i of every multi-queue lab interface is CPU i's (XPS): a frame keeps to
+        // the queue of the CPU that sent or forwarded it, as a NIC's RSS would spread flows.
+        // Without it, every bridged TCP connection lands on the director's queue 0.
+        let script = "n=$(nproc); for d in /sys/class/net/*/queues; do \\
+             [ -e $d/tx-1 ] || continue; i=0; \\
+             while [ -e $d/tx-$i/xps_cpus ]; do \\
+             printf '%x' $((1 << (i % n))) > $d/tx-$i/xps_cpus || exit 1; i=$((i + 1)); done; done";
+        for ns in &namespaces {
+            lab.exec(ns, &["sh", "-c", script])?;
         }
     }
     let load = load_avg();
@@ -269,7 +299,14 @@ pub fn run_variant(
     let par = vec!["--conns-parallel".to_string(), o.conns_parallel.to_string()];
     // Warm-up: neighbours resolved, first packets through, then the measured run.
     run_gen(&par, gen_args("tcp", 0.5, &tcp_targets))?;
+    let q0 = rx_queue_packets(&lab, &director);
     let tcp_out = run_gen(&par, gen_args("tcp", o.seconds, &tcp_targets))?;
+    let q1 = rx_queue_packets(&lab, &director);
+    let tcp_queue_spread = q1
+        .iter()
+        .enumerate()
+        .map(|(i, n)| n.saturating_sub(q0.get(i).copied().unwrap_or(0)))
+        .collect();
     let udp_extra = vec![
         "--size".to_string(),
         o.size.to_string(),
@@ -317,7 +354,35 @@ pub fn run_variant(
         lvs_stats,
         rcvbuf_lost,
         director_drops,
+        tcp_queue_spread,
     })
+}
+
+/// The director eth0's per-RX-queue XDP frame counters (`rx_queue_N_xdp_packets`), by queue.
+fn rx_queue_packets(lab: &Lab, director: &str) -> Vec<u64> {
+    rx_queue_counts(&stdout_of(lab, director, &["ethtool", "-S", "eth0"]).unwrap_or_default())
+}
+
+/// The `rx_queue_N_xdp_packets` values of `ethtool -S` output, by queue N.
+fn rx_queue_counts(text: &str) -> Vec<u64> {
+    let mut counts = Vec::new();
+    for l in text.lines() {
+        let Some((name, value)) = l.trim().split_once(':') else {
+            continue;
+        };
+        let Some(q) = name
+            .strip_prefix("rx_queue_")
+            .and_then(|r| r.strip_suffix("_xdp_packets"))
+            .and_then(|q| q.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if counts.len() <= q {
+            counts.resize(q + 1, 0);
+        }
+        counts[q] = value.trim().parse().unwrap_or(0);
+    }
+    counts
 }
 
 /// Sum of the servers' Udp RcvbufErrors.
@@ -393,6 +458,12 @@ pub fn run(o: &BenchOpts) -> io::Result<Vec<BenchRow>> {
             if !r.lvs_stats.is_empty() {
                 eprintln!("  lvs: {}", r.lvs_stats);
             }
+            if r.tcp_queue_spread.len() > 1 {
+                eprintln!(
+                    "  director eth0 frames per RX queue during the TCP phase: {:?}",
+                    r.tcp_queue_spread
+                );
+            }
             match rows.iter_mut().find(|b| b.variant == *v) {
                 None => rows.push(r),
                 Some(best) => {
@@ -419,7 +490,7 @@ pub fn run(o: &BenchOpts) -> io::Result<Vec<BenchRow>> {
 /// The result table: rates per variant and lvs's ratios to nft and to routing.
 pub fn table(rows: &[BenchRow], o: &BenchOpts) -> String {
     let mut s = format!(
-        "lab benchmark: best of {} x {:.1} s per measure, {} connecting threads, {} UDP flows of {} bytes from {} threads, lvs workers {}, {} queue(s) per veth, RPS {}\n",
+        "lab benchmark: best of {} x {:.1} s per measure, {} connecting threads, {} UDP flows of {} bytes from {} threads, lvs workers {}, {} queue(s) per veth{}, RPS {}\n",
         o.repeat,
         o.seconds,
         o.conns_parallel,
@@ -428,6 +499,11 @@ pub fn table(rows: &[BenchRow], o: &BenchOpts) -> String {
         o.udp_threads,
         o.workers,
         o.queues,
+        match (o.queues > 1, o.steer) {
+            (false, _) => "",
+            (true, QueueSteering::Cpu) => " (XPS: TX queue i = CPU i)",
+            (true, QueueSteering::Hash) => " (kernel's TX queue pick)",
+        },
         if o.rps { "on" } else { "off" }
     );
     let w = rows.iter().map(|r| r.variant.len()).max().unwrap_or(0).max(14);
@@ -471,6 +547,15 @@ mod tests {
     }
 
     #[test]
+    fn queue_spread_reads_each_queues_xdp_packets() {
+        let out = "NIC statistics:\n     peer_ifindex: 7\n     rx_queue_0_xdp_packets: 120\n     \
+                   rx_queue_0_xdp_bytes: 9000\n     rx_queue_1_xdp_packets: 80\n     \
+                   rx_queue_1_drops: 3\n     tx_queue_0_xdp_xmit: 5\n";
+        assert_eq!(rx_queue_counts(out), vec![120, 80]);
+        assert!(rx_queue_counts("NIC statistics:\n     peer_ifindex: 7\n").is_empty());
+    }
+
+    #[test]
     fn generator_fields_are_read_by_name() {
         let out = "ok=4500 failed=2 seconds=3.001 syn_retrans=7\n";
         assert_eq!(field(out, "ok"), 4500.0);
@@ -492,6 +577,7 @@ mod tests {
             udp_threads: 2,
             repeat: 1,
             queues: 1,
+            steer: QueueSteering::Cpu,
             lvs_args: vec![],
         };
         let rows = [
@@ -545,6 +631,7 @@ mod tests {
             udp_threads: 2,
             repeat: 1,
             queues: 1,
+            steer: QueueSteering::Cpu,
             lvs_args: vec![],
         };
         let long = "lvs-afxdp:--poll-spin-us=0:--xdp-mode=generic";

@@ -191,12 +191,16 @@ enum Cmd {
         /// Runs per variant; the best run is reported (the machine is shared).
         #[arg(long, default_value_t = 1)]
         repeat: usize,
-        /// lvs run workers.
-        #[arg(long, default_value_t = 1)]
+        /// lvs run workers (0: one per CPU).
+        #[arg(long, default_value_t = 0)]
         workers: usize,
-        /// RX/TX queues per lab veth.
-        #[arg(long, default_value_t = 1)]
+        /// RX/TX queues per lab veth (0: as many as workers).
+        #[arg(long, default_value_t = 0)]
         queues: u32,
+        /// How multi-queue lab veths pick a TX queue (the receiver's RX queue): `cpu` (XPS,
+        /// TX queue i = CPU i) or `hash` (the kernel's default).
+        #[arg(long, value_enum, default_value_t = lvs_bin::labbench::QueueSteering::Cpu)]
+        steer: lvs_bin::labbench::QueueSteering,
         /// Extra `lvs run` argument (repeatable), e.g. `--lvs-arg=--xdp-mode --lvs-arg=generic`.
         #[arg(long = "lvs-arg", allow_hyphen_values = true)]
         lvs_args: Vec<String>,
@@ -588,13 +592,18 @@ fn main() -> ExitCode {
             queues,
             lvs_args,
             rps,
+            steer,
             variants,
         } => {
             if !lvs_bin::lab::have_privileges() {
                 eprintln!("lvs labbench: needs root (network namespaces)");
                 return ExitCode::from(2);
             }
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let workers = if workers == 0 { cpus } else { workers };
+            let queues = if queues == 0 { workers as u32 } else { queues };
             let o = lvs_bin::labbench::BenchOpts {
+                steer,
                 seconds,
                 conns_parallel,
                 flows,
