@@ -250,6 +250,26 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     }
 
     let neigh = Arc::new(NeighTable::new());
+    // Neighbours age as the kernel's would on the served interfaces (the shortest setting).
+    let reachable_ms = cfg
+        .interfaces
+        .iter()
+        .filter_map(|i| {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/neigh/{i}/base_reachable_time_ms"))
+                .ok()?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .min();
+    if let Some(ms) = reachable_ms {
+        neigh.set_reachable_ticks(ms.div_ceil(1000).min(u32::MAX as u64) as u32);
+    }
+    tracing::info!(
+        "neighbours: trusted {} s after a confirmation, then {} unicast probes",
+        neigh.reachable_ticks(),
+        lvs_dataplane::neigh::PROBES
+    );
     let routes = Arc::new(RouteTable::default());
     let (nr, nn) = netlink::load_tables(&infos, &routes, &neigh)
         .map_err(|e| DaemonError::Runtime(format!("netlink: {e}")))?;
@@ -502,6 +522,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             last_tables = Instant::now();
             if let Err(e) = netlink::load_tables(&infos, &routes, &neigh) {
                 tracing::warn!("netlink refresh: {e}");
+            }
+            let aged = neigh.age();
+            if aged.forgotten > 0 {
+                tracing::info!(
+                    "forgot {} neighbour(s) that answered none of {} probes",
+                    aged.forgotten,
+                    lvs_dataplane::neigh::PROBES
+                );
             }
             prime_neighbours(&lock(&plane), &routes, &neigh);
             if let Some(a) = xdp_addrs.as_ref() {

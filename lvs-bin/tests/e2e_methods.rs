@@ -194,3 +194,76 @@ fn first_request_to_a_new_server_afpacket() {
 fn first_request_to_a_new_server_afxdp() {
     first_request_to_a_new_server("afxdp");
 }
+
+/// lvs ages its neighbours like the kernel, on the served interface's
+/// `base_reachable_time_ms` (1 s here): live neighbours answer its unicast ARP probes and stay
+/// (traffic flows, nothing is forgotten over several probe rounds); a real server that stops
+/// answering ARP is forgotten after three unanswered probes.
+fn neighbours_are_probed_and_a_silent_one_is_forgotten(backend: &str) {
+    if !require_root() {
+        return;
+    }
+    let rules = rules(LabMethod::Nat, "rr");
+    let opts = Opts {
+        director_sysctls: vec!["net.ipv4.neigh.eth0.base_reachable_time_ms=1000".into()],
+        ..Opts::default()
+    };
+    let mut e = E2e::start_with(LabMethod::Nat, 2, backend, &rules, &[], &opts);
+    e.until_ok(|e| e.http(80));
+    let log = |e: &E2e| std::fs::read_to_string(e.dir.join("lvs.log")).unwrap_or_default();
+    assert!(
+        log(&e).contains("neighbours: trusted 1 s after a confirmation, then 3 unicast probes"),
+        "{}",
+        log(&e)
+    );
+    // Several probe rounds (1 s trusted + 3 probes) with both servers and the client live.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    let mut seen = std::collections::BTreeSet::new();
+    while std::time::Instant::now() < end {
+        let a = e
+            .http(80)
+            .unwrap_or_else(|err| panic!("{err}; lvs log:\n{}", log(&e)));
+        seen.insert(who(&a).to_string());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(seen.len(), 2, "both servers answered: {seen:?}");
+    assert!(
+        !log(&e).contains("forgot"),
+        "a live neighbour was forgotten (its probe answers did not count):\n{}",
+        log(&e)
+    );
+    // rs2's kernel stops sending ARP (answers included).
+    let rs2 = e.lab.servers[1].clone();
+    e.lab
+        .exec(
+            &rs2,
+            &[
+                "sh",
+                "-c",
+                "nft add table arp lvstest && \
+                 nft add chain arp lvstest out '{ type filter hook output priority 0; }' && \
+                 nft add rule arp lvstest out drop",
+            ],
+        )
+        .expect("nft in rs2");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !log(&e).contains("forgot 1 neighbour(s) that answered none of 3 probes") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent server was not forgotten within 10 s:\n{}",
+            log(&e)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    e.stop();
+}
+
+#[test]
+fn neighbours_are_probed_and_a_silent_one_is_forgotten_afpacket() {
+    neighbours_are_probed_and_a_silent_one_is_forgotten("afpacket");
+}
+
+#[test]
+fn neighbours_are_probed_and_a_silent_one_is_forgotten_afxdp() {
+    neighbours_are_probed_and_a_silent_one_is_forgotten("afxdp");
+}

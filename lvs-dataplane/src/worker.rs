@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use lvs_core::Time;
 
 use crate::io::PacketIo;
-use crate::neigh::{arp_request, neighbor_solicit};
+use crate::neigh::{arp_probe, arp_request, neighbor_probe, neighbor_solicit};
 use crate::pipeline::Worker;
 
 /// Spin-wait hints between two empty polls while spinning (a few hundred ns).
@@ -100,7 +100,8 @@ pub fn run(
 }
 
 /// Sends a request for every unresolved next hop the pipeline queued, at most once per
-/// `interval` per address.
+/// `interval` per address, and the unicast probes of neighbours due for one
+/// ([`NeighTable::age`](crate::neigh::NeighTable::age)).
 fn resolve_pending(
     io: &mut dyn PacketIo,
     worker: &Worker,
@@ -109,6 +110,19 @@ fn resolve_pending(
 ) {
     let p = worker.pipeline();
     let tables = p.tables();
+    while let Some((ip, mac)) = tables.neigh.take_probe() {
+        let Some(hop) = tables.routes.lookup(ip) else {
+            continue;
+        };
+        let Some(iface) = p.interfaces().get(hop.iface as usize) else {
+            continue;
+        };
+        let _ = match (ip, iface.ipv4, iface.ipv6) {
+            (IpAddr::V4(t), Some(me), _) => io.send_frame(hop.iface, &arp_probe(iface.mac, me, t, mac)),
+            (IpAddr::V6(t), _, Some(me)) => io.send_frame(hop.iface, &neighbor_probe(iface.mac, me, t, mac)),
+            _ => continue,
+        };
+    }
     while let Some(ip) = tables.neigh.take_pending() {
         if tables.neigh.lookup(ip).is_some() {
             continue;
@@ -250,5 +264,53 @@ mod tests {
         assert_eq!(ld(&lab.worker.stats.held), 1);
         assert_eq!(ld(&lab.worker.stats.released), 1);
         assert_eq!(lab.worker.drops.total(), 0, "nothing dropped");
+    }
+
+    /// A neighbour past its reachable time gets unicast ARP probes to the MAC lvs holds
+    /// (one per aging tick), sent by the loop from the interface's own address; once it stops
+    /// answering it is forgotten, and the next frame for it asks the whole segment again.
+    #[test]
+    fn run_probes_neighbours_due_for_it_at_their_known_mac() {
+        use crate::neigh::{PROBES, REACHABLE_TICKS};
+        use crate::pipeline_fuzzing::{FuzzLab, OUR_MAC, RS1, RS1_MAC};
+        use crate::wire::{arp, ethertype};
+        let mut lab = FuzzLab::new();
+        let neigh = lab.pipeline.tables().neigh.clone();
+        for _ in 0..=REACHABLE_TICKS {
+            neigh.age();
+        }
+        let mut io = MemIo::new();
+        let stop = AtomicBool::new(false);
+        let worker = &mut lab.worker;
+        std::thread::scope(|s| {
+            let h = s.spawn(|| run(&mut io, worker, Instant::now(), &stop, LoopConfig::default()));
+            std::thread::sleep(Duration::from_millis(150));
+            stop.store(true, Ordering::Relaxed);
+            h.join().unwrap().unwrap();
+        });
+        let probes: Vec<_> = io
+            .sent
+            .iter()
+            .filter(|f| u16::from_be_bytes([f.data[12], f.data[13]]) == ethertype::ARP)
+            .filter_map(|f| {
+                let a = arp::Packet::new_checked(&f.data[14..]).ok()?;
+                (a.target_ip() == RS1).then(|| (f.data[0..6].to_vec(), f.data[6..12].to_vec(), a.operation()))
+            })
+            .collect();
+        assert_eq!(
+            probes,
+            vec![(RS1_MAC.to_vec(), OUR_MAC.to_vec(), arp::OP_REQUEST)],
+            "one unicast request to the MAC held for RS1"
+        );
+        for _ in 1..PROBES {
+            neigh.age();
+        }
+        assert_eq!(neigh.lookup(RS1.into()), Some(RS1_MAC), "still used while probed");
+        neigh.age();
+        assert_eq!(
+            neigh.lookup(RS1.into()),
+            None,
+            "no answer to {PROBES} probes: forgotten"
+        );
     }
 }

@@ -107,6 +107,8 @@ pub struct Opts {
     /// Adds the IPv6 plan to the lab before lvs starts, and an HTTP listener on every real
     /// server: [::]:8081 for NAT and FULLNAT, [::]:80 for DR and TUN.
     pub ipv6: bool,
+    /// `sysctl -w` settings made in the director's namespace before lvs starts.
+    pub director_sysctls: Vec<String>,
 }
 
 impl Default for Opts {
@@ -116,6 +118,7 @@ impl Default for Opts {
             toa: false,
             toml: None,
             ipv6: false,
+            director_sysctls: Vec::new(),
         }
     }
 }
@@ -283,6 +286,10 @@ impl E2e {
         }
         args.extend_from_slice(extra);
         let director = lab.director.clone();
+        for kv in &opts.director_sysctls {
+            lab.exec(&director, &["sysctl", "-q", "-w", kv])
+                .expect("director sysctl");
+        }
         let lvs_pid = lab
             .spawn_logged(&director, lvs(), &args, &dir.join("lvs.log"))
             .unwrap();

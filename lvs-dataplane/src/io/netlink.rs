@@ -39,6 +39,9 @@ pub struct KernelNeighbour {
     pub addr: IpAddr,
     /// Its MAC address.
     pub mac: MacAddr,
+    /// The kernel confirmed it recently (REACHABLE) or it is static (PERMANENT); STALE,
+    /// DELAY and PROBE entries are not.
+    pub confirmed: bool,
 }
 
 fn dump(msg: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
@@ -142,6 +145,10 @@ pub fn dump_neighbours() -> io::Result<Vec<KernelNeighbour>> {
         ) {
             continue;
         }
+        let confirmed = matches!(
+            n.header.state,
+            NeighbourState::Reachable | NeighbourState::Permanent
+        );
         let mut addr = None;
         let mut mac = None;
         for a in &n.attributes {
@@ -159,6 +166,7 @@ pub fn dump_neighbours() -> io::Result<Vec<KernelNeighbour>> {
                 ifindex: n.header.ifindex,
                 addr,
                 mac,
+                confirmed,
             });
         }
     }
@@ -289,7 +297,13 @@ pub fn load_tables(
     let mut nn = 0;
     for n in dump_neighbours()? {
         if number(n.ifindex).is_some() {
-            neigh.insert(n.addr, n.mac);
+            // A STALE kernel entry may be older than what lvs saw on the wire (with AF_XDP
+            // the kernel does not see the ARP traffic for lvs's addresses): it only fills gaps.
+            if n.confirmed {
+                neigh.insert(n.addr, n.mac);
+            } else {
+                neigh.insert_stale(n.addr, n.mac);
+            }
             nn += 1;
         }
     }
