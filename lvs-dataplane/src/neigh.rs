@@ -358,9 +358,21 @@ mod tests {
             t.age();
         }
         assert_eq!(t.lookup(a), Some([2, 0, 0, 0, 0, 9]));
-        // A shorter reachable time (the interface's base_reachable_time_ms) applies at once.
+        // A shorter reachable time (the interface's base_reachable_time_ms): 2 ticks trusted.
         t.set_reachable_ticks(2);
-        assert_eq!(t.age().probed, 2, "both unconfirmed for 30 ticks: probed");
+        let c: IpAddr = [10, 0, 0, 5].into();
+        t.remove(a);
+        t.remove(b);
+        assert!(t.learn(c, [2, 0, 0, 0, 0, 5], true));
+        assert_eq!(t.age(), AgeReport::default());
+        assert_eq!(t.age(), AgeReport::default());
+        assert_eq!(
+            t.age(),
+            AgeReport {
+                probed: 1,
+                forgotten: 0
+            }
+        );
     }
 
     /// A STALE kernel entry fills a gap but never overrides what the wire said, and is not a
