@@ -1647,6 +1647,15 @@ impl ConnTable {
         let st = state_of(cur);
         let (ns, next_ctl) = if cur & PROTO_MASK != proto_bits(Some(Protocol::Tcp)) {
             (st, cur)
+        } else if st == ConnState::Established
+            && flags.0 & (TcpFlags::ACK.0 | TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::RST.0)
+                == TcpFlags::ACK.0
+            && (dir == Direction::Input || cur & NOOUTPUT == 0)
+        {
+            // The common segment: an ACK without SYN/FIN/RST keeps ESTABLISHED in all three
+            // tables (and leaves NOOUTPUT as it is): no table walk.
+            debug_assert_eq!(tcp_next(TableDir::Input, flags, st), st);
+            (st, cur)
         } else {
             // DR/TUN entries use the input-only table until a reply shows up (NOOUTPUT).
             let (td, next) = match (cur & NOOUTPUT != 0, dir) {
