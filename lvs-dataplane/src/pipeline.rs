@@ -467,10 +467,17 @@ enum Hint {
     FastVip,
 }
 
-/// A frame of a burst: its parsed headers (`None`: not IPv4/IPv6) and its [`Hint`].
-type Parsed = (Option<Result<IpInfo, DropReason>>, Hint);
-
-const NOT_IP: Parsed = (None, Hint::None);
+/// What the first stage of a burst made of a frame; for `Parsed`, its headers are in the
+/// burst's array of parsed headers at the same position.
+#[derive(Debug, Clone, Copy)]
+enum Staged {
+    /// Not IPv4/IPv6 (or not even Ethernet): the general classifier takes it.
+    NotIp,
+    /// IPv4/IPv6 with malformed headers: dropped for this reason.
+    Bad(DropReason),
+    /// Parsed.
+    Parsed(Hint),
+}
 
 const NO_KEY_IN: ConnKeyIn = ConnKeyIn {
     proto: Protocol::Tcp,
@@ -591,28 +598,42 @@ impl Worker {
         while start < n {
             let m = (n - start).min(PREFETCH_BURST);
             self.refresh_snap();
-            let mut parsed = [NOT_IP; PREFETCH_BURST];
+            let mut infos: [Option<IpInfo>; PREFETCH_BURST] = [None; PREFETCH_BURST];
+            let mut staged = [Staged::NotIp; PREFETCH_BURST];
             let mut kin = [NO_KEY_IN; PREFETCH_BURST];
             let mut kout = [NO_KEY_OUT; PREFETCH_BURST];
             let (mut nin, mut nout) = (0, 0);
             // Frame j's key is kin[at[j]] or kout[at[j]], by its hint.
             let mut at = [0u8; PREFETCH_BURST];
-            for ((slot, at), fb) in parsed.iter_mut().zip(&mut at).zip(&frames[start..start + m]) {
+            for (((info, st), at), fb) in infos
+                .iter_mut()
+                .zip(&mut staged)
+                .zip(&mut at)
+                .zip(&frames[start..start + m])
+            {
                 // The common case in a few fixed-offset loads, else the general parser.
-                let fast = xlate::parse_fast_v4(fb.frame());
-                let r = match fast {
-                    Some(ip) => Ok(ip),
+                let fast = match xlate::parse_fast_v4(fb.frame()) {
+                    Some(ip) => {
+                        *info = Some(ip);
+                        true
+                    }
                     None => {
                         let Some((off, v6)) = ip_offset(fb.frame()) else {
                             continue;
                         };
-                        xlate::parse_ip(fb.frame(), off, v6)
+                        match xlate::parse_ip(fb.frame(), off, v6) {
+                            Ok(ip) => *info = Some(ip),
+                            Err(r) => {
+                                *st = Staged::Bad(r);
+                                continue;
+                            }
+                        }
+                        false
                     }
                 };
-                let fast = fast.is_some();
+                let Some(ip) = &*info else { continue };
                 let mut hint = Hint::None;
-                if let Ok(ip) = &r
-                    && ip.l4_present
+                if ip.l4_present
                     && let Some(proto) = Protocol::from_number(ip.proto)
                 {
                     if self.is_vip(ip.dst) {
@@ -627,7 +648,7 @@ impl Worker {
                         hint = if fast { Hint::FastNotVip } else { Hint::NotVip };
                     }
                 }
-                *slot = (Some(r), hint);
+                *st = Staged::Parsed(hint);
             }
             let conns = &self.p.tables.conns;
             // The prefetch hands back each key's hash and candidate entry, which the fast
@@ -644,31 +665,33 @@ impl Worker {
                     self.refresh_neigh();
                 }
                 bump(&self.stats.frames);
-                let v = match &mut parsed[j] {
+                let v = match (staged[j], &mut infos[j]) {
                     // The fast paths work on the parsed headers in place.
-                    (Some(Ok(ip)), Hint::FastVip) => {
+                    (Staged::Parsed(Hint::FastVip), Some(ip)) => {
                         let mut looked = None;
-                        let hint = &hin[at[j] as usize];
-                        match self.established_v4(fb, ip, hint, &mut looked, ingress, now) {
+                        let a = at[j] as usize;
+                        match self.established_v4(fb, ip, &kin[a], &hin[a], &mut looked, ingress, now) {
                             Some(v) => v,
                             None => self.ip_looked(fb, *ip, looked, ingress, now),
                         }
                     }
-                    (Some(Ok(ip)), Hint::FastNotVip) => {
-                        match self.reply_v4(fb, ip, &hout[at[j] as usize], now) {
+                    (Staged::Parsed(Hint::FastNotVip), Some(ip)) => {
+                        let a = at[j] as usize;
+                        match self.reply_v4(fb, ip, &kout[a], &hout[a], now) {
                             Some(v) => v,
                             None => self.ip_parsed(fb, Ok(*ip), Some(false), ingress, now),
                         }
                     }
-                    (Some(r), hint) => {
+                    (Staged::Parsed(hint), Some(ip)) => {
                         let vip = match hint {
                             Hint::Vip | Hint::FastVip => Some(true),
                             Hint::NotVip | Hint::FastNotVip => Some(false),
                             Hint::None => None,
                         };
-                        self.ip_parsed(fb, *r, vip, ingress, now)
+                        self.ip_parsed(fb, Ok(*ip), vip, ingress, now)
                     }
-                    (None, _) => self.classify(fb, ingress, now),
+                    (Staged::Bad(r), _) => Verdict::Drop(r),
+                    (Staged::NotIp | Staged::Parsed(_), _) => self.classify(fb, ingress, now),
                 };
                 verdicts[start + j] = self.count(v);
             }
@@ -923,7 +946,7 @@ impl Worker {
     /// rewrite in one pass for NAT, FULLNAT and DR (TUN, TOA and an expiring TTL go through
     /// `forward_in`). What it does not cover (no connection yet, a SYN reopening a finished
     /// connection, `expire_nodest_conn`) is handed back (`None`) before any side effect,
-    /// with what the lookup found in `looked`, for the general path. `hint` is what the burst's
+    /// with what the lookup found in `looked`, for the general path. `key` is its client-side key and `hint` what the burst's
     /// prefetch learnt about its key. The fuzz tests check that a burst and
     /// single frames (the general path) agree.
     #[inline]
@@ -931,6 +954,7 @@ impl Worker {
         &self,
         fb: &mut FrameBuf<'_>,
         ip: &mut IpInfo,
+        key: &ConnKeyIn,
         hint: &LookupHint,
         looked: &mut Option<ConnRef>,
         ingress: u16,
@@ -945,10 +969,10 @@ impl Worker {
         } else {
             (Protocol::Udp, false)
         };
-        let key = ip.key_in(proto);
+        debug_assert_eq!(*key, ip.key_in(proto));
         let conns = &self.p.tables.conns;
         // No connection yet: handed back with nothing found.
-        let c = conns.lookup_in_hinted(&key, hint)?;
+        let c = conns.lookup_in_hinted(key, hint)?;
         let before = c.state();
         if (is_syn && matches!(before, ConnState::TimeWait | ConnState::Close))
             || self.p.expire_nodest_conn.load(Ordering::Relaxed)
@@ -1038,6 +1062,7 @@ impl Worker {
         &self,
         fb: &mut FrameBuf<'_>,
         ip: &mut IpInfo,
+        key: &ConnKeyOut,
         hint: &LookupHint,
         now: Time,
     ) -> Option<Verdict> {
@@ -1052,9 +1077,9 @@ impl Worker {
         {
             return None;
         }
-        let key = ip.key_out(proto);
+        debug_assert_eq!(*key, ip.key_out(proto));
         let conns = &self.p.tables.conns;
-        let Some(c) = conns.lookup_out_hinted(&key, hint) else {
+        let Some(c) = conns.lookup_out_hinted(key, hint) else {
             // Not a reply of ours: to a LIP it is dropped, anything else is the kernel's.
             return Some(if lip::contains(&self.snap.lips, ip.dst) {
                 Verdict::Drop(DropReason::NoConnection)
