@@ -946,10 +946,11 @@ impl Worker {
     /// rewrite in one pass for NAT, FULLNAT and DR (TUN, TOA and an expiring TTL go through
     /// `forward_in`). What it does not cover (no connection yet, a SYN reopening a finished
     /// connection, `expire_nodest_conn`) is handed back (`None`) before any side effect,
-    /// with what the lookup found in `looked`, for the general path. `key` is its client-side key and `hint` what the burst's
-    /// prefetch learnt about its key. The fuzz tests check that a burst and
+    /// with what the lookup found in `looked`, for the general path. `key` is its client-side
+    /// key and `hint` what the burst's prefetch learnt about it. The fuzz tests check that a burst and
     /// single frames (the general path) agree.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn established_v4(
         &self,
         fb: &mut FrameBuf<'_>,
