@@ -292,6 +292,7 @@ impl Pipeline {
             neigh_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             hop_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             hop4: std::array::from_fn(|_| std::cell::Cell::new(EMPTY_HOP4)),
+            gw4: std::array::from_fn(|_| std::cell::Cell::new(EMPTY_HOP4)),
             routes_v4,
             vips_v4,
             dest_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
@@ -435,6 +436,9 @@ const NO_HOP: u16 = u16::MAX;
 
 const EMPTY_HOP4: Hop4 = (0, NO_HOP, [0; 12]);
 
+/// Slots of a worker's cache of next hops through IPv4 gateways.
+const GW_CACHE: usize = 8;
+
 #[inline]
 fn hop4_slot(a: u32) -> usize {
     (a.wrapping_mul(0x9e37_79b9) >> 26) as usize % NEIGH_CACHE
@@ -512,6 +516,9 @@ pub struct Worker {
     /// The IPv4 entries of `hop_cache` again, in a form [`l2_out_v4`](Worker::l2_out_v4)
     /// checks and copies in a few instructions (cleared with it).
     hop4: [std::cell::Cell<Hop4>; NEIGH_CACHE],
+    /// Next hops through IPv4 gateways, keyed by the gateway's address and interface (what
+    /// frames to the many clients behind a gateway share; cleared with `hop_cache`).
+    gw4: [std::cell::Cell<Hop4>; GW_CACHE],
     /// The IPv4 routes of `snap.routes`, compiled (rebuilt when it changes).
     routes_v4: V4Routes,
     /// The IPv4 VIPs of `snap.set` when there are few (rebuilt when it changes): a short
@@ -718,7 +725,7 @@ impl Worker {
             for c in &self.hop_cache {
                 c.set(None);
             }
-            for c in &self.hop4 {
+            for c in self.hop4.iter().chain(&self.gw4) {
                 c.set(EMPTY_HOP4);
             }
         }
@@ -737,7 +744,7 @@ impl Worker {
             for c in &self.hop_cache {
                 c.set(None);
             }
-            for c in &self.hop4 {
+            for c in self.hop4.iter().chain(&self.gw4) {
                 c.set(EMPTY_HOP4);
             }
         }
@@ -1116,7 +1123,10 @@ impl Worker {
                 xlate::rewrite(f, ip, End::Dst, IpAddr::V4(a), p);
             }
         }
-        let v = self.l2_out(fb, to);
+        let v = match to {
+            IpAddr::V4(a) => self.l2_out_v4(fb, a),
+            IpAddr::V6(_) => self.l2_out(fb, to),
+        };
         if matches!(v, Verdict::Forward { .. }) {
             bump(&self.stats.forwarded_out);
         }
@@ -1524,7 +1534,8 @@ impl Worker {
     }
 
     /// [`l2_out`](Self::l2_out) for an IPv4 destination: one compare and a 12-byte copy when
-    /// `to` is an on-link destination seen before.
+    /// `to` is an on-link destination seen before; else, when its route goes through a
+    /// gateway whose next hop is cached, the route scan, one compare and the copy.
     #[inline(always)]
     fn l2_out_v4(&self, fb: &mut FrameBuf<'_>, to: Ipv4Addr) -> Verdict {
         let a = u32::from(to);
@@ -1535,6 +1546,25 @@ impl Worker {
         {
             e.copy_from_slice(&macs);
             return Verdict::Forward { egress: iface };
+        }
+        self.l2_out_gw4(fb, to)
+    }
+
+    /// The rest of [`l2_out_v4`](Self::l2_out_v4): through a cached gateway, else `l2_out`.
+    #[inline(never)]
+    fn l2_out_gw4(&self, fb: &mut FrameBuf<'_>, to: Ipv4Addr) -> Verdict {
+        let a = u32::from(to);
+        if let Some((iface, g)) = self.routes_v4.lookup_u32(a)
+            && g != a
+        {
+            let (k, i, macs) = self.gw4[hop4_slot(g) % GW_CACHE].get();
+            if k == g
+                && i == iface
+                && let Some(e) = fb.frame_mut().get_mut(..12)
+            {
+                e.copy_from_slice(&macs);
+                return Verdict::Forward { egress: iface };
+            }
         }
         self.l2_out(fb, IpAddr::V4(to))
     }
@@ -1561,6 +1591,15 @@ impl Worker {
                 };
                 // Only on-link destinations (real servers): the many clients behind a
                 // gateway would evict them, and their gateway's MAC is cached anyway.
+                if let (IpAddr::V4(_), IpAddr::V4(g)) = (to, hop.addr)
+                    && hop.addr != to
+                {
+                    let mut macs = [0; 12];
+                    macs[..6].copy_from_slice(&h.dst);
+                    macs[6..].copy_from_slice(&h.src);
+                    let g = u32::from(g);
+                    self.gw4[hop4_slot(g) % GW_CACHE].set((g, h.iface, macs));
+                }
                 if hop.addr == to {
                     slot.set(Some(h));
                     if let IpAddr::V4(a) = to {
@@ -1691,7 +1730,10 @@ impl Worker {
         if !tunnel::encapsulate(fb, ip, dip, dest, ident) {
             return Verdict::Drop(DropReason::TooBig);
         }
-        self.l2_out(fb, dest)
+        match dest {
+            IpAddr::V4(a) => self.l2_out_v4(fb, a),
+            IpAddr::V6(_) => self.l2_out(fb, dest),
+        }
     }
 
     fn egress_mtu(&self, to: IpAddr) -> u16 {

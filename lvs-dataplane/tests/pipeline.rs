@@ -965,6 +965,36 @@ fn next_hop_follows_neighbour_and_route_changes_at_once() {
     assert_eq!(inspect(&out).dst_mac, gw_mac, "a burst follows the new route");
     let (_, out) = lab.run(&ack);
     assert_eq!(inspect(&out).dst_mac, gw_mac, "so does a single frame");
+    let (_, out) = run_burst(&mut lab, &ack);
+    assert_eq!(inspect(&out).dst_mac, gw_mac, "burst, router's next hop cached");
+    // The router's MAC changes, then another router takes over the network.
+    let gw_moved = [0x02, 0, 0, 0, 0, 0xfd];
+    lab.pipeline.tables().neigh.insert(gw, gw_moved);
+    let (_, out) = run_burst(&mut lab, &ack);
+    assert_eq!(
+        inspect(&out).dst_mac,
+        gw_moved,
+        "a burst sees the router's new MAC"
+    );
+    let gw2 = ip4([10, 77, 1, 253]);
+    let gw2_mac = [0x02, 0, 0, 0, 0, 0xfc];
+    lab.pipeline.tables().neigh.insert(gw2, gw2_mac);
+    lab.pipeline.tables().routes.replace(vec![
+        Route {
+            prefix: [10, 77, 1, 0].into(),
+            len: 24,
+            iface: 0,
+            gateway: None,
+        },
+        Route {
+            prefix: [10, 77, 2, 0].into(),
+            len: 24,
+            iface: 0,
+            gateway: Some(gw2),
+        },
+    ]);
+    let (_, out) = run_burst(&mut lab, &ack);
+    assert_eq!(inspect(&out).dst_mac, gw2_mac, "a burst follows the new router");
     // Without any route to the server the packet is dropped, not sent to a cached MAC.
     lab.pipeline.tables().routes.replace(vec![]);
     let (v, _) = run_burst(&mut lab, &ack);

@@ -83,7 +83,7 @@ pub fn encapsulate(fb: &mut FrameBuf<'_>, ip: &IpInfo, src: IpAddr, dst: IpAddr,
                 d2,
                 d3,
             ];
-            let c = checksum::checksum(&o[..]);
+            let c = checksum::checksum20(o);
             o[10..12].copy_from_slice(&c.to_be_bytes());
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
