@@ -441,8 +441,11 @@ const GW_CACHE: usize = 8;
 
 #[inline]
 fn hop4_slot(a: u32) -> usize {
-    (a.wrapping_mul(0x9e37_79b9) >> 26) as usize % NEIGH_CACHE
+    (a.wrapping_mul(0x9e37_79b9) >> 24) as usize % HOP4_CACHE
 }
+
+/// Slots of a worker's IPv4 next-hop cache (real servers of every service share it).
+const HOP4_CACHE: usize = 256;
 
 /// Where the IP header of an IPv4/IPv6 frame starts, and whether it is IPv6.
 #[inline]
@@ -515,7 +518,7 @@ pub struct Worker {
     hop_cache: [std::cell::Cell<Option<HopEntry>>; NEIGH_CACHE],
     /// The IPv4 entries of `hop_cache` again, in a form [`l2_out_v4`](Worker::l2_out_v4)
     /// checks and copies in a few instructions (cleared with it).
-    hop4: [std::cell::Cell<Hop4>; NEIGH_CACHE],
+    hop4: [std::cell::Cell<Hop4>; HOP4_CACHE],
     /// Next hops through IPv4 gateways, keyed by the gateway's address and interface (what
     /// frames to the many clients behind a gateway share; cleared with `hop_cache`).
     gw4: [std::cell::Cell<Hop4>; GW_CACHE],
