@@ -1033,6 +1033,13 @@ impl Worker {
             _ => None,
         };
         let Some((local, dest)) = quick else {
+            if method == ForwardMethod::Tunnel
+                && ip.ttl > 1
+                && let SocketAddr::V4(d) = c.dest_addr()
+                && let Some(v) = self.tunnel_v4(fb, ip, *d.ip())
+            {
+                return v;
+            }
             if method == ForwardMethod::Tunnel && ip.ttl > 1 {
                 // As forward_in does for TUN, without building a Target.
                 fb.set_len(ip.end);
@@ -1737,6 +1744,29 @@ impl Worker {
             IpAddr::V4(a) => self.l2_out_v4(fb, a),
             IpAddr::V6(_) => self.l2_out(fb, dest),
         }
+    }
+
+    /// TTL decrement, [`tunnel_out`](Self::tunnel_out) and the next hop in one pass for a
+    /// common IPv4 frame to a real server whose next hop is cached ([`tunnel::forward_ipip_v4`]):
+    /// the same bytes, verdict and IP ID. `None` (nothing changed) where it does not apply.
+    #[inline(never)]
+    fn tunnel_v4(&self, fb: &mut FrameBuf<'_>, ip: &mut IpInfo, dest: Ipv4Addr) -> Option<Verdict> {
+        let a = u32::from(dest);
+        let (k, iface, macs) = self.hop4[hop4_slot(a)].get();
+        if k != a || iface == NO_HOP {
+            return None;
+        }
+        let i = self.p.interfaces.get(iface as usize)?;
+        let dip = i.ipv4?;
+        if ip.ip_len() > tunnel::inner_mtu(i.mtu, false) as usize {
+            return None;
+        }
+        let ident = self.ident.get().wrapping_add(1);
+        if !tunnel::forward_ipip_v4(fb, ip, dip, dest, ident, &macs) {
+            return None;
+        }
+        self.ident.set(ident);
+        Some(Verdict::Forward { egress: iface })
     }
 
     fn egress_mtu(&self, to: IpAddr) -> u16 {

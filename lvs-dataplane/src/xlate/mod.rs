@@ -398,7 +398,7 @@ fn delta32(o: u32, n: u32) -> u64 {
 /// RFC 1624 eqn. 3: checksum `hc` after fields changed by the summed `delta` (a sum of at
 /// most a few dozen 16-bit words: below 2^32, so two folds bring it back to 16 bits).
 #[inline(always)]
-fn apply_delta(hc: u16, delta: u64) -> u16 {
+pub(crate) fn apply_delta(hc: u16, delta: u64) -> u16 {
     debug_assert!(delta < 1 << 31);
     let mut acc = (!hc) as u64 + delta;
     acc = (acc & 0xffff) + (acc >> 16);
