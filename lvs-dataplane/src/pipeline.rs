@@ -1416,7 +1416,12 @@ impl Worker {
     #[inline]
     fn account(&self, dest_id: u32, inbound: bool, bytes: usize) {
         let s = dest_id as usize % TALLY;
-        if self.tally_id[s].get() != dest_id || self.tally_used.get() & (1 << s) == 0 {
+        let used = self.tally_used.get();
+        if used & (1 << s) == 0 {
+            // The destination's first packet of the burst.
+            self.tally_used.set(used | 1 << s);
+            self.tally_id[s].set(dest_id);
+        } else if self.tally_id[s].get() != dest_id {
             self.tally_take(s, dest_id);
         }
         let c = if inbound {
@@ -1427,14 +1432,10 @@ impl Worker {
         c.set(c.get() + TALLY_PKT + bytes as u64);
     }
 
-    /// Makes tally slot `s` count for `dest_id`, flushing what it held for another.
+    /// Makes tally slot `s`, in use for another destination, count for `dest_id`.
     #[cold]
     fn tally_take(&self, s: usize, dest_id: u32) {
-        let used = self.tally_used.get();
-        if used & (1 << s) != 0 {
-            self.flush_slot(s);
-        }
-        self.tally_used.set(used | 1 << s);
+        self.flush_slot(s);
         self.tally_id[s].set(dest_id);
     }
 
