@@ -370,9 +370,10 @@ fn refresh<T>(slot: &mut Arc<T>, cur: &Arc<T>) -> bool {
 /// Most IPv4 VIPs a worker scans instead of asking the service set's hash.
 const FEW_VIPS: usize = 16;
 
-/// The IPv4 VIPs of `set` (what [`ServiceSet::is_vip`] answers true for) when there are at
-/// most [`FEW_VIPS`].
-fn few_vips_v4(set: &ServiceSet) -> Option<Box<[u32]>> {
+/// The IPv4 VIPs of `set` (what [`ServiceSet::is_vip`] answers true for) when there are
+/// between one and [`FEW_VIPS`], the list padded with repeats of the first (a fixed-size
+/// array the compiler compares in a few vector instructions).
+fn few_vips_v4(set: &ServiceSet) -> Option<[u32; FEW_VIPS]> {
     let mut v = Vec::new();
     for s in set.services() {
         if let ServiceKey::Addr {
@@ -385,7 +386,8 @@ fn few_vips_v4(set: &ServiceSet) -> Option<Box<[u32]>> {
             }
         }
     }
-    (v.len() <= FEW_VIPS).then(|| v.into_boxed_slice())
+    let first = *v.first()?;
+    (v.len() <= FEW_VIPS).then(|| std::array::from_fn(|i| v.get(i).copied().unwrap_or(first)))
 }
 
 /// Slots of a worker's cache of destination positions.
@@ -526,7 +528,7 @@ pub struct Worker {
     routes_v4: V4Routes,
     /// The IPv4 VIPs of `snap.set` when there are few (rebuilt when it changes): a short
     /// scan instead of a hash lookup per packet.
-    vips_v4: Option<Box<[u32]>>,
+    vips_v4: Option<[u32; FEW_VIPS]>,
     /// Positions of destinations in `snap.set` by id (cleared when it changes).
     dest_cache: [std::cell::Cell<Option<(u32, u32, u32)>>; DEST_CACHE],
     /// Services found in `snap.set` by (protocol, address, port) (cleared when it changes).
@@ -682,7 +684,7 @@ impl Worker {
                         let a = at[j] as usize;
                         match self.established_v4(fb, ip, &kin[a], &hin[a], &mut looked, ingress, now) {
                             Some(v) => v,
-                            None => self.ip_looked(fb, *ip, looked, ingress, now),
+                            None => self.ip_looked(fb, ip, looked, ingress, now),
                         }
                     }
                     (Staged::Parsed(Hint::FastNotVip), Some(ip)) => {
@@ -934,7 +936,7 @@ impl Worker {
     fn ip_looked(
         &self,
         fb: &mut FrameBuf<'_>,
-        mut ip: IpInfo,
+        ip: &mut IpInfo,
         looked: Option<ConnRef>,
         ingress: u16,
         now: Time,
@@ -946,7 +948,7 @@ impl Worker {
             Protocol::Udp
         };
         let fwmark = self.fwmark_of(proto, ip.dst, ip.dport);
-        self.inbound(fb, &mut ip, proto, fwmark, Some(looked), set, ingress, now)
+        self.inbound(fb, ip, proto, fwmark, Some(looked), set, ingress, now)
     }
 
     /// The fast path of a burst for a packet of an established connection: `ip` as
@@ -1350,7 +1352,10 @@ impl Worker {
     #[inline]
     fn is_vip(&self, addr: IpAddr) -> bool {
         match (addr, &self.vips_v4) {
-            (IpAddr::V4(a), Some(few)) => few.contains(&u32::from(a)),
+            (IpAddr::V4(a), Some(few)) => {
+                let a = u32::from(a);
+                few.iter().fold(false, |hit, &v| hit | (v == a))
+            }
             _ => self.snap.set.is_vip(addr),
         }
     }
