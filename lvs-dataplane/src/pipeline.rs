@@ -669,6 +669,8 @@ impl Worker {
             let mut hout = [LookupHint::NONE; PREFETCH_BURST];
             conns.prefetch_in_hinted(&kin[..nin], &mut hin);
             conns.prefetch_out_hinted(&kout[..nout], &mut hout);
+            let f = &self.stats.frames;
+            f.store(f.load(Ordering::Relaxed) + m as u64, Ordering::Relaxed);
             for (j, fb) in frames[start..start + m].iter_mut().enumerate() {
                 if self.learned.get() {
                     // What an earlier frame of the burst published (a learned neighbour) is
@@ -676,7 +678,6 @@ impl Worker {
                     // VIP hints above belong to this burst's service snapshot.)
                     self.refresh_neigh();
                 }
-                bump(&self.stats.frames);
                 let v = match (staged[j], &mut infos[j]) {
                     // The fast paths work on the parsed headers in place.
                     (Staged::Parsed(Hint::FastVip), Some(ip)) => {
