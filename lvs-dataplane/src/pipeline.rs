@@ -26,10 +26,13 @@
 //! addresses and ports folded into one checksum update per header ([`xlate::forward_v4`]);
 //! anything else (new connections, IPv6, ICMP, TTL expiring, ...) is handed, before any side
 //! effect, to the general path that [`Worker::process`] always takes, and the fuzz tests
-//! check that the two agree. Each worker caches, per snapshot of the tables and cleared when
-//! one changes: next hops (interface, MACs) of on-link destinations, next-hop MACs, the IPv4
-//! routes as masks, destination positions for the per-packet counters, service lookups and
-//! the LIP list.
+//! check that the two agree. TUN to an IPv4 server whose next hop is cached is one pass too
+//! (TTL, outer header and MACs, [`tunnel::forward_ipip_v4`]). Each worker caches, per
+//! snapshot of the tables and cleared when one changes: next hops (interface, MACs) of
+//! on-link destinations and of IPv4 gateways, next-hop MACs, the IPv4 routes as masks, the
+//! IPv4 VIPs, destination positions for the counters, service lookups and the LIP list.
+//! Packet and byte counts are tallied per destination during a burst and added to the
+//! shared counters once per destination at its end (and at the end of every single frame).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
