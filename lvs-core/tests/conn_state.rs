@@ -215,6 +215,36 @@ sCL sCL sCL sSR sCL sCL sCL sCL sLA sLI sCL
     }
 
     /// Drives a fresh NAT connection into `target` with real packets and returns it.
+    #[test]
+    fn plain_acks_keep_established_and_a_dr_reply_still_leaves_the_input_only_table() {
+        let t = ConnTable::with_capacity(64);
+        let d = Arc::new(DestState::new(0, 0));
+        let now = Time::from_secs(1);
+        let ack_psh = TcpFlags(TcpFlags::ACK.0 | 0x08);
+        for (port, method) in [(1, ForwardMethod::Masq), (2, ForwardMethod::DirectRoute)] {
+            let c = t
+                .insert(NewConn::new(key(port), method, sa("10.1.0.5:80"), &d), now)
+                .unwrap();
+            t.on_packet(&c, Direction::Input, TcpFlags::SYN, now);
+            t.on_packet(&c, Direction::Input, TcpFlags::ACK, now);
+            for dir in [Direction::Input, Direction::Output, Direction::Input] {
+                assert_eq!(t.on_packet(&c, dir, ack_psh, now), Some(ConnState::Established));
+            }
+            // The DR connection saw a reply: its input now takes the INPUT table (CLOSE_WAIT,
+            // where the input-only table says FIN_WAIT).
+            assert_eq!(
+                t.on_packet(&c, Direction::Input, TcpFlags::FIN | TcpFlags::ACK, now),
+                Some(ConnState::CloseWait),
+                "{method:?}"
+            );
+            // A segment with no flag at all closes, as in the kernel (no table row).
+            assert_eq!(
+                t.on_packet(&c, Direction::Input, TcpFlags::NONE, now),
+                Some(ConnState::Close)
+            );
+        }
+    }
+
     fn conn_in_state(t: &ConnTable, d: &Arc<DestState>, cport: u16, target: ConnState, now: Time) -> ConnRef {
         let method = ForwardMethod::Masq;
         let c = t

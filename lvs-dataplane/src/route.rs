@@ -127,6 +127,18 @@ impl V4Routes {
         }
     }
 
+    /// [`lookup`](Self::lookup) in numbers: the interface and the next hop's address (`dst`
+    /// itself when on-link) for destination `dst`; `None` also for an IPv6 gateway.
+    #[inline]
+    pub fn lookup_u32(&self, dst: u32) -> Option<(u16, u32)> {
+        let &(_, _, iface, gw) = self.routes.iter().find(|&&(net, mask, _, _)| dst & mask == net)?;
+        match gw {
+            None => Some((iface, dst)),
+            Some(IpAddr::V4(g)) => Some((iface, u32::from(g))),
+            Some(IpAddr::V6(_)) => None,
+        }
+    }
+
     /// The next hop for `dst`: the first route whose prefix holds it.
     #[inline]
     pub fn lookup(&self, dst: std::net::Ipv4Addr) -> Option<NextHop> {
@@ -144,6 +156,35 @@ impl V4Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numeric_v4_lookup_agrees_with_lookup() {
+        let r = |p: &str, len, iface, gw: Option<&str>| Route {
+            prefix: p.parse().unwrap(),
+            len,
+            iface,
+            gateway: gw.map(|g| g.parse().unwrap()),
+        };
+        let routes = [
+            r("10.1.0.0", 16, 1, None),
+            r("10.2.0.0", 16, 2, Some("fe80::1")),
+            r("10.0.0.0", 8, 0, Some("10.1.0.254")),
+            r("0.0.0.0", 0, 3, Some("192.168.0.1")),
+        ];
+        let v4 = V4Routes::compile(&routes);
+        for a in ["10.1.2.3", "10.2.0.9", "10.9.9.9", "8.8.8.8", "10.1.0.254"] {
+            let a: std::net::Ipv4Addr = a.parse().unwrap();
+            let want = v4.lookup(a).and_then(|h| match h.addr {
+                IpAddr::V4(x) => Some((h.iface, u32::from(x))),
+                IpAddr::V6(_) => None,
+            });
+            assert_eq!(v4.lookup_u32(u32::from(a)), want, "{a}");
+        }
+        assert_eq!(
+            v4.lookup_u32(u32::from(std::net::Ipv4Addr::new(10, 9, 9, 9))),
+            Some((0, 0x0a01_00fe))
+        );
+    }
 
     /// The reference: both sides masked to the prefix length.
     fn masked(addr: IpAddr, len: u8) -> IpAddr {

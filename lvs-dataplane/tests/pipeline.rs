@@ -965,6 +965,36 @@ fn next_hop_follows_neighbour_and_route_changes_at_once() {
     assert_eq!(inspect(&out).dst_mac, gw_mac, "a burst follows the new route");
     let (_, out) = lab.run(&ack);
     assert_eq!(inspect(&out).dst_mac, gw_mac, "so does a single frame");
+    let (_, out) = run_burst(&mut lab, &ack);
+    assert_eq!(inspect(&out).dst_mac, gw_mac, "burst, router's next hop cached");
+    // The router's MAC changes, then another router takes over the network.
+    let gw_moved = [0x02, 0, 0, 0, 0, 0xfd];
+    lab.pipeline.tables().neigh.insert(gw, gw_moved);
+    let (_, out) = run_burst(&mut lab, &ack);
+    assert_eq!(
+        inspect(&out).dst_mac,
+        gw_moved,
+        "a burst sees the router's new MAC"
+    );
+    let gw2 = ip4([10, 77, 1, 253]);
+    let gw2_mac = [0x02, 0, 0, 0, 0, 0xfc];
+    lab.pipeline.tables().neigh.insert(gw2, gw2_mac);
+    lab.pipeline.tables().routes.replace(vec![
+        Route {
+            prefix: [10, 77, 1, 0].into(),
+            len: 24,
+            iface: 0,
+            gateway: None,
+        },
+        Route {
+            prefix: [10, 77, 2, 0].into(),
+            len: 24,
+            iface: 0,
+            gateway: Some(gw2),
+        },
+    ]);
+    let (_, out) = run_burst(&mut lab, &ack);
+    assert_eq!(inspect(&out).dst_mac, gw2_mac, "a burst follows the new router");
     // Without any route to the server the packet is dropped, not sent to a cached MAC.
     lab.pipeline.tables().routes.replace(vec![]);
     let (v, _) = run_burst(&mut lab, &ack);
@@ -1057,4 +1087,107 @@ fn many_vips_are_all_served_single_and_in_bursts() {
             "{n} VIPs: not a VIP (burst)"
         );
     }
+}
+
+/// Runs `frames` through `Worker::process_burst` in bursts of 32.
+fn run_bursts(lab: &mut Lab, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
+    let mut out = Vec::new();
+    for chunk in frames.chunks(32) {
+        let mut bufs: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|f| {
+                let mut b = vec![0u8; HEADROOM + MAX_FRAME];
+                b[HEADROOM..HEADROOM + f.len()].copy_from_slice(f);
+                b
+            })
+            .collect();
+        let mut fbs: Vec<FrameBuf<'_>> = bufs
+            .iter_mut()
+            .zip(chunk)
+            .map(|(b, f)| FrameBuf::new(b, HEADROOM, f.len()))
+            .collect();
+        let mut v = vec![Verdict::Pass; chunk.len()];
+        lab.worker.process_burst(&mut fbs, 0, lab.now, &mut v);
+        out.extend(v.into_iter().zip(fbs.iter().map(|f| f.frame().to_vec())));
+    }
+    out
+}
+
+#[test]
+fn burst_counters_add_up_per_destination_and_service_with_more_servers_than_tally_slots() {
+    // 70 NAT servers: a worker tallies a burst's traffic per destination in 64 slots, so
+    // some servers share a slot; every packet and byte must still land on its own server.
+    let servers: Vec<[u8; 4]> = (0..70u8).map(|i| [10, 77, 2, 20 + i]).collect();
+    let mut rules = String::from("-A -t 10.77.1.100:80 -s rr\n");
+    for s in &servers {
+        rules += &format!("-a -t 10.77.1.100:80 -r {}:8080 -m\n", Ipv4Addr::from(*s));
+    }
+    let mut lab = Lab::new(&rules);
+    for (i, s) in servers.iter().enumerate() {
+        lab.pipeline
+            .tables()
+            .neigh
+            .insert(ip4(*s), [0x02, 0, 0, 0, 1, i as u8]);
+    }
+    let conns = 140u16;
+    for p in 0..conns {
+        let (v, _) = lab.run(&build(
+            CLIENT_MAC,
+            ip4(CIP),
+            41000 + p,
+            ip4(VIP),
+            80,
+            L4::Syn,
+            b"",
+        ));
+        assert_eq!(v, Verdict::Forward { egress: 0 });
+    }
+    let set = lab.pipeline.tables().services.load();
+    let svc = set.services()[0].clone();
+    let before: Vec<_> = servers
+        .iter()
+        .map(|s| svc.dest(ip4(*s), 8080).unwrap().state.stats.snapshot())
+        .collect();
+    let svc_before = svc.stats.snapshot();
+    // Three rounds over every connection, payloads of 0..=12 bytes, in bursts of 32.
+    let acks: Vec<Vec<u8>> = (0..3 * conns as usize)
+        .map(|k| {
+            let p = (k % conns as usize) as u16;
+            build(
+                CLIENT_MAC,
+                ip4(CIP),
+                41000 + p,
+                ip4(VIP),
+                80,
+                L4::Ack,
+                &vec![b'x'; k % 13],
+            )
+        })
+        .collect();
+    let outs = run_bursts(&mut lab, &acks);
+    let mut want = vec![(0u64, 0u64); servers.len()];
+    for ((v, out), ack) in outs.iter().zip(&acks) {
+        assert_eq!(*v, Verdict::Forward { egress: 0 });
+        let i = servers
+            .iter()
+            .position(|s| ip4(*s) == inspect(out).dst)
+            .expect("sent to a server");
+        want[i].0 += 1;
+        want[i].1 += (ack.len() - 14) as u64;
+    }
+    for (i, s) in servers.iter().enumerate() {
+        let now = svc.dest(ip4(*s), 8080).unwrap().state.stats.snapshot();
+        assert_eq!(
+            (now.inpkts - before[i].inpkts, now.inbytes - before[i].inbytes),
+            want[i],
+            "server {i}"
+        );
+    }
+    let all = svc.stats.snapshot();
+    let total = want.iter().fold((0, 0), |a, w| (a.0 + w.0, a.1 + w.1));
+    assert_eq!(total.0, 3 * conns as u64);
+    assert_eq!(
+        (all.inpkts - svc_before.inpkts, all.inbytes - svc_before.inbytes),
+        total
+    );
 }

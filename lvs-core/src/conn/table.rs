@@ -1046,13 +1046,25 @@ impl ConnTable {
             let want = proto_bits(Some(k.proto));
             let cv = v4_bits(k.caddr) as u64 | (v4_bits(k.vaddr) as u64) << 32;
             debug_assert_eq!(hint.hash, hash4(self.seed, cv, pw | want), "hint of another key");
-            let read = |idx: u32| {
-                let e = self.narrow.get(idx as usize)?;
-                self.read_in4(idx, e, read_begin(&e.ctl), want, cv, pw)
-            };
-            return read(hint.cand).or_else(|| self.in_ix.find(hint.hash, read));
+            // The hinted entry inline; probing the index (the table changed since the
+            // prefetch, or a miss) out of line.
+            if let Some(e) = self.narrow.get(hint.cand as usize)
+                && let Some(c) = self.read_in4(hint.cand, e, read_begin(&e.ctl), want, cv, pw)
+            {
+                return Some(c);
+            }
+            return self.probe_in4(hint.hash, want, cv, pw);
         }
         self.lookup_in6_hinted(k, hint, pw)
+    }
+
+    /// The index probe of [`lookup_in_hinted`](Self::lookup_in_hinted) for an IPv4 key.
+    #[inline(never)]
+    fn probe_in4(&self, hash: u64, want: u64, cv: u64, pw: u64) -> Option<ConnRef> {
+        self.in_ix.find(hash, |idx| {
+            let e = self.narrow.get(idx as usize)?;
+            self.read_in4(idx, e, read_begin(&e.ctl), want, cv, pw)
+        })
     }
 
     /// The IPv6 half of [`lookup_in_hinted`](Self::lookup_in_hinted), out of line.
@@ -1646,6 +1658,15 @@ impl ConnTable {
         }
         let st = state_of(cur);
         let (ns, next_ctl) = if cur & PROTO_MASK != proto_bits(Some(Protocol::Tcp)) {
+            (st, cur)
+        } else if st == ConnState::Established
+            && flags.0 & (TcpFlags::ACK.0 | TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::RST.0)
+                == TcpFlags::ACK.0
+            && (dir == Direction::Input || cur & NOOUTPUT == 0)
+        {
+            // The common segment: an ACK without SYN/FIN/RST keeps ESTABLISHED in all three
+            // tables (and leaves NOOUTPUT as it is): no table walk.
+            debug_assert_eq!(tcp_next(TableDir::Input, flags, st), st);
             (st, cur)
         } else {
             // DR/TUN entries use the input-only table until a reply shows up (NOOUTPUT).

@@ -125,19 +125,20 @@ impl<R: LoadRule> Policy for Tournament<R> {
 
     #[inline]
     fn combine(keys: &[AtomicU64], left: u32, right: u32) -> u32 {
-        let lk = keys.get(left as usize).map(|k| k.load(Ordering::Acquire));
-        let rk = keys.get(right as usize).map(|k| k.load(Ordering::Acquire));
-        match (lk, rk) {
-            (Some(l), Some(r)) if key_weight(l) != 0 && key_weight(r) != 0 => {
+        // A slot out of range (NONE) reads as key 0: weight 0, not a candidate.
+        let l = keys.get(left as usize).map_or(0, |k| k.load(Ordering::Acquire));
+        let r = keys.get(right as usize).map_or(0, |k| k.load(Ordering::Acquire));
+        match (key_weight(l) != 0, key_weight(r) != 0) {
+            (true, true) => {
                 if R::right_wins(l, r) {
                     right
                 } else {
                     left
                 }
             }
-            (Some(l), _) if key_weight(l) != 0 => left,
-            (_, Some(r)) if key_weight(r) != 0 => right,
-            _ => NONE,
+            (true, false) => left,
+            (false, true) => right,
+            (false, false) => NONE,
         }
     }
 }

@@ -76,6 +76,18 @@ pub fn checksum(data: &[u8]) -> u16 {
     !sum(data)
 }
 
+/// [`checksum`] of a 20-byte header (an IPv4 header without options) in ten fixed loads.
+#[inline]
+pub fn checksum20(h: &[u8; 20]) -> u16 {
+    let mut acc = 0u64;
+    for w in h.chunks_exact(2) {
+        acc += u16::from_be_bytes([w[0], w[1]]) as u64;
+    }
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    !(acc as u16)
+}
+
 /// Sum of the IPv4 pseudo-header (RFC 793/768): addresses, protocol, L4 length.
 #[inline]
 pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u32) -> u16 {
@@ -198,6 +210,20 @@ mod tests {
             acc = (acc & 0xffff) + (acc >> 16);
         }
         acc as u16
+    }
+
+    #[test]
+    fn checksum20_equals_checksum() {
+        let mut h = [0u8; 20];
+        assert_eq!(checksum20(&h), checksum(&h));
+        h = [0xff; 20];
+        assert_eq!(checksum20(&h), checksum(&h));
+        for seed in 0..2000u32 {
+            for (i, b) in h.iter_mut().enumerate() {
+                *b = (seed.wrapping_mul(2_654_435_761) >> (i % 24)) as u8 ^ (i as u8).wrapping_mul(37);
+            }
+            assert_eq!(checksum20(&h), checksum(&h), "{h:02x?}");
+        }
     }
 
     #[test]

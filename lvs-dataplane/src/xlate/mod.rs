@@ -395,11 +395,12 @@ fn delta32(o: u32, n: u32) -> u64 {
     (!(o >> 16) & 0xffff) as u64 + (!o & 0xffff) as u64 + (n >> 16) as u64 + (n & 0xffff) as u64
 }
 
-/// RFC 1624 eqn. 3: checksum `hc` after fields changed by the summed `delta`.
+/// RFC 1624 eqn. 3: checksum `hc` after fields changed by the summed `delta` (a sum of at
+/// most a few dozen 16-bit words: below 2^32, so two folds bring it back to 16 bits).
 #[inline(always)]
-fn apply_delta(hc: u16, delta: u64) -> u16 {
+pub(crate) fn apply_delta(hc: u16, delta: u64) -> u16 {
+    debug_assert!(delta < 1 << 31);
     let mut acc = (!hc) as u64 + delta;
-    acc = (acc & 0xffff) + (acc >> 16);
     acc = (acc & 0xffff) + (acc >> 16);
     acc = (acc & 0xffff) + (acc >> 16);
     !(acc as u16)
@@ -445,7 +446,9 @@ pub fn forward_v4(
     if ttl != ip.ttl {
         return false;
     }
-    let mut ip_delta = (!u16::from_be_bytes([ttl, h[9]])) as u64 + u16::from_be_bytes([ttl - 1, h[9]]) as u64;
+    // The TTL/protocol word w becomes w - 0x100 (TTL >= 2 here): its change !w + (w - 0x100)
+    // is 0xfeff whatever w is.
+    let mut ip_delta = 0xfeffu64;
     let mut l4_delta = 0u64;
     h[8] = ttl - 1;
     ip.ttl = ttl - 1;

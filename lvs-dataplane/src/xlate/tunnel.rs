@@ -2,7 +2,7 @@
 //! address as outer source and the real server's as outer destination, as the kernel's
 //! `ip_vs_tunnel_xmit` builds it (inner TTL/hop limit and DF copied outward).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::IpInfo;
 use crate::io::FrameBuf;
@@ -83,7 +83,7 @@ pub fn encapsulate(fb: &mut FrameBuf<'_>, ip: &IpInfo, src: IpAddr, dst: IpAddr,
                 d2,
                 d3,
             ];
-            let c = checksum::checksum(&o[..]);
+            let c = checksum::checksum20(o);
             o[10..12].copy_from_slice(&c.to_be_bytes());
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
@@ -102,5 +102,84 @@ pub fn encapsulate(fb: &mut FrameBuf<'_>, ip: &IpInfo, src: IpAddr, dst: IpAddr,
         _ => unreachable!("families checked above"),
     }
     fb.set_len(l3 + hdr + inner_len);
+    true
+}
+
+/// TTL decrement and [`encapsulate`] in one pass for the common IPv4 frame (untagged, no IP
+/// options, as [`super::parse_fast_v4`] accepts it), with the outer Ethernet addresses
+/// `macs` (destination then source) written in place of the moved Ethernet header: the same
+/// bytes as `decrement_ttl`, `encapsulate` and setting the MACs. False (frame untouched)
+/// when it does not apply: another layout, a TTL of 1 or less, a short frame or no headroom.
+pub fn forward_ipip_v4(
+    fb: &mut FrameBuf<'_>,
+    ip: &mut IpInfo,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    macs: &[u8; 12],
+) -> bool {
+    const L3: usize = ethernet::field::HEADER_LEN;
+    const HDR: usize = ipv4::field::HEADER_LEN;
+    if ip.v6 || ip.l3 != L3 || ip.ttl <= 1 || ip.end < L3 + HDR || ip.end > fb.len() || fb.head() < HDR {
+        return false;
+    }
+    {
+        let Some(Ok(h)) = fb
+            .frame_mut()
+            .get_mut(..L3 + HDR)
+            .map(<&mut [u8; L3 + HDR]>::try_from)
+        else {
+            return false;
+        };
+        if h[12..L3] != [0x08, 0x00] || h[L3] != 0x45 || h[L3 + 8] != ip.ttl {
+            return false;
+        }
+        // TTL - 1: the TTL/protocol word's change is 0xfeff (see `forward_v4`).
+        h[L3 + 8] -= 1;
+        let c = super::apply_delta(u16::from_be_bytes([h[L3 + 10], h[L3 + 11]]), 0xfeff);
+        h[L3 + 10..L3 + 12].copy_from_slice(&c.to_be_bytes());
+    }
+    // Ethernet padding goes.
+    fb.set_len(ip.end);
+    ip.ttl -= 1;
+    let inner_len = ip.ip_len();
+    fb.push_front(HDR);
+    let f = fb.frame_mut();
+    let (front, inner) = f.split_at_mut(L3 + HDR);
+    let Some(i) = inner.get(..HDR) else {
+        return false;
+    };
+    // Ethernet: the next hop's addresses and the (IPv4) ethertype the moved header had.
+    front[..12].copy_from_slice(macs);
+    front[12..L3].copy_from_slice(&[0x08, 0x00]);
+    let [tl0, tl1] = ((inner_len + HDR) as u16).to_be_bytes();
+    let [id0, id1] = ident.to_be_bytes();
+    let [s0, s1, s2, s3] = src.octets();
+    let [d0, d1, d2, d3] = dst.octets();
+    let mut o = [
+        0x45,
+        i[1],
+        tl0,
+        tl1,
+        id0,
+        id1,
+        i[6] & 0x40,
+        0,
+        i[8],
+        ip_proto::IPIP,
+        0,
+        0,
+        s0,
+        s1,
+        s2,
+        s3,
+        d0,
+        d1,
+        d2,
+        d3,
+    ];
+    let c = checksum::checksum20(&o);
+    o[10..12].copy_from_slice(&c.to_be_bytes());
+    front[L3..].copy_from_slice(&o);
     true
 }
