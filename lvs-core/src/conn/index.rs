@@ -181,6 +181,12 @@ impl Index {
         self.buckets[self.home(hash)].overflow.load(Ordering::Relaxed)
     }
 
+    /// The home bucket's address (for a prefetch).
+    #[inline]
+    pub(crate) fn home_addr(&self, hash: u64) -> *const u8 {
+        (&self.buckets[self.home(hash)] as *const Bucket).cast()
+    }
+
     /// Loads the overflow word of the bucket after the home bucket.
     #[inline]
     pub(crate) fn touch_next(&self, hash: u64) -> u32 {
