@@ -463,7 +463,7 @@ struct Stage {
 /// Bursts of `B` software-pipelined three deep: in one step the home buckets of burst k+2
 /// are touched, the candidates of burst k+1 picked and their entries touched, and burst k
 /// checked.
-fn run_pipe<L: Layout, const B: usize>(t: &L, keys: &[Key], lookups: usize) -> usize {
+fn run_pipe<L: Layout, const B: usize>(t: &L, keys: &[Key], lookups: usize, mode: Mode) -> usize {
     let mut st: [Stage; 3] = std::array::from_fn(|_| Stage {
         hs: [0; MAXB],
         cand: [(u32::MAX, false); MAXB],
@@ -479,7 +479,12 @@ fn run_pipe<L: Layout, const B: usize>(t: &L, keys: &[Key], lookups: usize) -> u
             let s = &mut st[k % 3];
             for (j, key) in kb(k).iter().enumerate() {
                 s.hs[j] = hash4(key.cv, key.pw | WANT);
-                sink ^= t.bucket(home(t, s.hs[j])).0[7].load(Ordering::Relaxed);
+                let b = t.bucket(home(t, s.hs[j]));
+                if mode.pfb {
+                    prefetch(b);
+                } else {
+                    sink ^= b.0[7].load(Ordering::Relaxed);
+                }
             }
         }
         // Stage 2 for burst k-1: candidates, touch entries.
@@ -488,7 +493,12 @@ fn run_pipe<L: Layout, const B: usize>(t: &L, keys: &[Key], lookups: usize) -> u
             for j in 0..B {
                 s.cand[j] = home_candidate(t, s.hs[j]);
                 if s.cand[j].0 != u32::MAX {
-                    s.g1[j] = t.entry(s.cand[j].0).0[0].load(Ordering::Acquire);
+                    let e = t.entry(s.cand[j].0);
+                    if mode.pfe {
+                        prefetch(e);
+                    } else {
+                        s.g1[j] = e.0[0].load(Ordering::Acquire);
+                    }
                 }
             }
         }
@@ -497,7 +507,14 @@ fn run_pipe<L: Layout, const B: usize>(t: &L, keys: &[Key], lookups: usize) -> u
             let s = &st[(k - 2) % 3];
             for (j, key) in kb(k - 2).iter().enumerate() {
                 let (idx, more) = s.cand[j];
-                let ok = idx != u32::MAX && verify(t, idx, s.g1[j], key);
+                let ok = idx != u32::MAX && {
+                    let g = if mode.pfe {
+                        t.entry(idx).0[0].load(Ordering::Acquire)
+                    } else {
+                        s.g1[j]
+                    };
+                    verify(t, idx, g, key)
+                };
                 if ok || (more && find(t, s.hs[j], key) != u32::MAX) {
                     hits += 1;
                 }
@@ -671,9 +688,29 @@ fn main() {
         ("sep b32", Box::new(|n| run(&sep, k, n, 32, LOADS))),
         ("sep b128", Box::new(|n| run(&sep, k, n, 128, LOADS))),
         ("colo8 b128", Box::new(|n| run(&colo8, k, n, 128, LOADS))),
-        ("sep pipe32", Box::new(|n| run_pipe::<_, 32>(&sep, k, n))),
-        ("sep pipe64", Box::new(|n| run_pipe::<_, 64>(&sep, k, n))),
-        ("colo8 pipe32", Box::new(|n| run_pipe::<_, 32>(&colo8, k, n))),
+        ("sep pipe32", Box::new(|n| run_pipe::<_, 32>(&sep, k, n, LOADS))),
+        ("sep pipe64", Box::new(|n| run_pipe::<_, 64>(&sep, k, n, LOADS))),
+        (
+            "colo8 pipe32",
+            Box::new(|n| run_pipe::<_, 32>(&colo8, k, n, LOADS)),
+        ),
+        ("sep b16 pf", Box::new(|n| run(&sep, k, n, 16, PF))),
+        ("sep b32 pf", Box::new(|n| run(&sep, k, n, 32, PF))),
+        ("sep b128 pf", Box::new(|n| run(&sep, k, n, 128, PF))),
+        ("colo8 b32 pf", Box::new(|n| run(&colo8, k, n, 32, PF))),
+        ("colo7 b64 pf", Box::new(|n| run(&colo7, k, n, 64, PF))),
+        (
+            "colo8 b64 pf bl",
+            Box::new(|n| run(&colo8, k, n, 64, Mode { bl: true, ..PF })),
+        ),
+        ("sep pipe32 pf", Box::new(|n| run_pipe::<_, 32>(&sep, k, n, PF))),
+        ("sep pipe64 pf", Box::new(|n| run_pipe::<_, 64>(&sep, k, n, PF))),
+        (
+            "colo8 pipe32 pf",
+            Box::new(|n| run_pipe::<_, 32>(&colo8, k, n, PF)),
+        ),
+        ("sep huge b64 pf", Box::new(|n| run(&sep_h, k, n, 64, PF))),
+        ("colo8 huge b64 pf", Box::new(|n| run(&colo8_h, k, n, 64, PF))),
         ("sep huge b64", Box::new(|n| run(&sep_h, k, n, 64, LOADS))),
         ("colo8 huge b64", Box::new(|n| run(&colo8_h, k, n, 64, LOADS))),
         ("sep bkt-only", Box::new(|n| run_buckets_only(&sep, k, n))),
