@@ -746,11 +746,17 @@ fn main() {
             res[i].push(ns);
         }
     }
-    println!("{:<16} ns per lookup, {rounds} alternated rounds", "variant");
+    println!("{:<18} ns per lookup, {rounds} alternated rounds", "variant");
     for (c, r) in cases.iter().zip(&res) {
         let mut s = r.clone();
         s.sort_by(f64::total_cmp);
         let line: Vec<String> = r.iter().map(|x| format!("{x:5.1}")).collect();
-        println!("{:<16} {}   median {:5.1}", c.0, line.join(" "), s[s.len() / 2]);
+        println!(
+            "{:<18} {}   median {:5.1}  min {:5.1}",
+            c.0,
+            line.join(" "),
+            s[s.len() / 2],
+            s[0]
+        );
     }
 }

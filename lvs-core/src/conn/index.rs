@@ -222,28 +222,6 @@ impl Index {
         (found, matches > 1 || bucket.overflow.load(Ordering::SeqCst) != 0)
     }
 
-    /// The first slot number in the home bucket whose tag matches `hash` (`u32::MAX` if
-    /// none): the preferred half first, the other one if keys spilled into it. A prefetch's
-    /// guess; the caller still verifies it and probes with [`find`](Self::find) on a miss.
-    #[inline]
-    pub(crate) fn first_candidate(&self, hash: u64) -> u32 {
-        let tag = self.tag(hash);
-        let bucket = &self.buckets[self.home(hash)];
-        let p = Self::half(hash);
-        let scan = |slots: &[AtomicU32]| {
-            slots
-                .iter()
-                .map(|s| s.load(Ordering::Relaxed))
-                .find(|v| v & !self.idx_mask == tag)
-        };
-        let found = scan(Self::half_slots(bucket, p)).or_else(|| {
-            ((bucket.spill.load(Ordering::Relaxed) >> SPILL_SHIFT[p]) & 0xffff != 0)
-                .then(|| scan(Self::half_slots(bucket, 1 - p)))
-                .flatten()
-        });
-        found.map_or(u32::MAX, |v| v & self.idx_mask)
-    }
-
     /// Stores `v` in an empty slot of `slots`; true if it did.
     #[inline]
     fn put(slots: &[AtomicU32], v: u32) -> bool {

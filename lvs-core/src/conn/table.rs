@@ -688,7 +688,7 @@ impl ConnTable {
     /// [`prefetch_in_hinted`], [`prefetch_out_hinted`]) use to bring in home buckets and
     /// candidate entries: a prefetch does not hold the CPU's reorder window the way a
     /// load that misses does, so more of a burst's misses overlap (at 1M entries, batched
-    /// hits went from about 41 to 33 ns here, see `benches/examples/layout_probe.rs`).
+    /// hits went from 40–48 to 28–36 ns here, see `benches/examples/layout_probe.rs`).
     /// Only the first registration counts; returns false if one was already set.
     ///
     /// [`lookup_in_batch`]: Self::lookup_in_batch
@@ -1042,7 +1042,7 @@ impl ConnTable {
     }
 
     /// The stages of a prefetch over hints holding their keys' hashes: home buckets, then
-    /// the first candidate of each (kept in the hint), then the candidates' lines.
+    /// a candidate of each (kept in the hint), then the candidates' lines.
     #[inline]
     fn prefetch_stages(&self, ix: &Index, hints: &mut [LookupHint]) {
         let pf = self.prefetch.get().copied();
@@ -1052,7 +1052,7 @@ impl ConnTable {
             None => hints.iter().for_each(|h| sink ^= ix.touch(h.hash) as u64),
         }
         for h in hints.iter_mut() {
-            h.cand = ix.first_candidate(h.hash);
+            h.cand = ix.home_candidate(h.hash).0;
         }
         for h in hints.iter() {
             if let Some(e) = self.try_slot(h.cand) {
