@@ -7,6 +7,10 @@
 //! part of the table as packets of 1M flows would. `lookup_hit_2threads` reports the time
 //! per lookup of two threads together (total throughput), so its figure divided into
 //! `lookup_hit`'s is the two-thread speed-up.
+//!
+//! The table is given x86's `prefetcht0` (`ConnTable::set_prefetch`), as an embedder on x86
+//! would; with `CONNTABLE_NO_PREFETCH=1` in the environment it is not, and the burst
+//! stages load instead (close to the figures from before the prefetch stages).
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -1197,19 +1197,31 @@ impl ConnTable {
     #[inline(never)]
     fn lookup_in_batch6(&self, keys: &[ConnKeyIn], which: u64, out: &mut [Option<ConnRef>]) {
         const B: usize = 64;
+        let pf = self.prefetch.get().copied();
         let mut hs = [0u64; B];
         let mut sink = 0u64;
         for (j, k) in keys.iter().enumerate().filter(|(j, _)| which >> j & 1 != 0) {
             let want = proto_bits(Some(k.proto)) | AF6;
             let pw = k.cport as u64 | (k.vport as u64) << 16;
             hs[j] = self.hash_in_words(want, key_addr(k.caddr, true), key_addr(k.vaddr, true), pw);
-            sink ^= self.in_ix.touch(hs[j]) as u64;
+            match pf {
+                Some(f) => f(self.in_ix.home_addr(hs[j])),
+                None => sink ^= self.in_ix.touch(hs[j]) as u64,
+            }
         }
         let mut cand = [(u32::MAX, false); B];
         for j in (0..keys.len()).filter(|j| which >> j & 1 != 0) {
             cand[j] = self.in_ix.home_candidate(hs[j]);
             if let Some(w) = self.wide_slot(cand[j].0) {
-                sink ^= w.hdr.ctl.load(Ordering::Relaxed) ^ w.addrs.caddr[0].load(Ordering::Relaxed);
+                match pf {
+                    Some(f) => {
+                        f(line_addr(&w.hdr));
+                        f((&w.addrs as *const Wide).cast());
+                    }
+                    None => {
+                        sink ^= w.hdr.ctl.load(Ordering::Relaxed) ^ w.addrs.caddr[0].load(Ordering::Relaxed)
+                    }
+                }
             }
         }
         std::hint::black_box(sink);
