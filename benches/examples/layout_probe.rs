@@ -17,7 +17,9 @@
 //! - `colo8` / `colo7`: each 4 KB page holds 8 (7) bucket lines and 56 (57) entry lines,
 //!   and an entry is placed in the page of its home bucket (any page with room when that
 //!   one is full), so a hit touches two lines of one page;
-//! - `pf`: prefetch instructions instead of loads in the touch stages;
+//! - `pf`: prefetch instructions instead of loads in both touch stages (`pfb`: the bucket
+//!   stage only, `pfe`: the entry stage only); `bl`: the candidate picked from the home
+//!   bucket without data-dependent branches;
 //! - `b32` / `b128`: other burst sizes; `pipe`: bursts software-pipelined three deep
 //!   (buckets of burst k+2, entries of burst k+1 and checks of burst k in one step);
 //! - `huge`: the same memory advised `MADV_HUGEPAGE` before it is first written;
@@ -25,7 +27,15 @@
 //!   alone), to see whether the two costs add.
 //!
 //! Each variant is timed for PASSES passes over the 1M keys, rounds alternate the variants,
-//! and the figure is ns per lookup.
+//! and the figure is ns per lookup (each round, then the median and the minimum).
+//! VARIANT-FILTER keeps the variants whose name contains it.
+//!
+//! What it showed (20:00 UTC, 5 rounds × 2 passes, min / median ns): today's layout 50 / 53,
+//! co-located 51 / 57 (so page walks are not the bound); prefetch 31 / 39 (co-located
+//! 31 / 35); prefetch plus branch-free candidate 23 / 23 (co-located 23 / 24); huge pages
+//! −5 %; bursts of 16 / 32 / 64 / 128 with prefetch 51 / 36 / 31 / 30; a three-deep
+//! pipeline of bursts 114 with loads, 29–30 with prefetch. `ConnTable` took the prefetch
+//! and the branch-free candidate.
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::Instant;
