@@ -564,6 +564,72 @@ mod conn {
         assert_eq!(out.iter().filter(|o| o.is_some()).count(), 34);
     }
 
+    /// Lines asked for by [`counting_prefetch`] (used by one test only).
+    static PREFETCHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn counting_prefetch(p: *const u8) {
+        assert!(!p.is_null());
+        PREFETCHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_registered_prefetch_serves_the_burst_stages_and_changes_no_result() {
+        let t = ConnTable::with_capacity(2048);
+        assert!(t.set_prefetch(counting_prefetch));
+        assert!(
+            !t.set_prefetch(counting_prefetch),
+            "only the first registration counts"
+        );
+        let d = Arc::new(DestState::new(0, 0));
+        let k = |i: u16| {
+            key(
+                &format!("10.0.{}.{}:{}", i % 7, i % 250, 2000 + i),
+                "192.0.2.1:80",
+            )
+        };
+        for i in 0..1000u16 {
+            t.insert(NewConn::new(k(i), ForwardMethod::Masq, sa("10.1.0.5:80"), &d), T0)
+                .unwrap();
+        }
+        // 60 hits, 20 misses, one removed entry, IPv6 present and absent.
+        let mut keys: Vec<ConnKeyIn> = (0..1080u16)
+            .step_by(13)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(k)
+            .collect();
+        t.remove(&t.lookup_in(&keys[4]).unwrap(), T0);
+        let k6 = key("[2001:db8::9]:4000", "[2001:db8::1]:80");
+        t.insert(NewConn::new(k6, ForwardMethod::Masq, sa("[fd00::5]:80"), &d), T0)
+            .unwrap();
+        keys.insert(7, k6);
+        keys.insert(30, key("[2001:db8::9]:4001", "[2001:db8::1]:80"));
+        let single: Vec<Option<ConnRef>> = keys.iter().map(|k| t.lookup_in(k)).collect();
+        let v4_hits = single
+            .iter()
+            .filter(|c| c.is_some_and(|c| c.client().is_ipv4()))
+            .count();
+        assert_eq!(v4_hits, 76);
+
+        let before = PREFETCHED.load(std::sync::atomic::Ordering::Relaxed);
+        let mut out = vec![None; keys.len()];
+        t.lookup_in_batch(&keys, &mut out);
+        assert_eq!(out, single);
+        // A home bucket for each key, then the line of each IPv4 hit's entry and both lines
+        // of the IPv6 hit's.
+        let asked = PREFETCHED.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert!(asked >= keys.len() + v4_hits + 2, "{asked}");
+
+        let before = PREFETCHED.load(std::sync::atomic::Ordering::Relaxed);
+        let mut hints = [LookupHint::NONE; PREFETCH_BURST];
+        t.prefetch_in_hinted(&keys, &mut hints);
+        let asked = PREFETCHED.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert!(asked >= PREFETCH_BURST + 30, "{asked}");
+        for (k, h) in keys.iter().zip(&hints) {
+            assert_eq!(t.lookup_in_hinted(k, h), t.lookup_in(k), "key {k:?}");
+        }
+    }
+
     #[test]
     fn hinted_lookups_see_changes_made_after_the_prefetch() {
         let t = ConnTable::with_capacity(256);

@@ -181,6 +181,12 @@ impl Index {
         self.buckets[self.home(hash)].overflow.load(Ordering::Relaxed)
     }
 
+    /// The home bucket's address (for a prefetch).
+    #[inline]
+    pub(crate) fn home_addr(&self, hash: u64) -> *const u8 {
+        (&self.buckets[self.home(hash)] as *const Bucket).cast()
+    }
+
     /// Loads the overflow word of the bucket after the home bucket.
     #[inline]
     pub(crate) fn touch_next(&self, hash: u64) -> u32 {
@@ -189,53 +195,31 @@ impl Index {
             .load(Ordering::Relaxed)
     }
 
-    /// Second stage of a batched lookup: the first slot number in the home bucket whose tag
-    /// matches (`u32::MAX` if none; the preferred half first, the other one if keys spilled
-    /// into it) and whether the probe may have to go further (another match, or keys pushed
-    /// past the bucket).
+    /// Second stage of a batched lookup: a slot number in the home bucket whose tag matches
+    /// (`u32::MAX` if none; the preferred half, and the other one if keys spilled into it)
+    /// and whether the probe may have to go further (another match, or keys pushed past
+    /// the bucket). Without data-dependent branches: a burst's buckets arrive in any order
+    /// and a mispredicted match would throw away the work queued behind it.
     #[inline]
     pub(crate) fn home_candidate(&self, hash: u64) -> (u32, bool) {
         let tag = self.tag(hash);
         let bucket = &self.buckets[self.home(hash)];
         let p = Self::half(hash);
         let mut found = u32::MAX;
-        let mut more = false;
+        let mut matches = 0u32;
         let mut scan = |slots: &[AtomicU32]| {
             for s in slots {
                 let v = s.load(Ordering::SeqCst);
-                if v & !self.idx_mask == tag {
-                    more |= found != u32::MAX;
-                    found = v & self.idx_mask;
-                }
+                let hit = v & !self.idx_mask == tag;
+                found = if hit { v & self.idx_mask } else { found };
+                matches += hit as u32;
             }
         };
         scan(Self::half_slots(bucket, p));
         if (bucket.spill.load(Ordering::SeqCst) >> SPILL_SHIFT[p]) & 0xffff != 0 {
             scan(Self::half_slots(bucket, 1 - p));
         }
-        (found, more || bucket.overflow.load(Ordering::SeqCst) != 0)
-    }
-
-    /// The first slot number in the home bucket whose tag matches `hash` (`u32::MAX` if
-    /// none): the preferred half first, the other one if keys spilled into it. A prefetch's
-    /// guess; the caller still verifies it and probes with [`find`](Self::find) on a miss.
-    #[inline]
-    pub(crate) fn first_candidate(&self, hash: u64) -> u32 {
-        let tag = self.tag(hash);
-        let bucket = &self.buckets[self.home(hash)];
-        let p = Self::half(hash);
-        let scan = |slots: &[AtomicU32]| {
-            slots
-                .iter()
-                .map(|s| s.load(Ordering::Relaxed))
-                .find(|v| v & !self.idx_mask == tag)
-        };
-        let found = scan(Self::half_slots(bucket, p)).or_else(|| {
-            ((bucket.spill.load(Ordering::Relaxed) >> SPILL_SHIFT[p]) & 0xffff != 0)
-                .then(|| scan(Self::half_slots(bucket, 1 - p)))
-                .flatten()
-        });
-        found.map_or(u32::MAX, |v| v & self.idx_mask)
+        (found, matches > 1 || bucket.overflow.load(Ordering::SeqCst) != 0)
     }
 
     /// Stores `v` in an empty slot of `slots`; true if it did.
@@ -370,6 +354,34 @@ mod tests {
                 .iter()
                 .all(|b| b.slots.iter().all(|s| s.load(Ordering::Relaxed) == 0))
         );
+    }
+
+    #[test]
+    fn home_candidate_names_a_match_and_says_when_the_probe_must_go_on() {
+        let ix = Index::for_keys(64, 8);
+        // Same home bucket and preferred half (even hashes), distinct tags.
+        let h = |t: u64| (5u64 << 32) | (t << 9);
+        assert_eq!(ix.home_candidate(h(1)), (u32::MAX, false));
+        assert!(ix.insert(h(1), 10));
+        assert_eq!(ix.home_candidate(h(1)), (10, false));
+        assert_eq!(ix.home_candidate(h(2)), (u32::MAX, false));
+        // A second slot under the same tag (another key, same tag bits): either may be
+        // the one, so the caller must probe on if the candidate does not verify.
+        assert!(ix.insert(h(1), 11));
+        let (c, more) = ix.home_candidate(h(1));
+        assert!(c == 10 || c == 11);
+        assert!(more);
+        // Fill the preferred half: the next key of that half spills into the other half
+        // and is still a candidate.
+        for t in 3..8 {
+            assert!(ix.insert(h(t), 20 + t as u32));
+        }
+        assert!(ix.insert(h(9), 99));
+        assert_eq!(ix.spill_total(), 1);
+        assert_eq!(ix.home_candidate(h(9)), (99, false));
+        assert!(ix.remove(h(9), 99));
+        assert_eq!(ix.home_candidate(h(9)), (u32::MAX, false));
+        assert_eq!(ix.spill_total(), 0);
     }
 
     #[test]

@@ -46,12 +46,22 @@
 //!   Capacity is limited to 100M entries (both arenas' slot numbers fit 28 bits).
 //! * **Speed** (1M IPv4 NAT entries, this shared 2-core Zen 5 VM, best of 3000 bursts of
 //!   4096 lookups; criterion's `conntable` figures run a few ns higher under load): a
-//!   batched hit about 37 ns (44 with the previous 128-byte entries), a batched miss about
-//!   26 ns (24), a single hit about 115 ns (155), an insert plus remove with its share of
-//!   housekeeping about 280 ns (320). Batched lookups are bound by the two page walks
-//!   (bucket, entry) of each key; a miss by the instructions that scan a bucket half.
+//!   batched hit about 37 ns without a registered prefetch (44 with the previous 128-byte
+//!   entries), a batched miss about 26 ns (24), a single hit about 115 ns (155), an insert plus remove with its share of
+//!   housekeeping about 280 ns (320).
+//! * **What bounds a batched lookup** (`benches/examples/layout_probe.rs`, a model of
+//!   the same layout): not page walks. Putting each bucket and its entries in one 4 KB
+//!   page (half the pages per key) changed nothing, huge pages gained about 5 %. What
+//!   mattered is how many of a burst's misses the CPU keeps in flight: a load that misses
+//!   holds the reorder window until its line arrives, and a mispredicted tag match in
+//!   the bucket scan throws away the work queued behind it. So the burst stages bring
+//!   lines in with prefetch instructions when the embedder registers one
+//!   ([`ConnTable::set_prefetch`]; lvs-core itself forbids `unsafe`) and pick the
+//!   candidate without data-dependent branches: criterion `conntable/lookup_hit/1M`
+//!   40–48 → 28–36 ns, `lookup_miss/1M` 31–36 → 20–23 ns (A/B, alternated, loaded
+//!   machine). Without a registered prefetch the stages load, as before.
 //! * **Bursts.** [`ConnTable::prefetch_in_hinted`] / [`ConnTable::prefetch_out_hinted`] hash
-//!   a burst's keys, bring in their home buckets and first candidate entries, and hand
+//!   a burst's keys, bring in their home buckets and candidate entries, and hand
 //!   back a [`LookupHint`] per key (hash + candidate slot); the lookup of that key
 //!   ([`ConnTable::lookup_in_hinted`], [`ConnTable::lookup_out_hinted`]) verifies the
 //!   candidate under the seqlock and probes the index with the kept hash only if it does
@@ -144,5 +154,5 @@ pub use list::{ConnInfo, listing, listing_header, listing_row};
 pub use state::{ConnState, DEFAULT_TIMEOUTS, Direction, STATES, TcpFlags, Timeouts, tcp_transition};
 pub use table::{
     ConnCounters, ConnKeyIn, ConnKeyOut, ConnRef, ConnTable, ENTRY_BYTES, ENTRY_BYTES_V6, LookupHint,
-    NewConn, PREFETCH_BURST, TableFull, TemplateKey, TemplateRef,
+    NewConn, PREFETCH_BURST, Prefetch, TableFull, TemplateKey, TemplateRef,
 };
