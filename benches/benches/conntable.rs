@@ -8,9 +8,7 @@
 //! per lookup of two threads together (total throughput), so its figure divided into
 //! `lookup_hit`'s is the two-thread speed-up.
 //!
-//! The table is given x86's `prefetcht0` (`ConnTable::set_prefetch`), as an embedder on x86
-//! would; with `CONNTABLE_NO_PREFETCH=1` in the environment it is not, and the burst
-//! stages load instead (close to the figures from before the prefetch stages).
+//! The table's burst stages use its built-in prefetch (x86-64 `prefetcht0`).
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -53,24 +51,8 @@ struct Fixture {
     misses: Vec<ConnKeyIn>,
 }
 
-/// x86's `prefetcht0`, the prefetch the table's burst stages use (see
-/// `ConnTable::set_prefetch`).
-fn prefetch_t0(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and changes nothing a load can observe, whatever
-    // the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 fn fixture() -> Fixture {
     let table = ConnTable::with_capacity(N + 4096);
-    if std::env::var_os("CONNTABLE_NO_PREFETCH").is_none() {
-        table.set_prefetch(prefetch_t0);
-    }
     let dest = Arc::new(DestState::new(0, 0));
     let now = Time::from_secs(1);
     let mut ids: Vec<u64> = (0..N as u64).map(|i| i * 7 + 3).collect();
@@ -157,13 +139,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("lookup_hit_2threads/1M", |b| {
         b.iter_custom(|iters| {
             let per = iters.div_ceil(2) as usize;
-            let start = Instant::now();
+            // Both threads are spawned before the clock starts and released together: the
+            // figure is lookups, not thread creation.
+            let go = std::sync::Barrier::new(3);
             std::thread::scope(|s| {
                 for t in 0..2 {
-                    let f = &f;
+                    let (f, go) = (&f, &go);
                     s.spawn(move || {
                         let mut i = t * (N / 2);
                         let mut out = [None; BURST];
+                        go.wait();
                         for _ in 0..per.div_ceil(BURST) {
                             f.table.lookup_in_batch(&f.hits[i..i + BURST], &mut out);
                             black_box(&out);
@@ -171,8 +156,10 @@ fn bench(c: &mut Criterion) {
                         }
                     });
                 }
-            });
-            start.elapsed()
+                go.wait();
+                Instant::now()
+            })
+            .elapsed()
         })
     });
 

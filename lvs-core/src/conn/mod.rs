@@ -46,7 +46,7 @@
 //!   Capacity is limited to 100M entries (both arenas' slot numbers fit 28 bits).
 //! * **Speed** (1M IPv4 NAT entries, this shared 2-core Zen 5 VM, best of 3000 bursts of
 //!   4096 lookups; criterion's `conntable` figures run a few ns higher under load): a
-//!   batched hit about 37 ns without a registered prefetch (44 with the previous 128-byte
+//!   batched hit about 37 ns with loads in the burst stages (44 with the previous 128-byte
 //!   entries), a batched miss about 26 ns (24), a single hit about 115 ns (155), an insert plus remove with its share of
 //!   housekeeping about 280 ns (320).
 //! * **What bounds a batched lookup** (`benches/examples/layout_probe.rs`, a model of
@@ -55,11 +55,11 @@
 //!   mattered is how many of a burst's misses the CPU keeps in flight: a load that misses
 //!   holds the reorder window until its line arrives, and a mispredicted tag match in
 //!   the bucket scan throws away the work queued behind it. So the burst stages bring
-//!   lines in with prefetch instructions when the embedder registers one
-//!   ([`ConnTable::set_prefetch`]; lvs-core itself forbids `unsafe`) and pick the
-//!   candidate without data-dependent branches: criterion `conntable/lookup_hit/1M`
-//!   40–48 → 28–36 ns, `lookup_miss/1M` 31–36 → 20–23 ns (A/B, alternated, loaded
-//!   machine). Without a registered prefetch the stages load, as before.
+//!   lines in with prefetch instructions (x86-64 `prefetcht0`, the one `unsafe` block of
+//!   lvs-core, in `prefetch.rs`; elsewhere the stages load unless the embedder registers
+//!   one with [`ConnTable::set_prefetch`]) and pick the candidate without data-dependent
+//!   branches: criterion `conntable/lookup_hit/1M` 40–48 → 28–36 ns, `lookup_miss/1M`
+//!   31–36 → 20–23 ns (A/B, alternated, loaded machine).
 //! * **Bursts.** [`ConnTable::prefetch_in_hinted`] / [`ConnTable::prefetch_out_hinted`] hash
 //!   a burst's keys, bring in their home buckets and candidate entries, and hand
 //!   back a [`LookupHint`] per key (hash + candidate slot); the lookup of that key
@@ -145,6 +145,8 @@ mod dests;
 mod freelist;
 mod index;
 mod list;
+#[allow(unsafe_code)]
+mod prefetch;
 mod seqlock;
 mod state;
 mod table;

@@ -603,9 +603,9 @@ pub type LocalRelease = Box<dyn Fn(SocketAddr) + Send + Sync>;
 
 /// A software prefetch: asks the CPU for the cache line holding an address and returns
 /// without waiting for it (x86's `prefetcht0`). It must be sound for any address, which a
-/// prefetch instruction is (it never faults and changes nothing a load can see). lvs-core
-/// forbids `unsafe`, so the instruction comes from the embedder through
-/// [`ConnTable::set_prefetch`]; without one the burst stages load instead.
+/// prefetch instruction is (it never faults and changes nothing a load can see). The table
+/// uses the CPU's own on x86-64 and loads elsewhere, unless the embedder registers one
+/// ([`ConnTable::set_prefetch`]).
 pub type Prefetch = fn(*const u8);
 
 impl std::fmt::Debug for ConnTable {
@@ -686,9 +686,10 @@ impl ConnTable {
 
     /// Registers the prefetch instruction the burst stages ([`lookup_in_batch`],
     /// [`prefetch_in_hinted`], [`prefetch_out_hinted`]) use to bring in home buckets and
-    /// candidate entries: a prefetch does not hold the CPU's reorder window the way a
-    /// load that misses does, so more of a burst's misses overlap (at 1M entries, batched
-    /// hits went from 40–48 to 28–36 ns here, see `benches/examples/layout_probe.rs`).
+    /// candidate entries, in place of the built-in one (x86-64 `prefetcht0`; none on other
+    /// CPUs, where the stages load). A prefetch does not hold the CPU's reorder window the
+    /// way a load that misses does, so more of a burst's misses overlap (at 1M entries,
+    /// batched hits went from 40–48 to 28–36 ns here, see `benches/examples/layout_probe.rs`).
     /// Only the first registration counts; returns false if one was already set.
     ///
     /// [`lookup_in_batch`]: Self::lookup_in_batch
@@ -696,6 +697,13 @@ impl ConnTable {
     /// [`prefetch_out_hinted`]: Self::prefetch_out_hinted
     pub fn set_prefetch(&self, f: Prefetch) -> bool {
         self.prefetch.set(f).is_ok()
+    }
+
+    /// The prefetch the burst stages use: the registered one, else the CPU's own
+    /// (`prefetcht0` on x86-64), else none (the stages load).
+    #[inline]
+    fn prefetcher(&self) -> Option<Prefetch> {
+        self.prefetch.get().copied().or(super::prefetch::BUILTIN)
     }
 
     /// Configured capacity (live entries).
@@ -1045,7 +1053,7 @@ impl ConnTable {
     /// a candidate of each (kept in the hint), then the candidates' lines.
     #[inline]
     fn prefetch_stages(&self, ix: &Index, hints: &mut [LookupHint]) {
-        let pf = self.prefetch.get().copied();
+        let pf = self.prefetcher();
         let mut sink = 0u64;
         match pf {
             Some(f) => hints.iter().for_each(|h| f(ix.home_addr(h.hash))),
@@ -1144,7 +1152,7 @@ impl ConnTable {
             }
             // Tight loops of independent prefetches (or loads): the misses of the whole
             // burst overlap.
-            let pf = self.prefetch.get().copied();
+            let pf = self.prefetcher();
             let mut sink = 0u64;
             match pf {
                 Some(f) => words[..m].iter().for_each(|w| f(self.in_ix.home_addr(w.3))),
@@ -1209,7 +1217,7 @@ impl ConnTable {
     #[inline(never)]
     fn lookup_in_batch6(&self, keys: &[ConnKeyIn], which: u64, out: &mut [Option<ConnRef>]) {
         const B: usize = 64;
-        let pf = self.prefetch.get().copied();
+        let pf = self.prefetcher();
         let mut hs = [0u64; B];
         let mut sink = 0u64;
         for (j, k) in keys.iter().enumerate().filter(|(j, _)| which >> j & 1 != 0) {
