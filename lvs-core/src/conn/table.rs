@@ -12,6 +12,7 @@ use super::dests::DestRegistry;
 use super::freelist::{FreeList, NIL, Stack};
 use super::index::{BUCKET_BYTES, Index};
 use super::list::ConnInfo;
+use super::prefetch::fetch;
 use super::seqlock::{
     GEN_ONE, begin_write, gen_of, is_live, next_live, publish, read_begin, read_end, retire,
 };
@@ -1056,7 +1057,7 @@ impl ConnTable {
         let pf = self.prefetcher();
         let mut sink = 0u64;
         match pf {
-            Some(f) => hints.iter().for_each(|h| f(ix.home_addr(h.hash))),
+            Some(f) => hints.iter().for_each(|h| fetch(f, ix.home_addr(h.hash))),
             None => hints.iter().for_each(|h| sink ^= ix.touch(h.hash) as u64),
         }
         for h in hints.iter_mut() {
@@ -1065,7 +1066,7 @@ impl ConnTable {
         for h in hints.iter() {
             if let Some(e) = self.try_slot(h.cand) {
                 match pf {
-                    Some(f) => f(line_addr(e)),
+                    Some(f) => fetch(f, line_addr(e)),
                     None => sink ^= e.ctl.load(Ordering::Relaxed) ^ e.deadline.load(Ordering::Relaxed),
                 }
             }
@@ -1155,7 +1156,9 @@ impl ConnTable {
             let pf = self.prefetcher();
             let mut sink = 0u64;
             match pf {
-                Some(f) => words[..m].iter().for_each(|w| f(self.in_ix.home_addr(w.3))),
+                Some(f) => words[..m]
+                    .iter()
+                    .for_each(|w| fetch(f, self.in_ix.home_addr(w.3))),
                 None => words[..m]
                     .iter()
                     .for_each(|w| sink ^= self.in_ix.touch(w.3) as u64),
@@ -1169,7 +1172,7 @@ impl ConnTable {
             for j in 0..m {
                 if let Some(e) = self.narrow.get(cand[j].0 as usize) {
                     match pf {
-                        Some(f) => f(line_addr(e)),
+                        Some(f) => fetch(f, line_addr(e)),
                         None => g1[j] = read_begin(&e.ctl),
                     }
                 }
@@ -1225,7 +1228,7 @@ impl ConnTable {
             let pw = k.cport as u64 | (k.vport as u64) << 16;
             hs[j] = self.hash_in_words(want, key_addr(k.caddr, true), key_addr(k.vaddr, true), pw);
             match pf {
-                Some(f) => f(self.in_ix.home_addr(hs[j])),
+                Some(f) => fetch(f, self.in_ix.home_addr(hs[j])),
                 None => sink ^= self.in_ix.touch(hs[j]) as u64,
             }
         }
@@ -1235,8 +1238,8 @@ impl ConnTable {
             if let Some(w) = self.wide_slot(cand[j].0) {
                 match pf {
                     Some(f) => {
-                        f(line_addr(&w.hdr));
-                        f((&w.addrs as *const Wide).cast());
+                        fetch(f, line_addr(&w.hdr));
+                        fetch(f, (&w.addrs as *const Wide).cast());
                     }
                     None => {
                         sink ^= w.hdr.ctl.load(Ordering::Relaxed) ^ w.addrs.caddr[0].load(Ordering::Relaxed)
