@@ -943,23 +943,26 @@ fn next_hop_follows_neighbour_and_route_changes_at_once() {
     assert_eq!(inspect(&out).dst_mac, RS1_MAC, "a burst sees the MAC put back");
 
     // The real servers' network now goes through a router.
+    let via = |router: IpAddr| {
+        vec![
+            Route {
+                prefix: [10, 77, 1, 0].into(),
+                len: 24,
+                iface: 0,
+                gateway: None,
+            },
+            Route {
+                prefix: [10, 77, 2, 0].into(),
+                len: 24,
+                iface: 0,
+                gateway: Some(router),
+            },
+        ]
+    };
     let gw = ip4([10, 77, 1, 254]);
     let gw_mac = [0x02, 0, 0, 0, 0, 0xfe];
     lab.pipeline.tables().neigh.insert(gw, gw_mac);
-    lab.pipeline.tables().routes.replace(vec![
-        Route {
-            prefix: [10, 77, 1, 0].into(),
-            len: 24,
-            iface: 0,
-            gateway: None,
-        },
-        Route {
-            prefix: [10, 77, 2, 0].into(),
-            len: 24,
-            iface: 0,
-            gateway: Some(gw),
-        },
-    ]);
+    lab.pipeline.tables().routes.replace(via(gw));
     let (v, out) = run_burst(&mut lab, &ack);
     assert_eq!(v, Verdict::Forward { egress: 0 });
     assert_eq!(inspect(&out).dst_mac, gw_mac, "a burst follows the new route");
@@ -979,20 +982,7 @@ fn next_hop_follows_neighbour_and_route_changes_at_once() {
     let gw2 = ip4([10, 77, 1, 253]);
     let gw2_mac = [0x02, 0, 0, 0, 0, 0xfc];
     lab.pipeline.tables().neigh.insert(gw2, gw2_mac);
-    lab.pipeline.tables().routes.replace(vec![
-        Route {
-            prefix: [10, 77, 1, 0].into(),
-            len: 24,
-            iface: 0,
-            gateway: None,
-        },
-        Route {
-            prefix: [10, 77, 2, 0].into(),
-            len: 24,
-            iface: 0,
-            gateway: Some(gw2),
-        },
-    ]);
+    lab.pipeline.tables().routes.replace(via(gw2));
     let (_, out) = run_burst(&mut lab, &ack);
     assert_eq!(inspect(&out).dst_mac, gw2_mac, "a burst follows the new router");
     // Without any route to the server the packet is dropped, not sent to a cached MAC.

@@ -56,35 +56,7 @@ pub fn encapsulate(fb: &mut FrameBuf<'_>, ip: &IpInfo, src: IpAddr, dst: IpAddr,
             ) else {
                 return false;
             };
-            // Version 4, IHL 5; the inner TOS, DF and TTL; IPIP; DIP → RIP.
-            let [tl0, tl1] = ((inner_len + hdr) as u16).to_be_bytes();
-            let [id0, id1] = ident.to_be_bytes();
-            let [s0, s1, s2, s3] = s.octets();
-            let [d0, d1, d2, d3] = d.octets();
-            *o = [
-                0x45,
-                i[1],
-                tl0,
-                tl1,
-                id0,
-                id1,
-                i[6] & 0x40,
-                0,
-                i[8],
-                ip_proto::IPIP,
-                0,
-                0,
-                s0,
-                s1,
-                s2,
-                s3,
-                d0,
-                d1,
-                d2,
-                d3,
-            ];
-            let c = checksum::checksum20(o);
-            o[10..12].copy_from_slice(&c.to_be_bytes());
+            *o = outer_v4(i, inner_len + hdr, ident, s, d);
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             let (tc, flow, hop) = {
@@ -152,7 +124,16 @@ pub fn forward_ipip_v4(
     // Ethernet: the next hop's addresses and the (IPv4) ethertype the moved header had.
     front[..12].copy_from_slice(macs);
     front[12..L3].copy_from_slice(&[0x08, 0x00]);
-    let [tl0, tl1] = ((inner_len + HDR) as u16).to_be_bytes();
+    front[L3..].copy_from_slice(&outer_v4(i, inner_len + HDR, ident, src, dst));
+    true
+}
+
+/// The outer IPv4 header of an IPIP packet, checksum included: version 4, IHL 5, the inner
+/// header `i`'s TOS, DF bit and TTL, `total_len` bytes, identification `ident`, protocol
+/// IPIP, `src` → `dst`.
+#[inline]
+fn outer_v4(i: &[u8], total_len: usize, ident: u16, src: Ipv4Addr, dst: Ipv4Addr) -> [u8; 20] {
+    let [tl0, tl1] = (total_len as u16).to_be_bytes();
     let [id0, id1] = ident.to_be_bytes();
     let [s0, s1, s2, s3] = src.octets();
     let [d0, d1, d2, d3] = dst.octets();
@@ -180,6 +161,5 @@ pub fn forward_ipip_v4(
     ];
     let c = checksum::checksum20(&o);
     o[10..12].copy_from_slice(&c.to_be_bytes());
-    front[L3..].copy_from_slice(&o);
-    true
+    o
 }
