@@ -156,20 +156,26 @@ fn writer(e: &Seq) {
     seqlock::publish(&e.ctl, seqlock::next_live(old, 0));
 }
 
+/// A live entry holding (1, 1) in generation 2, and a thread running [`writer`] on it.
+fn racing_writer() -> (Arc<Seq>, thread::JoinHandle<()>) {
+    let e = Arc::new(Seq {
+        ctl: AtomicU64::new(2 * seqlock::GEN_ONE),
+        a: AtomicU64::new(1),
+        b: AtomicU64::new(1),
+    });
+    let w = {
+        let e = e.clone();
+        thread::spawn(move || writer(&e))
+    };
+    (e, w)
+}
+
 /// A reader racing a writer on one entry never accepts a torn key nor a key of another
 /// generation than the one it started with.
 #[test]
 fn seqlock_reader_never_returns_a_torn_key() {
     model(|| {
-        let e = Arc::new(Seq {
-            ctl: AtomicU64::new(2 * seqlock::GEN_ONE),
-            a: AtomicU64::new(1),
-            b: AtomicU64::new(1),
-        });
-        let w = {
-            let e = e.clone();
-            thread::spawn(move || writer(&e))
-        };
+        let (e, w) = racing_writer();
         for _ in 0..2 {
             let g1 = seqlock::read_begin(&e.ctl);
             if !seqlock::is_live(g1) {
@@ -192,15 +198,7 @@ fn seqlock_reader_never_returns_a_torn_key() {
 #[should_panic(expected = "left == right")]
 fn seqlock_without_the_read_fence_is_caught() {
     model(|| {
-        let e = Arc::new(Seq {
-            ctl: AtomicU64::new(2 * seqlock::GEN_ONE),
-            a: AtomicU64::new(1),
-            b: AtomicU64::new(1),
-        });
-        let w = {
-            let e = e.clone();
-            thread::spawn(move || writer(&e))
-        };
+        let (e, w) = racing_writer();
         let g1 = seqlock::read_begin(&e.ctl);
         if seqlock::is_live(g1) {
             let a = e.a.load(Ordering::Relaxed);

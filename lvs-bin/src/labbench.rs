@@ -537,6 +537,23 @@ pub fn table(rows: &[BenchRow], o: &BenchOpts) -> String {
 mod tests {
     use super::*;
 
+    fn opts() -> BenchOpts {
+        BenchOpts {
+            seconds: 3.0,
+            conns_parallel: 16,
+            flows: 8,
+            size: 64,
+            variants: vec![],
+            workers: 1,
+            rps: false,
+            udp_threads: 2,
+            repeat: 1,
+            queues: 1,
+            steer: QueueSteering::Cpu,
+            lvs_args: vec![],
+        }
+    }
+
     fn row(variant: &str, conn_rate: f64, pps: f64) -> BenchRow {
         BenchRow {
             variant: variant.into(),
@@ -566,20 +583,7 @@ mod tests {
 
     #[test]
     fn table_gives_lvs_ratios_to_nft_and_routing() {
-        let o = BenchOpts {
-            seconds: 3.0,
-            conns_parallel: 16,
-            flows: 8,
-            size: 64,
-            variants: vec![],
-            workers: 1,
-            rps: false,
-            udp_threads: 2,
-            repeat: 1,
-            queues: 1,
-            steer: QueueSteering::Cpu,
-            lvs_args: vec![],
-        };
+        let o = opts();
         let rows = [
             row("routing", 20000.0, 200000.0),
             row("nft", 10000.0, 100000.0),
@@ -620,20 +624,7 @@ mod tests {
 
     #[test]
     fn table_widens_for_long_variant_names() {
-        let o = BenchOpts {
-            seconds: 3.0,
-            conns_parallel: 16,
-            flows: 8,
-            size: 64,
-            variants: vec![],
-            workers: 1,
-            rps: false,
-            udp_threads: 2,
-            repeat: 1,
-            queues: 1,
-            steer: QueueSteering::Cpu,
-            lvs_args: vec![],
-        };
+        let o = opts();
         let long = "lvs-afxdp:--poll-spin-us=0:--xdp-mode=generic";
         let t = table(&[row("nft", 10.0, 10.0), row(long, 5.0, 20.0)], &o);
         let lines: Vec<&str> = t.lines().skip(1).take(3).collect();

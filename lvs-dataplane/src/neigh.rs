@@ -128,16 +128,7 @@ impl NeighTable {
         if self.map.load().contains_key(&ip) {
             return false;
         }
-        let mut added = false;
-        self.map.rcu(|m| {
-            added = !m.contains_key(&ip) && m.len() < MAX_NEIGHBOURS;
-            if !added {
-                return Arc::clone(m);
-            }
-            let mut m = HashMap::clone(m);
-            m.insert(ip, mac);
-            Arc::new(m)
-        });
+        let added = self.publish(ip, mac, false, true) == Some(true);
         if added {
             // Never confirmed: probed at the next tick.
             self.unconfirmed_map().insert(ip, self.reachable_ticks());
@@ -162,20 +153,33 @@ impl NeighTable {
             _ => {}
         }
         drop(map);
-        let mut done = false;
+        let done = self.publish(ip, mac, true, create).is_some();
+        if done {
+            self.confirm(ip);
+        }
+        done
+    }
+
+    /// Publishes a map where `ip` → `mac`: a known `ip` is updated if `replace`, a new one
+    /// added if `create` and the table is not full. `Some(added)` when `ip` now maps to
+    /// `mac`, `None` when the map was left as it was.
+    fn publish(&self, ip: IpAddr, mac: MacAddr, replace: bool, create: bool) -> Option<bool> {
+        let mut outcome = None;
         self.map.rcu(|m| {
-            done = m.contains_key(&ip) || m.len() < MAX_NEIGHBOURS;
-            if !done {
+            outcome = match m.get(&ip) {
+                Some(&have) if have == mac => Some(false),
+                Some(_) if replace => Some(false),
+                None if create && m.len() < MAX_NEIGHBOURS => Some(true),
+                _ => None,
+            };
+            if outcome.is_none() || m.get(&ip) == Some(&mac) {
                 return Arc::clone(m);
             }
             let mut m = HashMap::clone(m);
             m.insert(ip, mac);
             Arc::new(m)
         });
-        if done {
-            self.confirm(ip);
-        }
-        done
+        outcome
     }
 
     /// Forgets `ip`.

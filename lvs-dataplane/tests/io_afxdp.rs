@@ -27,6 +27,20 @@ fn small() -> AfXdpConfig {
     }
 }
 
+/// An AF_XDP socket on queue 0 of `iface` (with `steering`'s XSKMAP slot, if any), small
+/// rings.
+fn io_on(iface: &str, steering: Option<&XdpSteering>) -> AfXdpIo {
+    AfXdpIo::new(
+        &[AfXdpIface {
+            ifindex: ifindex(iface),
+            queue: 0,
+            steering,
+        }],
+        small(),
+    )
+    .unwrap()
+}
+
 /// Runs bursts until `handled` frames were seen or `limit` passed.
 fn pump(
     io: &mut AfXdpIo,
@@ -56,15 +70,7 @@ fn steering_and_kernel_path(mode: XdpMode) {
     let mut steering = XdpSteering::load(&addrs, 1, XdpAction::Pass).unwrap();
     steering.attach(ifindex("va"), mode).unwrap();
     assert!(ns.ip_output(&["link", "show", "va"]).contains("xdp"));
-    let mut io = AfXdpIo::new(
-        &[AfXdpIface {
-            ifindex: ifindex("va"),
-            queue: 0,
-            steering: Some(&steering),
-        }],
-        small(),
-    )
-    .unwrap();
+    let mut io = io_on("va", Some(&steering));
     // veth has no zero-copy support: the bind fell back to copy mode.
     assert_eq!(io.bind_mode(0), BindMode::Copy);
     // With a socket in slot 0, BPF_PROG_TEST_RUN (queue 0) reports XDP_REDIRECT for a VIP frame
@@ -278,15 +284,7 @@ fn afxdp_send_frame_goes_out_of_the_chosen_interface() {
     }
     let ns = Netns::new("xdp3");
     ns.veth("va", 0xaa, "vb", 0xbb);
-    let mut io = AfXdpIo::new(
-        &[AfXdpIface {
-            ifindex: ifindex("va"),
-            queue: 0,
-            steering: None,
-        }],
-        small(),
-    )
-    .unwrap();
+    let mut io = io_on("va", None);
     let vb = RawSock::new("vb");
     let arp = frames::arp_request(VIP, CLIENT);
     io.send_frame(0, &arp).unwrap();
@@ -370,15 +368,7 @@ fn afxdp_wait_sleeps_when_idle_and_wakes_for_a_frame() {
     addrs.add_local(IpAddr::V4(VIP)).unwrap();
     let mut steering = XdpSteering::load(&addrs, 1, XdpAction::Pass).unwrap();
     steering.attach(ifindex("va"), XdpMode::Native).unwrap();
-    let mut io = AfXdpIo::new(
-        &[AfXdpIface {
-            ifindex: ifindex("va"),
-            queue: 0,
-            steering: Some(&steering),
-        }],
-        small(),
-    )
-    .unwrap();
+    let mut io = io_on("va", Some(&steering));
     let t = Instant::now();
     io.wait(Duration::from_millis(200)).unwrap();
     assert!(t.elapsed() >= Duration::from_millis(150), "{:?}", t.elapsed());
@@ -413,15 +403,7 @@ fn afxdp_bursts_go_to_the_handler_whole_and_in_order() {
     addrs.add_local(IpAddr::V4(VIP)).unwrap();
     let mut steering = XdpSteering::load(&addrs, 1, XdpAction::Pass).unwrap();
     steering.attach_best(ifindex("va")).unwrap();
-    let mut io = AfXdpIo::new(
-        &[AfXdpIface {
-            ifindex: ifindex("va"),
-            queue: 0,
-            steering: Some(&steering),
-        }],
-        small(),
-    )
-    .unwrap();
+    let mut io = io_on("va", Some(&steering));
     let vb = RawSock::new("vb");
     let sent: Vec<Vec<u8>> = (0..150u16)
         .map(|i| frames::udp4(CLIENT, 20000 + i, VIP, 80, &i.to_be_bytes()))
