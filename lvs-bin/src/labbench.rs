@@ -93,6 +93,50 @@ pub struct BenchRow {
     /// Frames the director's eth0 received per RX queue during the TCP phase (XDP counters;
     /// empty without an XDP program): shows whether connections spread over the workers.
     pub tcp_queue_spread: Vec<u64>,
+    /// CPU time the whole machine spent per completed connection during the TCP phase, in µs
+    /// (busy share of every CPU × wall time ÷ connections; anything else running counts too).
+    pub cpu_per_conn_us: f64,
+    /// CPU time the whole machine spent per datagram received during the UDP phase, in µs.
+    pub cpu_per_pkt_us: f64,
+}
+
+/// Busy and total time of all CPUs together, in ticks, from the first line of `/proc/stat`.
+/// Busy is user, system, irq and softirq; total adds nice, idle, iowait and steal. User time
+/// at a positive nice level is left out of busy on purpose: a background build at `nice 15`
+/// then barely disturbs the figure (run the benchmark itself at nice <= 0); steal is time
+/// the hypervisor gave to others, neither ours nor idle.
+fn cpu_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = v[..] else {
+        return None;
+    };
+    let busy = user + system + irq + softirq;
+    Some((busy, busy + nice + idle + iowait + steal))
+}
+
+/// Measures the busy CPU time (seconds, all CPUs together) that `f` takes on this machine.
+fn busy_cpu_seconds<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<(T, f64)> {
+    let read = || {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| cpu_ticks(&s))
+    };
+    let (s0, t0) = (read(), Instant::now());
+    let out = f()?;
+    let wall = t0.elapsed().as_secs_f64();
+    let busy = match (s0, read()) {
+        (Some((b0, n0)), Some((b1, n1))) if n1 > n0 => {
+            (b1 - b0) as f64 / (n1 - n0) as f64 * wall * num_cpus() as f64
+        }
+        _ => 0.0,
+    };
+    Ok((out, busy))
 }
 
 fn load_avg() -> String {
@@ -300,7 +344,7 @@ pub fn run_variant(
     // Warm-up: neighbours resolved, first packets through, then the measured run.
     run_gen(&par, gen_args("tcp", 0.5, &tcp_targets))?;
     let q0 = rx_queue_packets(&lab, &director);
-    let tcp_out = run_gen(&par, gen_args("tcp", o.seconds, &tcp_targets))?;
+    let (tcp_out, tcp_cpu) = busy_cpu_seconds(|| run_gen(&par, gen_args("tcp", o.seconds, &tcp_targets)))?;
     let q1 = rx_queue_packets(&lab, &director);
     let tcp_queue_spread = q1
         .iter()
@@ -317,9 +361,12 @@ pub fn run_variant(
     ];
     let before: u64 = sink_total(&lab, exe)?;
     let rcvbuf0 = rcvbuf_errors(&lab);
-    let udp_out = run_gen(&udp_extra, gen_args("udp", o.seconds, &udp_targets))?;
-    // Let queued datagrams drain before counting.
-    std::thread::sleep(Duration::from_millis(200));
+    let (udp_out, udp_cpu) = busy_cpu_seconds(|| {
+        let out = run_gen(&udp_extra, gen_args("udp", o.seconds, &udp_targets))?;
+        // Let queued datagrams drain before counting.
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(out)
+    })?;
     let after: u64 = sink_total(&lab, exe)?;
     let rcvbuf_lost = rcvbuf_errors(&lab).saturating_sub(rcvbuf0);
     let director_drops = stdout_of(&lab, &director, &["ethtool", "-S", "eth0"])
@@ -343,7 +390,10 @@ pub fn run_variant(
             }
         }
     }
+    let per = |cpu: f64, n: f64| if n > 0.0 { cpu * 1e6 / n } else { 0.0 };
     Ok(BenchRow {
+        cpu_per_conn_us: per(tcp_cpu, field(&tcp_out, "ok")),
+        cpu_per_pkt_us: per(udp_cpu, after.saturating_sub(before) as f64),
         variant: variant.to_string(),
         conn_rate: field(&tcp_out, "ok") / field(&tcp_out, "seconds").max(1e-3),
         conn_failed: field(&tcp_out, "failed") as u64,
@@ -448,8 +498,15 @@ pub fn run(o: &BenchOpts) -> io::Result<Vec<BenchRow>> {
                 }
             };
             eprintln!(
-                "  {v}: {:.0} conn/s ({} failed, {} SYN retransmits), {:.0} pps received of {:.0} sent, load {}",
-                r.conn_rate, r.conn_failed, r.syn_retrans, r.pps, r.sent_pps, r.load
+                "  {v}: {:.0} conn/s ({} failed, {} SYN retransmits, {:.1} CPU µs each), {:.0} pps received of {:.0} sent ({:.2} CPU µs each), load {}",
+                r.conn_rate,
+                r.conn_failed,
+                r.syn_retrans,
+                r.cpu_per_conn_us,
+                r.pps,
+                r.sent_pps,
+                r.cpu_per_pkt_us,
+                r.load
             );
             eprintln!(
                 "  UDP lost at the servers' full socket buffers: {}; director eth0: {}",
@@ -472,10 +529,12 @@ pub fn run(o: &BenchOpts) -> io::Result<Vec<BenchRow>> {
                         best.conn_rate = r.conn_rate;
                         best.conn_failed = r.conn_failed;
                         best.syn_retrans = r.syn_retrans;
+                        best.cpu_per_conn_us = r.cpu_per_conn_us;
                     }
                     if r.pps > best.pps {
                         best.pps = r.pps;
                         best.sent_pps = r.sent_pps;
+                        best.cpu_per_pkt_us = r.cpu_per_pkt_us;
                     }
                     best.load = format!("{} {}", best.load, r.load);
                 }
@@ -508,24 +567,42 @@ pub fn table(rows: &[BenchRow], o: &BenchOpts) -> String {
     );
     let w = rows.iter().map(|r| r.variant.len()).max().unwrap_or(0).max(14);
     s.push_str(&format!(
-        "{:<w$} {:>10} {:>8} {:>8} {:>11} {:>11}  {}\n",
-        "variant", "conn/s", "failed", "synretx", "pps(recv)", "pps(sent)", "load"
+        "{:<w$} {:>10} {:>8} {:>8} {:>11} {:>11} {:>9} {:>8}  {}\n",
+        "variant", "conn/s", "failed", "synretx", "pps(recv)", "pps(sent)", "µs/conn", "µs/pkt", "load"
     ));
     for r in rows {
         s.push_str(&format!(
-            "{:<w$} {:>10.0} {:>8} {:>8} {:>11.0} {:>11.0}  {}\n",
-            r.variant, r.conn_rate, r.conn_failed, r.syn_retrans, r.pps, r.sent_pps, r.load
+            "{:<w$} {:>10.0} {:>8} {:>8} {:>11.0} {:>11.0} {:>9.1} {:>8.2}  {}\n",
+            r.variant,
+            r.conn_rate,
+            r.conn_failed,
+            r.syn_retrans,
+            r.pps,
+            r.sent_pps,
+            r.cpu_per_conn_us,
+            r.cpu_per_pkt_us,
+            r.load
         ));
     }
+    s.push_str("(µs/conn, µs/pkt: busy CPU time of the whole machine per completed connection / received datagram)\n");
     let find = |n: &str| rows.iter().find(|r| r.variant == n);
     for lvs in rows.iter().filter(|r| r.variant.starts_with("lvs-")) {
         for peer in ["nft", "routing"] {
             if let Some(p) = find(peer) {
+                let cost = |a: f64, b: f64| {
+                    if a > 0.0 && b > 0.0 {
+                        format!("{:.2}", a / b)
+                    } else {
+                        "-".to_string()
+                    }
+                };
                 s.push_str(&format!(
-                    "{}/{peer}: conn/s {:.2}  pps {:.2}\n",
+                    "{}/{peer}: conn/s {:.2}  pps {:.2}  CPU per conn {}  CPU per pkt {}\n",
                     lvs.variant,
                     lvs.conn_rate / p.conn_rate.max(1e-9),
-                    lvs.pps / p.pps.max(1e-9)
+                    lvs.pps / p.pps.max(1e-9),
+                    cost(lvs.cpu_per_conn_us, p.cpu_per_conn_us),
+                    cost(lvs.cpu_per_pkt_us, p.cpu_per_pkt_us)
                 ));
             }
         }
@@ -590,9 +667,43 @@ mod tests {
             row("lvs-afxdp", 15000.0, 50000.0),
         ];
         let t = table(&rows, &o);
-        assert!(t.contains("lvs-afxdp/nft: conn/s 1.50  pps 0.50\n"), "{t}");
-        assert!(t.contains("lvs-afxdp/routing: conn/s 0.75  pps 0.25\n"), "{t}");
+        assert!(
+            t.contains("lvs-afxdp/nft: conn/s 1.50  pps 0.50  CPU per conn -  CPU per pkt -\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("lvs-afxdp/routing: conn/s 0.75  pps 0.25  CPU per conn -"),
+            "{t}"
+        );
         assert!(!t.contains("nft/routing"), "{t}");
+    }
+
+    #[test]
+    fn cpu_cost_ratios_compare_the_busy_time_per_connection_and_per_packet() {
+        let o = opts();
+        let mut nft = row("nft", 10000.0, 100000.0);
+        (nft.cpu_per_conn_us, nft.cpu_per_pkt_us) = (80.0, 10.0);
+        let mut lvs = row("lvs-afxdp", 9000.0, 120000.0);
+        (lvs.cpu_per_conn_us, lvs.cpu_per_pkt_us) = (100.0, 8.0);
+        let t = table(&[nft, lvs], &o);
+        assert!(
+            t.contains("lvs-afxdp/nft: conn/s 0.90  pps 1.20  CPU per conn 1.25  CPU per pkt 0.80\n"),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("lvs-afxdp ") && l.contains(" 100.0 ") && l.contains(" 8.00 ")),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn cpu_ticks_read_busy_and_total_from_proc_stat() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let stat = "cpu  100 5 50 800 10 3 7 25 0 0\ncpu0 50 2 25 400 5 1 3 12 0 0\nintr 1\n";
+        assert_eq!(cpu_ticks(stat), Some((160, 1000)));
+        assert_eq!(cpu_ticks("cpu0 1 2 3\n"), None);
+        assert_eq!(cpu_ticks("cpu  1 2 x 4 5 6 7 8\n"), None);
     }
 
     #[test]
