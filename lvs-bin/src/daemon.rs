@@ -18,7 +18,7 @@ use lvs_core::service::ServiceKey;
 use lvs_core::{DestState, ForwardMethod, ServiceTable, Time};
 use lvs_dataplane::io::PacketIo;
 use lvs_dataplane::io::afpacket::{AfPacketConfig, AfPacketIo, RxRing};
-use lvs_dataplane::io::afxdp::{AfXdpConfig, AfXdpIface, AfXdpIo};
+use lvs_dataplane::io::afxdp::{AfXdpConfig, AfXdpIface, AfXdpIo, queues_of_worker};
 use lvs_dataplane::io::netlink::{self, InterfaceInfo};
 use lvs_dataplane::io::xdp_prog::{BalancerAddrs, XdpAction, XdpMode as ProgMode, XdpSteering};
 use lvs_dataplane::neigh::NeighTable;
@@ -356,15 +356,18 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 );
             }
             for w in 0..workers {
-                let ifaces: Vec<AfXdpIface<'_>> = infos
-                    .iter()
-                    .zip(&steering)
-                    .map(|(i, st)| AfXdpIface {
+                // Every queue of an interface gets a socket: a queue without one would leave
+                // its share of the balancer's frames to the kernel.
+                let mut ifaces: Vec<AfXdpIface<'_>> = Vec::new();
+                for (i, st) in infos.iter().zip(&steering) {
+                    let queues = queues_of_worker(w as u32, workers as u32, i.rx_queues);
+                    tracing::info!("worker {w}: {} queue(s) {queues:?}", i.name);
+                    ifaces.extend(queues.into_iter().map(|queue| AfXdpIface {
                         ifindex: i.ifindex,
-                        queue: w as u32 % i.rx_queues,
+                        queue,
                         steering: Some(st),
-                    })
-                    .collect();
+                    }));
+                }
                 let io = AfXdpIo::new(&ifaces, AfXdpConfig::default())
                     .map_err(|e| DaemonError::Runtime(format!("AF_XDP socket: {e}")))?;
                 ios.push(Box::new(io));

@@ -344,6 +344,21 @@ impl Lab {
         Ok(())
     }
 
+    /// XPS on every multi-queue interface of the lab: TX queue i belongs to CPU i (mod the
+    /// CPU count), so a frame keeps to the queue of the CPU that sent or forwarded it, as a
+    /// NIC's RSS would spread flows. Without it every bridged TCP connection lands on the
+    /// director's queue 0.
+    pub fn steer_queues_by_cpu(&self) -> io::Result<()> {
+        let script = "n=$(nproc); for d in /sys/class/net/*/queues; do \
+             [ -e $d/tx-1 ] || continue; i=0; \
+             while [ -e $d/tx-$i/xps_cpus ]; do \
+             printf '%x' $((1 << (i % n))) > $d/tx-$i/xps_cpus || exit 1; i=$((i + 1)); done; done";
+        for ns in self.namespaces() {
+            self.exec(&ns, &["sh", "-c", script])?;
+        }
+        Ok(())
+    }
+
     /// Runs a command inside namespace `ns` and waits for it.
     pub fn exec(&self, ns: &str, args: &[&str]) -> io::Result<Output> {
         let mut full = vec!["netns", "exec", ns];

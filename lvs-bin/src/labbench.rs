@@ -200,16 +200,7 @@ pub fn run_variant(
         }
     }
     if o.queues > 1 && o.steer == QueueSteering::Cpu {
-        // TX queue i of every multi-queue lab interface is CPU i's (XPS): a frame keeps to
-        // the queue of the CPU that sent or forwarded it, as a NIC's RSS would spread flows.
-        // Without it, every bridged TCP connection lands on the director's queue 0.
-        let script = "n=$(nproc); for d in /sys/class/net/*/queues; do \\
-             [ -e $d/tx-1 ] || continue; i=0; \\
-             while [ -e $d/tx-$i/xps_cpus ]; do \\
-             printf '%x' $((1 << (i % n))) > $d/tx-$i/xps_cpus || exit 1; i=$((i + 1)); done; done";
-        for ns in &namespaces {
-            lab.exec(ns, &["sh", "-c", script])?;
-        }
+        lab.steer_queues_by_cpu()?;
     }
     let load = load_avg();
     for ns in lab.servers.clone() {

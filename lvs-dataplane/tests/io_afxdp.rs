@@ -277,6 +277,104 @@ fn afxdp_two_interfaces_share_one_umem_and_forward_across() {
     assert_eq!(ks.rx_dropped, 0);
 }
 
+/// `rx_queue_N_xdp_redirect` of `iface` per queue N (`ethtool -S` in namespace `ns`).
+fn xdp_redirects_per_queue(ns: &Netns, iface: &str, queues: usize) -> Vec<u64> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "ethtool", "-S", iface])
+        .output()
+        .expect("ethtool");
+    let text = String::from_utf8_lossy(&out.stdout);
+    (0..queues)
+        .map(|q| {
+            let key = format!("rx_queue_{q}_xdp_redirect:");
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(key.as_str()))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+#[test]
+fn afxdp_one_io_serves_several_queues_of_one_interface_as_one_interface_number() {
+    if !require_root("afxdp_one_io_serves_several_queues_of_one_interface_as_one_interface_number") {
+        return;
+    }
+    let ns = Netns::new("xdpmq");
+    // Two queues: vb's kernel spreads the flows below over both by their hash.
+    ns.veth_queues("va", 0xaa, "vb", 0xbb, true, 2);
+    let addrs = BalancerAddrs::new(64).unwrap();
+    addrs.add_local(IpAddr::V4(VIP)).unwrap();
+    let mut steering = XdpSteering::load(&addrs, 2, XdpAction::Pass).unwrap();
+    steering.attach(ifindex("va"), XdpMode::Native).unwrap();
+    let mut io = AfXdpIo::new(
+        &[
+            AfXdpIface {
+                ifindex: ifindex("va"),
+                queue: 0,
+                steering: Some(&steering),
+            },
+            AfXdpIface {
+                ifindex: ifindex("va"),
+                queue: 1,
+                steering: Some(&steering),
+            },
+        ],
+        small(),
+    )
+    .unwrap();
+    assert_eq!(
+        io.interfaces(),
+        1,
+        "two queues of one interface are one interface number"
+    );
+    let vb = RawSock::new("vb");
+    let sent: Vec<Vec<u8>> = (0..200u16)
+        .map(|i| frames::udp4(CLIENT, 20000 + i, VIP, 80, &i.to_be_bytes()))
+        .collect();
+    for f in &sent {
+        vb.send(f);
+    }
+    let mut ifaces_seen = Vec::new();
+    let n = pump(&mut io, sent.len(), Duration::from_secs(5), &mut |fb, iface| {
+        ifaces_seen.push(iface);
+        // Forward out of interface 0 and Reply (out of the queue it came in on) alternate.
+        if udp_payload(fb.frame())[1].is_multiple_of(2) {
+            Verdict::Forward { egress: 0 }
+        } else {
+            Verdict::Reply
+        }
+    });
+    assert_eq!(
+        n,
+        sent.len(),
+        "every datagram to the VIP reaches lvs, whatever its queue"
+    );
+    assert!(ifaces_seen.iter().all(|&i| i == 0), "{ifaces_seen:?}");
+    let per_queue = xdp_redirects_per_queue(&ns, "va", 2);
+    assert_eq!(per_queue.iter().sum::<u64>(), 200, "{per_queue:?}");
+    assert!(
+        per_queue.iter().all(|&q| q > 0),
+        "the flows used both queues (else this test shows nothing): {per_queue:?}"
+    );
+    let mut back: Vec<_> = vb
+        .drain(Duration::from_millis(300), 1000)
+        .into_iter()
+        .filter(|f| f.len() > 23 && f[23] == 17)
+        .collect();
+    back.sort();
+    let mut expect = sent.clone();
+    expect.sort();
+    assert_eq!(back, expect, "all 200 go back out of va, intact");
+    assert_eq!(io.stats().tx, 200);
+    assert!(
+        io.send_frame(1, &frames::arp_request(VIP, CLIENT)).is_err(),
+        "one interface only"
+    );
+    drop(io);
+    steering.detach();
+}
+
 #[test]
 fn afxdp_send_frame_goes_out_of_the_chosen_interface() {
     if !require_root("afxdp_send_frame_goes_out_of_the_chosen_interface") {

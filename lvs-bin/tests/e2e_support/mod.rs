@@ -109,6 +109,8 @@ pub struct Opts {
     pub ipv6: bool,
     /// `sysctl -w` settings made in the director's namespace before lvs starts.
     pub director_sysctls: Vec<String>,
+    /// RX/TX queues on every lab veth; with more than one, TX queue i belongs to CPU i (XPS).
+    pub queues: u32,
 }
 
 impl Default for Opts {
@@ -119,6 +121,7 @@ impl Default for Opts {
             toml: None,
             ipv6: false,
             director_sysctls: Vec::new(),
+            queues: 1,
         }
     }
 }
@@ -212,7 +215,10 @@ impl E2e {
         extra: &[&str],
         opts: &Opts,
     ) -> E2e {
-        let mut lab = Lab::build(method, servers).expect("build the lab");
+        let mut lab = Lab::build_with_queues(method, servers, opts.queues).expect("build the lab");
+        if opts.queues > 1 {
+            lab.steer_queues_by_cpu().expect("XPS on the lab's queues");
+        }
         if opts.ipv6 {
             lab.add_ipv6(method).expect("IPv6 addresses in the lab");
         }

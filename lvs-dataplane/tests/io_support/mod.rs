@@ -101,23 +101,30 @@ impl Netns {
     /// As [`Netns::veth`]; `offloads_off` false keeps veth's checksum offloads on.
     pub fn veth_opts(&self, a: &str, mac_a: u8, b: &str, mac_b: u8, offloads_off: bool) {
         // One queue each way, so every frame is on queue 0 (the socket's XSKMAP slot).
+        self.veth_queues(a, mac_a, b, mac_b, offloads_off, 1);
+    }
+
+    /// As [`Netns::veth_opts`] with `queues` RX and TX queues on each end (a frame sent into
+    /// `b` arrives on the `a` queue numbered as the TX queue `b`'s kernel picked for it).
+    pub fn veth_queues(&self, a: &str, mac_a: u8, b: &str, mac_b: u8, offloads_off: bool, queues: u32) {
+        let q = queues.to_string();
         self.ip(&[
             "link",
             "add",
             a,
             "numtxqueues",
-            "1",
+            &q,
             "numrxqueues",
-            "1",
+            &q,
             "type",
             "veth",
             "peer",
             "name",
             b,
             "numtxqueues",
-            "1",
+            &q,
             "numrxqueues",
-            "1",
+            &q,
         ]);
         for (dev, mac) in [(a, mac_a), (b, mac_b)] {
             let m = format!("02:00:00:00:00:{mac:02x}");

@@ -28,7 +28,8 @@
 //! let ifindex = lvs_dataplane::io::sys::if_index("eth0")?;
 //! let mut steering = XdpSteering::load(&addrs, 4, XdpAction::Pass)?;
 //! steering.attach_best(ifindex)?; // native, else generic; detached on drop or exit
-//! // Worker w serves queue w of every interface.
+//! // Worker w serves its share of every interface's queues (w, w + workers, ...): a queue
+//! // without a socket would leave its frames to the kernel.
 //! let io = AfXdpIo::new(
 //!     &[AfXdpIface { ifindex, queue: 0, steering: Some(&steering) }],
 //!     AfXdpConfig::default(),
@@ -94,6 +95,20 @@ pub struct AfXdpIface<'a> {
     pub steering: Option<&'a XdpSteering>,
 }
 
+/// The queues of an interface with `rx_queues` queues that worker `worker` of `workers`
+/// serves: every queue has exactly one worker (w, w + workers, w + 2·workers, ...) when the
+/// interface has at least as many queues as there are workers; with fewer, worker w takes
+/// queue w mod `rx_queues` (two workers cannot bind one queue: callers run at most as many
+/// workers as the largest queue count).
+pub fn queues_of_worker(worker: u32, workers: u32, rx_queues: u32) -> Vec<u32> {
+    let (workers, rx_queues) = (workers.max(1), rx_queues.max(1));
+    if rx_queues >= workers {
+        (worker % workers..rx_queues).step_by(workers as usize).collect()
+    } else {
+        vec![worker % rx_queues]
+    }
+}
+
 /// Counters of an [`AfXdpIo`] (single writer: the worker).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct AfXdpStats {
@@ -117,10 +132,16 @@ pub struct AfXdpStats {
 }
 
 /// AF_XDP [`PacketIo`]: sockets on several (interface, queue) pairs sharing one UMEM.
-/// Interface number `i` in verdicts and `send_frame` is the `i`-th entry given to `new`.
+/// Interface number `i` in verdicts and `send_frame` is the `i`-th distinct interface of the
+/// entries given to `new`, in order of first appearance; several entries may name queues of
+/// the same interface (a worker serving more than one queue of a NIC).
 #[derive(Debug)]
 pub struct AfXdpIo {
     socks: Vec<XskSocket>,
+    /// Interface number of each socket.
+    port: Vec<u16>,
+    /// The socket that transmits for each interface number (its first entry).
+    tx_sock: Vec<usize>,
     umem: Umem,
     free: Vec<u64>,
     pollfds: Vec<libc::pollfd>,
@@ -131,6 +152,7 @@ pub struct AfXdpIo {
 impl AfXdpIo {
     /// Opens one socket per entry of `ifaces` (the first registers the UMEM, the others share
     /// it), fills the fill rings, and puts each socket in its steering program's XSKMAP.
+    /// Entries with the same `ifindex` are queues of one interface: one interface number.
     pub fn new(ifaces: &[AfXdpIface<'_>], cfg: AfXdpConfig) -> io::Result<AfXdpIo> {
         if ifaces.is_empty() || ifaces.len() > u16::MAX as usize {
             return Err(io::Error::new(
@@ -156,7 +178,23 @@ impl AfXdpIo {
             )?;
             socks.push(s);
         }
+        let mut port = Vec::with_capacity(ifaces.len());
+        let mut tx_sock = Vec::new();
+        let mut seen: Vec<u32> = Vec::new();
+        for (si, ifc) in ifaces.iter().enumerate() {
+            let p = match seen.iter().position(|&x| x == ifc.ifindex) {
+                Some(p) => p,
+                None => {
+                    seen.push(ifc.ifindex);
+                    tx_sock.push(si);
+                    seen.len() - 1
+                }
+            };
+            port.push(p as u16);
+        }
         let mut io = AfXdpIo {
+            port,
+            tx_sock,
             pollfds: socks
                 .iter()
                 .map(|s| libc::pollfd {
@@ -185,15 +223,21 @@ impl AfXdpIo {
         self.stats
     }
 
-    /// How socket `iface` is bound (zero-copy, copy, shared UMEM).
-    pub fn bind_mode(&self, iface: u16) -> BindMode {
-        self.socks[iface as usize].mode
+    /// How the socket of entry `entry` (given to `new`) is bound (zero-copy, copy, shared
+    /// UMEM).
+    pub fn bind_mode(&self, entry: usize) -> BindMode {
+        self.socks[entry].mode
     }
 
-    /// The kernel's counters of socket `iface` (drops for a full RX ring or an empty fill
-    /// ring, invalid descriptors).
-    pub fn kernel_stats(&self, iface: u16) -> io::Result<libc::xdp_statistics> {
-        self.socks[iface as usize].kernel_stats()
+    /// The kernel's counters of the socket of entry `entry` (drops for a full RX ring or an
+    /// empty fill ring, invalid descriptors).
+    pub fn kernel_stats(&self, entry: usize) -> io::Result<libc::xdp_statistics> {
+        self.socks[entry].kernel_stats()
+    }
+
+    /// Interface numbers served (distinct interfaces among the entries).
+    pub fn interfaces(&self) -> usize {
+        self.tx_sock.len()
     }
 
     /// Completed TX chunks back to the free list.
@@ -284,10 +328,9 @@ impl AfXdpIo {
     /// socket `si`) where `verdict` sends it, or returns it to the free list.
     #[inline]
     fn dispatch(&mut self, si: usize, chunk: u64, addr: u64, len: u32, verdict: Verdict) {
-        let k = self.socks.len();
         let out = match verdict {
-            Verdict::Forward { egress } => Some(egress as usize),
-            Verdict::Reply => Some(si),
+            Verdict::Forward { egress } => Some(self.tx_sock.get(egress as usize).copied()),
+            Verdict::Reply => Some(Some(si)),
             Verdict::Pass => {
                 self.stats.pass_dropped += 1;
                 None
@@ -295,14 +338,14 @@ impl AfXdpIo {
             Verdict::Drop(_) | Verdict::Held => None,
         };
         let sent = match out {
-            Some(e) if e < k => {
+            Some(Some(e)) => {
                 let ok = queue_tx(&mut self.socks[e], addr, len);
                 if !ok {
                     self.stats.tx_ring_full += 1;
                 }
                 ok
             }
-            Some(_) => {
+            Some(None) => {
                 self.stats.bad_egress += 1;
                 false
             }
@@ -363,7 +406,7 @@ impl PacketIo for AfXdpIo {
                         let buf = unsafe { umem.chunk_mut(chunk) };
                         *fb = FrameBuf::new(buf, (d.addr - chunk) as usize, d.len as usize);
                     }
-                    handler(&mut frames[..m], si as u16, &mut verdicts[..m]);
+                    handler(&mut frames[..m], self.port[si], &mut verdicts[..m]);
                     for ((o, fb), c) in out.iter_mut().zip(&frames[..m]).zip(&chunks) {
                         *o = (c + fb.head() as u64, fb.len() as u32);
                     }
@@ -383,10 +426,9 @@ impl PacketIo for AfXdpIo {
     }
 
     fn send_frame(&mut self, iface: u16, frame: &[u8]) -> io::Result<()> {
-        let i = iface as usize;
-        if i >= self.socks.len() {
+        let Some(&i) = self.tx_sock.get(iface as usize) else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no such interface"));
-        }
+        };
         let room = (self.umem.chunk_size() as u64 - XDP_PACKET_HEADROOM) as usize;
         if frame.len() > room {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame too long"));
@@ -420,5 +462,41 @@ impl PacketIo for AfXdpIo {
         }
         sys::poll_readable(&mut self.pollfds, timeout)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::queues_of_worker;
+
+    #[test]
+    fn every_queue_has_exactly_one_worker_when_queues_outnumber_workers() {
+        for (workers, queues) in [(1, 1), (1, 4), (2, 2), (2, 8), (3, 8), (4, 4)] {
+            let mut owner = vec![None; queues as usize];
+            for w in 0..workers {
+                let mine = queues_of_worker(w, workers, queues);
+                assert!(
+                    !mine.is_empty(),
+                    "worker {w} of {workers} has no queue of {queues}"
+                );
+                for q in mine {
+                    assert_eq!(owner[q as usize], None, "queue {q} served twice");
+                    owner[q as usize] = Some(w);
+                }
+            }
+            assert!(
+                owner.iter().all(Option::is_some),
+                "{workers} workers, {queues} queues: {owner:?}"
+            );
+        }
+        assert_eq!(queues_of_worker(1, 2, 8), [1, 3, 5, 7]);
+        assert_eq!(queues_of_worker(0, 1, 3), [0, 1, 2]);
+    }
+
+    #[test]
+    fn an_interface_with_fewer_queues_gives_each_worker_one_in_turn() {
+        assert_eq!(queues_of_worker(0, 4, 2), [0]);
+        assert_eq!(queues_of_worker(3, 4, 2), [1]);
+        assert_eq!(queues_of_worker(2, 4, 1), [0]);
     }
 }
