@@ -90,9 +90,32 @@ pub fn forward_ipip_v4(
     ident: u16,
     macs: &[u8; 12],
 ) -> bool {
+    if ip.v6 || ip.l3 != ethernet::field::HEADER_LEN {
+        return false;
+    }
+    if !forward_ipip_fast4(fb, ip.end, ip.ttl, src, dst, ident, macs) {
+        return false;
+    }
+    ip.ttl -= 1;
+    true
+}
+
+/// [`forward_ipip_v4`] for a frame [`super::parse_fast4`] read (IPv4 header at 14, the
+/// packet ending at `end`, TTL `ttl`): the same bytes. False (frame untouched) when it does
+/// not apply.
+#[inline]
+pub fn forward_ipip_fast4(
+    fb: &mut FrameBuf<'_>,
+    end: usize,
+    ttl: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    macs: &[u8; 12],
+) -> bool {
     const L3: usize = ethernet::field::HEADER_LEN;
     const HDR: usize = ipv4::field::HEADER_LEN;
-    if ip.v6 || ip.l3 != L3 || ip.ttl <= 1 || ip.end < L3 + HDR || ip.end > fb.len() || fb.head() < HDR {
+    if ttl <= 1 || end < L3 + HDR || end > fb.len() || fb.head() < HDR {
         return false;
     }
     {
@@ -103,7 +126,7 @@ pub fn forward_ipip_v4(
         else {
             return false;
         };
-        if h[12..L3] != [0x08, 0x00] || h[L3] != 0x45 || h[L3 + 8] != ip.ttl {
+        if h[12..L3] != [0x08, 0x00] || h[L3] != 0x45 || h[L3 + 8] != ttl {
             return false;
         }
         // TTL - 1: the TTL/protocol word's change is 0xfeff (see `forward_v4`).
@@ -112,9 +135,8 @@ pub fn forward_ipip_v4(
         h[L3 + 10..L3 + 12].copy_from_slice(&c.to_be_bytes());
     }
     // Ethernet padding goes.
-    fb.set_len(ip.end);
-    ip.ttl -= 1;
-    let inner_len = ip.ip_len();
+    fb.set_len(end);
+    let inner_len = end - L3;
     fb.push_front(HDR);
     let f = fb.frame_mut();
     let (front, inner) = f.split_at_mut(L3 + HDR);
