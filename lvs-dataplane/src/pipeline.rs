@@ -674,9 +674,9 @@ impl Worker {
                     // VIP hints above belong to this burst's service snapshot.)
                     self.refresh_neigh();
                 }
-                let out = match *st {
-                    // The fast paths work on the parsed headers in registers.
-                    Stage::FastVip(h, a) => {
+                let out = match st {
+                    // The fast paths read the parsed headers where the first pass left them.
+                    &Stage::FastVip(ref h, a) => {
                         let a = a as usize % PREFETCH_BURST;
                         let mut looked = None;
                         match self.established4(
@@ -697,7 +697,7 @@ impl Worker {
                             None => self.ip_looked(fb, &mut h.info(), looked, ingress, now),
                         }
                     }
-                    Stage::FastNotVip(h, a) => {
+                    &Stage::FastNotVip(ref h, a) => {
                         let a = a as usize % PREFETCH_BURST;
                         match self.reply4(fb, h, &s.kout[a], &s.hout[a], expire, now) {
                             Some(v) => {
@@ -707,11 +707,14 @@ impl Worker {
                             None => self.ip_parsed(fb, Ok(h.info()), Some(false), ingress, now),
                         }
                     }
-                    Stage::Slow(vip) => self.ip_parsed(fb, Ok(*info), vip, ingress, now),
-                    Stage::Bad(r) => Verdict::Drop(r),
+                    &Stage::Slow(vip) => self.ip_parsed(fb, Ok(*info), vip, ingress, now),
+                    &Stage::Bad(r) => Verdict::Drop(r),
                     Stage::NotIp => self.classify(fb, ingress, now),
                 };
-                *v = self.count(out);
+                *v = match out {
+                    Verdict::Forward { .. } => out,
+                    _ => self.count(out),
+                };
             }
             for (c, k) in [
                 (&self.stats.forwarded_in, fwd_in),
@@ -1040,7 +1043,7 @@ impl Worker {
     fn established4(
         &self,
         fb: &mut FrameBuf<'_>,
-        h: Fast4,
+        h: &Fast4,
         key: &ConnKeyIn,
         hint: &LookupHint,
         looked: &mut Option<ConnRef>,
@@ -1085,7 +1088,7 @@ impl Worker {
     fn forward4(
         &self,
         fb: &mut FrameBuf<'_>,
-        h: Fast4,
+        h: &Fast4,
         c: &ConnRef,
         method: ForwardMethod,
         toa: bool,
@@ -1103,7 +1106,7 @@ impl Worker {
                     _ => return self.forward_conn(fb, &mut h.info(), c, toa, ingress),
                 },
                 ForwardMethod::Tunnel => {
-                    return match self.tunnel_fast4(fb, &h, *d.ip()) {
+                    return match self.tunnel_fast4(fb, h, *d.ip()) {
                         Some(v) => v,
                         None => self.forward_conn(fb, &mut h.info(), c, toa, ingress),
                     };
@@ -1115,7 +1118,7 @@ impl Worker {
             } else {
                 Some(dest)
             };
-            if xlate::forward_fast4(fb.frame_mut(), &h, local, to) {
+            if xlate::forward_fast4(fb.frame_mut(), h, local, to) {
                 return self.l2_out_v4(fb, *d.ip());
             }
         }
@@ -1192,7 +1195,7 @@ impl Worker {
     fn reply4(
         &self,
         fb: &mut FrameBuf<'_>,
-        h: Fast4,
+        h: &Fast4,
         key: &ConnKeyOut,
         hint: &LookupHint,
         expire: bool,
@@ -1235,7 +1238,7 @@ impl Worker {
         conns.on_packet(c, Direction::Output, TcpFlags(h.tcp_flags), now);
         self.account(c.dest_id(), false, h.ip_len());
         fb.set_len(h.end());
-        if !xlate::forward_fast4(fb.frame_mut(), &h, Some(src), to_client) {
+        if !xlate::forward_fast4(fb.frame_mut(), h, Some(src), to_client) {
             // Not reached for what the fast parser accepts; the general rewrite if it were.
             let mut ip = h.info();
             let f = fb.frame_mut();
@@ -1510,16 +1513,27 @@ impl Worker {
 
     /// [`ServiceSet::dest_by_id`] of the worker's service snapshot `set`, through a small
     /// cache of positions (cleared when the snapshot changes) in front of the hash lookup.
-    #[inline]
+    #[inline(always)]
     fn dest_by_id<'s>(&self, set: &'s ServiceSet, id: u32) -> Option<(&'s VirtualService, &'s Destination)> {
-        let slot = &self.dest_cache[id as usize % DEST_CACHE];
-        if let Some((k, si, di)) = slot.get()
+        if let Some((k, si, di)) = self.dest_cache[id as usize % DEST_CACHE].get()
             && k == id
             && let Some(svc) = set.services().get(si as usize)
             && let Some(d) = svc.dests.get(di as usize)
         {
             return Some((&**svc, d));
         }
+        self.dest_by_id_miss(set, id)
+    }
+
+    /// [`dest_by_id`](Self::dest_by_id) not in the cache: the hash lookup, then the cache.
+    #[cold]
+    #[inline(never)]
+    fn dest_by_id_miss<'s>(
+        &self,
+        set: &'s ServiceSet,
+        id: u32,
+    ) -> Option<(&'s VirtualService, &'s Destination)> {
+        let slot = &self.dest_cache[id as usize % DEST_CACHE];
         let (svc, d) = set.dest_by_id(id)?;
         let si = set.services().iter().position(|s| std::ptr::eq(&**s, svc));
         let di = svc.dests.iter().position(|x| std::ptr::eq(x, d));

@@ -103,7 +103,7 @@ pub fn forward_ipip_v4(
 /// [`forward_ipip_v4`] for a frame [`super::parse_fast4`] read (IPv4 header at 14, the
 /// packet ending at `end`, TTL `ttl`): the same bytes. False (frame untouched) when it does
 /// not apply.
-#[inline]
+#[inline(always)]
 pub fn forward_ipip_fast4(
     fb: &mut FrameBuf<'_>,
     end: usize,
