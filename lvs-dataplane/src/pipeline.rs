@@ -654,13 +654,14 @@ impl Worker {
             let conns = &self.p.tables.conns;
             // The prefetch hands back each key's hash and candidate entry, which the fast
             // paths' lookups start from instead of hashing and probing again.
-            conns.prefetch_in_hinted(&s.kin[..nin], &mut s.hin);
-            conns.prefetch_out_hinted(&s.kout[..nout], &mut s.hout);
+            if nin != 0 {
+                conns.prefetch_in_hinted(&s.kin[..nin], &mut s.hin);
+            }
+            if nout != 0 {
+                conns.prefetch_out_hinted(&s.kout[..nout], &mut s.hout);
+            }
             let f = &self.stats.frames;
             f.store(f.load(Ordering::Relaxed) + m as u64, Ordering::Relaxed);
-            // Settings read once per chunk (as if it had come a moment earlier or later).
-            let expire = self.p.expire_nodest_conn.load(Ordering::Relaxed);
-            let toa = self.p.toa.load(Ordering::Relaxed);
             let (mut fwd_in, mut fwd_out) = (0u64, 0u64);
             for (((fb, v), st), info) in chunk
                 .iter_mut()
@@ -679,17 +680,7 @@ impl Worker {
                     &Stage::FastVip(ref h, a) => {
                         let a = a as usize % PREFETCH_BURST;
                         let mut looked = None;
-                        match self.established4(
-                            fb,
-                            h,
-                            &s.kin[a],
-                            &s.hin[a],
-                            &mut looked,
-                            expire,
-                            toa,
-                            ingress,
-                            now,
-                        ) {
+                        match self.established4(fb, h, &s.kin[a], &s.hin[a], &mut looked, ingress, now) {
                             Some(v) => {
                                 fwd_in += matches!(v, Verdict::Forward { .. }) as u64;
                                 v
@@ -699,7 +690,7 @@ impl Worker {
                     }
                     &Stage::FastNotVip(ref h, a) => {
                         let a = a as usize % PREFETCH_BURST;
-                        match self.reply4(fb, h, &s.kout[a], &s.hout[a], expire, now) {
+                        match self.reply4(fb, h, &s.kout[a], &s.hout[a], now) {
                             Some(v) => {
                                 fwd_out += matches!(v, Verdict::Forward { .. }) as u64;
                                 v
@@ -1036,7 +1027,7 @@ impl Worker {
     /// connection yet, a SYN reopening a finished connection, `expire_nodest_conn`) is
     /// handed back (`None`) before any side effect, with what the lookup found in `looked`,
     /// for the general path. `key` is its client-side key, `hint` what the burst's prefetch
-    /// learnt about it, `expire` and `toa_on` the settings. The fuzz tests check that a
+    /// learnt about it. The fuzz tests check that a
     /// burst and single frames (the general path) agree.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
@@ -1047,8 +1038,6 @@ impl Worker {
         key: &ConnKeyIn,
         hint: &LookupHint,
         looked: &mut Option<ConnRef>,
-        expire: bool,
-        toa_on: bool,
         ingress: u16,
         now: Time,
     ) -> Option<Verdict> {
@@ -1061,7 +1050,9 @@ impl Worker {
         // No connection yet: handed back with nothing found.
         let c = found.as_ref()?;
         let before = c.state();
-        if (is_syn && matches!(before, ConnState::TimeWait | ConnState::Close)) || expire {
+        if (is_syn && matches!(before, ConnState::TimeWait | ConnState::Close))
+            || self.p.expire_nodest_conn.load(Ordering::Relaxed)
+        {
             *looked = found;
             return None;
         }
@@ -1075,7 +1066,7 @@ impl Worker {
             && method == ForwardMethod::FullNat
             && before != ConnState::Established
             && after == ConnState::Established
-            && toa_on;
+            && self.p.toa.load(Ordering::Relaxed);
         Some(self.forward4(fb, h, c, method, toa, ingress))
     }
 
@@ -1189,7 +1180,7 @@ impl Worker {
     /// [`ip_parsed`](Self::ip_parsed) and [`reply`](Self::reply) do for it, with the
     /// addresses kept as `u32` and the rewrite in one pass. `None` (before any side effect)
     /// for what it does not cover: a destination a firewall-mark rule names,
-    /// `expire_nodest_conn` (`expire`), an expiring TTL, DR/TUN entries, IPv6 ends. The fuzz
+    /// `expire_nodest_conn`, an expiring TTL, DR/TUN entries, IPv6 ends. The fuzz
     /// tests check that a burst and single frames agree.
     #[inline(always)]
     fn reply4(
@@ -1198,7 +1189,6 @@ impl Worker {
         h: &Fast4,
         key: &ConnKeyOut,
         hint: &LookupHint,
-        expire: bool,
         now: Time,
     ) -> Option<Verdict> {
         let marks = &self.snap.fwmarks;
@@ -1219,7 +1209,7 @@ impl Worker {
                 Verdict::Pass
             });
         };
-        if h.ttl <= 1 || expire {
+        if h.ttl <= 1 || self.p.expire_nodest_conn.load(Ordering::Relaxed) {
             return None;
         }
         let SocketAddr::V4(virt) = c.virt() else {
