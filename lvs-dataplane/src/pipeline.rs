@@ -297,6 +297,7 @@ impl Pipeline {
             hop4: std::array::from_fn(|_| std::cell::Cell::new(EMPTY_HOP4)),
             gw4: std::array::from_fn(|_| std::cell::Cell::new(EMPTY_HOP4)),
             routes_v4,
+            vips4: vips_v4.as_ref().and_then(|v| Vips4::build(dedup_vips(v))),
             vips_v4,
             dest_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             svc_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
@@ -392,6 +393,61 @@ fn few_vips_v4(set: &ServiceSet) -> Option<[u32; FEW_VIPS]> {
     }
     let first = *v.first()?;
     (v.len() <= FEW_VIPS).then(|| std::array::from_fn(|i| v.get(i).copied().unwrap_or(first)))
+}
+
+/// The distinct VIPs of a padded [`few_vips_v4`] list (the padding repeats the first).
+fn dedup_vips(few: &[u32; FEW_VIPS]) -> &[u32] {
+    let n = few[1..]
+        .iter()
+        .position(|&v| v == few[0])
+        .map_or(FEW_VIPS, |p| p + 1);
+    &few[..n]
+}
+
+/// Slots of a [`Vips4`] table.
+const VIP_SLOTS: usize = 64;
+
+/// A few IPv4 VIPs in a collision-free table: VIP `a` sits in slot
+/// `a * mul >> 26` as `1 << 32 | a`, every other slot holds 0 (equal to no such word), so
+/// the question "is `a` a VIP?" is one multiply, one load and one compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Vips4 {
+    mul: u32,
+    slots: [u64; VIP_SLOTS],
+}
+
+impl Vips4 {
+    /// The table of `vips` (distinct), with the first odd multiplier of a fixed sequence that
+    /// puts no two of them in one slot; `None` if none of the first 4096 does (the caller
+    /// then scans the list).
+    fn build(vips: &[u32]) -> Option<Vips4> {
+        if vips.len() > VIP_SLOTS / 2 {
+            return None;
+        }
+        (0..4096u32).find_map(|i| {
+            let mul = 0x9e37_79b1u32.wrapping_add(i.wrapping_mul(0x7f4a_7c16)) | 1;
+            let mut slots = [0u64; VIP_SLOTS];
+            for &a in vips {
+                let s = &mut slots[Vips4::slot(mul, a)];
+                if *s != 0 {
+                    return None;
+                }
+                *s = 1 << 32 | a as u64;
+            }
+            Some(Vips4 { mul, slots })
+        })
+    }
+
+    #[inline(always)]
+    fn slot(mul: u32, a: u32) -> usize {
+        (a.wrapping_mul(mul) >> 26) as usize % VIP_SLOTS
+    }
+
+    /// True if `a` is one of the table's VIPs.
+    #[inline(always)]
+    fn contains(&self, a: u32) -> bool {
+        self.slots[Vips4::slot(self.mul, a)] == 1 << 32 | a as u64
+    }
 }
 
 /// Slots of a worker's cache of destination positions.
@@ -564,6 +620,9 @@ pub struct Worker {
     /// The IPv4 VIPs of `snap.set` when there are few (rebuilt when it changes): a short
     /// scan instead of a hash lookup per packet.
     vips_v4: Option<[u32; FEW_VIPS]>,
+    /// `vips_v4` as a [`Vips4`] table (rebuilt with it; `None` when it is `None` or no
+    /// multiplier separates its VIPs).
+    vips4: Option<Vips4>,
     /// Positions of destinations in `snap.set` by id (cleared when it changes).
     dest_cache: [std::cell::Cell<Option<(u32, u32, u32)>>; DEST_CACHE],
     /// Services found in `snap.set` by (protocol, address, port) (cleared when it changes).
@@ -786,6 +845,7 @@ impl Worker {
         self.learned.set(false);
         if refresh(&mut self.snap.set, self.caches.services.load()) {
             self.vips_v4 = few_vips_v4(&self.snap.set);
+            self.vips4 = self.vips_v4.as_ref().and_then(|v| Vips4::build(dedup_vips(v)));
             for c in &self.dest_cache {
                 c.set(None);
             }
@@ -1450,11 +1510,8 @@ impl Worker {
     /// [`ServiceSet::is_vip`] of the worker's service snapshot.
     #[inline]
     fn is_vip(&self, addr: IpAddr) -> bool {
-        match (addr, &self.vips_v4) {
-            (IpAddr::V4(a), Some(few)) => {
-                let a = u32::from(a);
-                few.iter().fold(false, |hit, &v| hit | (v == a))
-            }
+        match addr {
+            IpAddr::V4(a) => self.is_vip4(u32::from(a)),
             _ => self.snap.set.is_vip(addr),
         }
     }
@@ -1462,6 +1519,9 @@ impl Worker {
     /// [`is_vip`](Self::is_vip) of an IPv4 address.
     #[inline(always)]
     fn is_vip4(&self, a: u32) -> bool {
+        if let Some(t) = &self.vips4 {
+            return t.contains(a);
+        }
         match &self.vips_v4 {
             Some(few) => few.iter().fold(false, |hit, &v| hit | (v == a)),
             None => self.snap.set.is_vip(IpAddr::V4(Ipv4Addr::from(a))),
@@ -2344,4 +2404,30 @@ pub fn insert_toa(fb: &mut FrameBuf<'_>, ip: &mut IpInfo, client: SocketAddr, mt
     ip.end = ip.l3 + new_ip_len;
     fb.set_len(ip.end);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The VIP table finds every VIP of a list of up to 16 and no other address.
+        #[test]
+        fn vip_table_holds_exactly_its_vips(
+            vips in proptest::collection::hash_set(any::<u32>(), 1..=FEW_VIPS),
+            others in proptest::collection::vec(any::<u32>(), 64),
+        ) {
+            let list: Vec<u32> = vips.iter().copied().collect();
+            let padded: [u32; FEW_VIPS] = std::array::from_fn(|i| list.get(i).copied().unwrap_or(list[0]));
+            prop_assert_eq!(dedup_vips(&padded), &list[..]);
+            let t = Vips4::build(&list).expect("a separating multiplier for 16 VIPs or fewer");
+            for &a in &list {
+                prop_assert!(t.contains(a));
+            }
+            for a in others.into_iter().chain(list.iter().map(|a| a ^ 1)).chain([0]) {
+                prop_assert_eq!(t.contains(a), list.contains(&a), "{:#x}", a);
+            }
+        }
+    }
 }

@@ -1039,9 +1039,9 @@ fn tun_outer_ipv4_header_copies_tos_ttl_and_df_and_checks_out() {
 
 #[test]
 fn many_vips_are_all_served_single_and_in_bursts() {
-    // Workers scan a short list of IPv4 VIPs and ask the service set beyond that: both ways
-    // find every VIP and nothing else.
-    for n in [3u8, 20] {
+    // Workers look a few IPv4 VIPs up in a small table and ask the service set beyond that:
+    // both ways find every VIP and nothing else.
+    for n in [3u8, 16, 20] {
         let mut rules = String::new();
         for i in 0..n {
             rules += &format!(
