@@ -20,19 +20,22 @@
 //! lvs keeps no reassembly or fragment-to-flow state (yet).
 //!
 //! Speed. [`Worker::process_burst`] parses the common frame (untagged IPv4, no options, not a
-//! fragment, TCP/UDP) with fixed-offset loads ([`xlate::parse_fast_v4`]) and sends packets of
-//! known connections through two fast paths, client → server (`established_v4`) and server
-//! → client (`reply_v4`), that rewrite from the connection's IPv4 addresses with TTL,
-//! addresses and ports folded into one checksum update per header ([`xlate::forward_v4`]);
-//! anything else (new connections, IPv6, ICMP, TTL expiring, ...) is handed, before any side
-//! effect, to the general path that [`Worker::process`] always takes, and the fuzz tests
-//! check that the two agree. TUN to an IPv4 server whose next hop is cached is one pass too
-//! (TTL, outer header and MACs, [`tunnel::forward_ipip_v4`]). Each worker caches, per
-//! snapshot of the tables and cleared when one changes: next hops (interface, MACs) of
-//! on-link destinations and of IPv4 gateways, next-hop MACs, the IPv4 routes as masks, the
-//! IPv4 VIPs, destination positions for the counters, service lookups and the LIP list.
+//! fragment, TCP/UDP) with fixed-offset loads into a 20-byte [`Fast4`]
+//! ([`xlate::parse_fast4`]) and sends packets of known connections through two fast paths,
+//! client → server (`established4`) and server → client (`reply4`), that rewrite from the
+//! connection's IPv4 addresses with TTL, addresses and ports folded into one checksum update
+//! per header at fixed offsets ([`xlate::forward_fast4`]); anything else (new connections,
+//! IPv6, ICMP, TTL expiring, ...) is handed, before any side effect, to the general path
+//! that [`Worker::process`] always takes, and the fuzz tests check that the two agree. TUN to
+//! an IPv4 server whose next hop is cached is one pass too (TTL, outer header and MACs,
+//! [`tunnel::forward_ipip_fast4`]). The burst's staging arrays live in the worker (nothing
+//! is cleared per burst). Each worker caches, per snapshot of the tables and cleared when
+//! one changes: next hops (interface, MACs) of on-link destinations and of IPv4 gateways,
+//! next-hop MACs, the IPv4 routes as masks, the IPv4 VIPs (a collision-free table),
+//! destination positions for the counters, service lookups and the LIP list.
 //! Packet and byte counts are tallied per destination during a burst and added to the
-//! shared counters once per destination at its end (and at the end of every single frame).
+//! shared counters once per destination at its end (and at the end of every single frame),
+//! once per service for all its destinations.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -1058,7 +1061,7 @@ impl Worker {
         Verdict::Pass
     }
 
-    /// A TCP/UDP frame to a VIP that [`established_v4`](Self::established_v4) handed back,
+    /// A TCP/UDP frame to a VIP that [`established4`](Self::established4) handed back,
     /// with what it looked up: the rest of [`ip_parsed`](Self::ip_parsed)'s VIP branch.
     #[cold]
     fn ip_looked(
@@ -1178,8 +1181,9 @@ impl Worker {
 
     /// [`forward_in`](Self::forward_in) for connection `c`, with NAT, FULLNAT and DR between
     /// IPv4 ends (TTL not expiring, no TOA) done straight from the connection's IPv4
-    /// addresses in one rewrite pass. Used by bursts; single frames take `forward_in`, and
-    /// the fuzz tests check that both agree.
+    /// addresses in one rewrite pass. Used by bursts (what [`forward4`](Self::forward4) does
+    /// not take, and new connections); single frames take `forward_in`, and the fuzz tests
+    /// check that both agree.
     #[inline(never)]
     fn forward_conn(
         &self,

@@ -78,7 +78,7 @@ pub fn encapsulate(fb: &mut FrameBuf<'_>, ip: &IpInfo, src: IpAddr, dst: IpAddr,
 }
 
 /// TTL decrement and [`encapsulate`] in one pass for the common IPv4 frame (untagged, no IP
-/// options, as [`super::parse_fast_v4`] accepts it), with the outer Ethernet addresses
+/// options, as [`super::parse_fast4`] accepts it), with the outer Ethernet addresses
 /// `macs` (destination then source) written in place of the moved Ethernet header: the same
 /// bytes as `decrement_ttl`, `encapsulate` and setting the MACs. False (frame untouched)
 /// when it does not apply: another layout, a TTL of 1 or less, a short frame or no headroom.
