@@ -557,6 +557,7 @@ const NO_KEY_OUT: ConnKeyOut = ConnKeyOut {
     port: 0,
 };
 
+/// Filler of the scratch's header slots (each burst writes a slot before reading it).
 const NO_INFO: IpInfo = IpInfo {
     l3: 0,
     v6: false,
@@ -576,10 +577,13 @@ const NO_INFO: IpInfo = IpInfo {
 /// A worker's arrays for the two passes of a burst chunk, allocated once: each chunk writes
 /// the entries it reads, so nothing is cleared per burst.
 struct Scratch {
+    /// What the first pass made of each frame of the chunk, by position.
     stage: [Stage; PREFETCH_BURST],
     /// Headers of the frames the general parser read (`Stage::Slow`), by position.
     infos: [IpInfo; PREFETCH_BURST],
+    /// Client-side keys of the frames to a VIP, in frame order; their prefetch hints.
     kin: [ConnKeyIn; PREFETCH_BURST],
+    /// Reply-side keys of the other TCP/UDP/SCTP frames, in frame order.
     kout: [ConnKeyOut; PREFETCH_BURST],
     hin: [LookupHint; PREFETCH_BURST],
     hout: [LookupHint; PREFETCH_BURST],
