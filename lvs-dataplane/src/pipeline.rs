@@ -20,19 +20,22 @@
 //! lvs keeps no reassembly or fragment-to-flow state (yet).
 //!
 //! Speed. [`Worker::process_burst`] parses the common frame (untagged IPv4, no options, not a
-//! fragment, TCP/UDP) with fixed-offset loads ([`xlate::parse_fast_v4`]) and sends packets of
-//! known connections through two fast paths, client → server (`established_v4`) and server
-//! → client (`reply_v4`), that rewrite from the connection's IPv4 addresses with TTL,
-//! addresses and ports folded into one checksum update per header ([`xlate::forward_v4`]);
-//! anything else (new connections, IPv6, ICMP, TTL expiring, ...) is handed, before any side
-//! effect, to the general path that [`Worker::process`] always takes, and the fuzz tests
-//! check that the two agree. TUN to an IPv4 server whose next hop is cached is one pass too
-//! (TTL, outer header and MACs, [`tunnel::forward_ipip_v4`]). Each worker caches, per
-//! snapshot of the tables and cleared when one changes: next hops (interface, MACs) of
-//! on-link destinations and of IPv4 gateways, next-hop MACs, the IPv4 routes as masks, the
-//! IPv4 VIPs, destination positions for the counters, service lookups and the LIP list.
+//! fragment, TCP/UDP) with fixed-offset loads into a 20-byte [`Fast4`]
+//! ([`xlate::parse_fast4`]) and sends packets of known connections through two fast paths,
+//! client → server (`established4`) and server → client (`reply4`), that rewrite from the
+//! connection's IPv4 addresses with TTL, addresses and ports folded into one checksum update
+//! per header at fixed offsets ([`xlate::forward_fast4`]); anything else (new connections,
+//! IPv6, ICMP, TTL expiring, ...) is handed, before any side effect, to the general path
+//! that [`Worker::process`] always takes, and the fuzz tests check that the two agree. TUN to
+//! an IPv4 server whose next hop is cached is one pass too (TTL, outer header and MACs,
+//! [`tunnel::forward_ipip_fast4`]). The burst's staging arrays live in the worker (nothing
+//! is cleared per burst). Each worker caches, per snapshot of the tables and cleared when
+//! one changes: next hops (interface, MACs) of on-link destinations and of IPv4 gateways,
+//! next-hop MACs, the IPv4 routes as masks, the IPv4 VIPs (a collision-free table),
+//! destination positions for the counters, service lookups and the LIP list.
 //! Packet and byte counts are tallied per destination during a burst and added to the
-//! shared counters once per destination at its end (and at the end of every single frame).
+//! shared counters once per destination at its end (and at the end of every single frame),
+//! once per service for all its destinations.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -58,7 +61,7 @@ use crate::wire::ethernet::{self, MacAddr};
 use crate::wire::{arp, checksum, ethertype, icmpv4, icmpv6, ip_proto, ipv4, ipv6, tcp};
 use crate::xlate::icmp::{self, ErrorKind};
 use crate::xlate::lip::{self, LipPool, LocalAddr};
-use crate::xlate::{self, End, IpInfo, tunnel};
+use crate::xlate::{self, End, Fast4, IpInfo, tunnel};
 
 /// One interface the director serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +300,7 @@ impl Pipeline {
             hop4: std::array::from_fn(|_| std::cell::Cell::new(EMPTY_HOP4)),
             gw4: std::array::from_fn(|_| std::cell::Cell::new(EMPTY_HOP4)),
             routes_v4,
+            vips4: vips_v4.as_ref().and_then(|v| Vips4::build(dedup_vips(v))),
             vips_v4,
             dest_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
             svc_cache: std::array::from_fn(|_| std::cell::Cell::new(None)),
@@ -310,6 +314,7 @@ impl Pipeline {
             ident: std::cell::Cell::new((id as u16).wrapping_mul(0x3c5b)),
             hold: std::cell::RefCell::new(HoldQueue::new()),
             now: std::cell::Cell::new(Time::ZERO),
+            scratch: Some(Scratch::new()),
         }
     }
 
@@ -393,6 +398,61 @@ fn few_vips_v4(set: &ServiceSet) -> Option<[u32; FEW_VIPS]> {
     (v.len() <= FEW_VIPS).then(|| std::array::from_fn(|i| v.get(i).copied().unwrap_or(first)))
 }
 
+/// The distinct VIPs of a padded [`few_vips_v4`] list (the padding repeats the first).
+fn dedup_vips(few: &[u32; FEW_VIPS]) -> &[u32] {
+    let n = few[1..]
+        .iter()
+        .position(|&v| v == few[0])
+        .map_or(FEW_VIPS, |p| p + 1);
+    &few[..n]
+}
+
+/// Slots of a [`Vips4`] table.
+const VIP_SLOTS: usize = 64;
+
+/// A few IPv4 VIPs in a collision-free table: VIP `a` sits in slot
+/// `a * mul >> 26` as `1 << 32 | a`, every other slot holds 0 (equal to no such word), so
+/// the question "is `a` a VIP?" is one multiply, one load and one compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Vips4 {
+    mul: u32,
+    slots: [u64; VIP_SLOTS],
+}
+
+impl Vips4 {
+    /// The table of `vips` (distinct), with the first odd multiplier of a fixed sequence that
+    /// puts no two of them in one slot; `None` if none of the first 4096 does (the caller
+    /// then scans the list).
+    fn build(vips: &[u32]) -> Option<Vips4> {
+        if vips.len() > VIP_SLOTS / 2 {
+            return None;
+        }
+        (0..4096u32).find_map(|i| {
+            let mul = 0x9e37_79b1u32.wrapping_add(i.wrapping_mul(0x7f4a_7c16)) | 1;
+            let mut slots = [0u64; VIP_SLOTS];
+            for &a in vips {
+                let s = &mut slots[Vips4::slot(mul, a)];
+                if *s != 0 {
+                    return None;
+                }
+                *s = 1 << 32 | a as u64;
+            }
+            Some(Vips4 { mul, slots })
+        })
+    }
+
+    #[inline(always)]
+    fn slot(mul: u32, a: u32) -> usize {
+        (a.wrapping_mul(mul) >> 26) as usize % VIP_SLOTS
+    }
+
+    /// True if `a` is one of the table's VIPs.
+    #[inline(always)]
+    fn contains(&self, a: u32) -> bool {
+        self.slots[Vips4::slot(self.mul, a)] == 1 << 32 | a as u64
+    }
+}
+
 /// Slots of a worker's cache of destination positions.
 const DEST_CACHE: usize = 64;
 /// Slots of a worker's cache of service lookups.
@@ -463,32 +523,22 @@ fn ip_offset(frame: &[u8]) -> Option<(usize, bool)> {
     }
 }
 
-/// What the first stage of [`Worker::process_burst`] learned of a TCP/UDP/SCTP frame.
+/// What the first pass of [`Worker::process_burst`] made of a frame.
 #[derive(Debug, Clone, Copy)]
-enum Hint {
-    /// Nothing (not parsed, or another protocol).
-    None,
-    /// Not to a VIP.
-    NotVip,
-    /// Not to a VIP, parsed by the fixed-offset parser: [`Worker::reply_v4`] may take it.
-    FastNotVip,
-    /// To a VIP.
-    Vip,
-    /// To a VIP, parsed by the fixed-offset parser (IPv4 TCP/UDP, no options, not a
-    /// fragment): [`Worker::established_v4`] may take it.
-    FastVip,
-}
-
-/// What the first stage of a burst made of a frame; for `Parsed`, its headers are in the
-/// burst's array of parsed headers at the same position.
-#[derive(Debug, Clone, Copy)]
-enum Staged {
+enum Stage {
     /// Not IPv4/IPv6 (or not even Ethernet): the general classifier takes it.
     NotIp,
     /// IPv4/IPv6 with malformed headers: dropped for this reason.
     Bad(DropReason),
-    /// Parsed.
-    Parsed(Hint),
+    /// Parsed by the general parser (its headers in the scratch's `infos` at the same
+    /// position); to a VIP or not when that is known (TCP/UDP/SCTP with its ports).
+    Slow(Option<bool>),
+    /// Parsed by the fixed-offset parser, to a VIP: its key and hint at this position of
+    /// `kin`/`hin`; [`Worker::established4`] may take it.
+    FastVip(Fast4, u8),
+    /// Parsed by the fixed-offset parser, not to a VIP: its key and hint at this position
+    /// of `kout`/`hout`; [`Worker::reply4`] may take it.
+    FastNotVip(Fast4, u8),
 }
 
 const NO_KEY_IN: ConnKeyIn = ConnKeyIn {
@@ -506,6 +556,51 @@ const NO_KEY_OUT: ConnKeyOut = ConnKeyOut {
     addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     port: 0,
 };
+
+/// Filler of the scratch's header slots (each burst writes a slot before reading it).
+const NO_INFO: IpInfo = IpInfo {
+    l3: 0,
+    v6: false,
+    end: 0,
+    proto: 0,
+    l4: 0,
+    src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    sport: 0,
+    dport: 0,
+    tcp_flags: 0,
+    fragment: false,
+    ttl: 0,
+    l4_present: false,
+};
+
+/// A worker's arrays for the two passes of a burst chunk, allocated once: each chunk writes
+/// the entries it reads, so nothing is cleared per burst.
+struct Scratch {
+    /// What the first pass made of each frame of the chunk, by position.
+    stage: [Stage; PREFETCH_BURST],
+    /// Headers of the frames the general parser read (`Stage::Slow`), by position.
+    infos: [IpInfo; PREFETCH_BURST],
+    /// Client-side keys of the frames to a VIP, in frame order; their prefetch hints.
+    kin: [ConnKeyIn; PREFETCH_BURST],
+    /// Reply-side keys of the other TCP/UDP/SCTP frames, in frame order.
+    kout: [ConnKeyOut; PREFETCH_BURST],
+    hin: [LookupHint; PREFETCH_BURST],
+    hout: [LookupHint; PREFETCH_BURST],
+}
+
+impl Scratch {
+    fn new() -> Box<Scratch> {
+        Box::new(Scratch {
+            stage: [Stage::NotIp; PREFETCH_BURST],
+            infos: [NO_INFO; PREFETCH_BURST],
+            kin: [NO_KEY_IN; PREFETCH_BURST],
+            kout: [NO_KEY_OUT; PREFETCH_BURST],
+            hin: [LookupHint::NONE; PREFETCH_BURST],
+            hout: [LookupHint::NONE; PREFETCH_BURST],
+        })
+    }
+}
 
 /// One packet worker's handle on the pipeline: its counters and scratch state.
 pub struct Worker {
@@ -532,6 +627,9 @@ pub struct Worker {
     /// The IPv4 VIPs of `snap.set` when there are few (rebuilt when it changes): a short
     /// scan instead of a hash lookup per packet.
     vips_v4: Option<[u32; FEW_VIPS]>,
+    /// `vips_v4` as a [`Vips4`] table (rebuilt with it; `None` when it is `None` or no
+    /// multiplier separates its VIPs).
+    vips4: Option<Vips4>,
     /// Positions of destinations in `snap.set` by id (cleared when it changes).
     dest_cache: [std::cell::Cell<Option<(u32, u32, u32)>>; DEST_CACHE],
     /// Services found in `snap.set` by (protocol, address, port) (cleared when it changes).
@@ -554,6 +652,8 @@ pub struct Worker {
     hold: std::cell::RefCell<HoldQueue>,
     /// The `now` of the frame being processed (for the hold queue's deadlines).
     now: std::cell::Cell<Time>,
+    /// The burst arrays (taken out while a burst runs; `None` only after a panic in one).
+    scratch: Option<Box<Scratch>>,
 }
 
 // A worker moves to its packet thread.
@@ -609,112 +709,142 @@ impl Worker {
     ) {
         let n = frames.len().min(verdicts.len());
         self.now.set(now);
+        let mut scratch = self.scratch.take().unwrap_or_else(Scratch::new);
+        let s = &mut *scratch;
         let mut start = 0;
         while start < n {
             let m = (n - start).min(PREFETCH_BURST);
             self.refresh_snap();
-            let mut infos: [Option<IpInfo>; PREFETCH_BURST] = [None; PREFETCH_BURST];
-            let mut staged = [Staged::NotIp; PREFETCH_BURST];
-            let mut kin = [NO_KEY_IN; PREFETCH_BURST];
-            let mut kout = [NO_KEY_OUT; PREFETCH_BURST];
-            let (mut nin, mut nout) = (0, 0);
-            // Frame j's key is kin[at[j]] or kout[at[j]], by its hint.
-            let mut at = [0u8; PREFETCH_BURST];
-            for (((info, st), at), fb) in infos
-                .iter_mut()
-                .zip(&mut staged)
-                .zip(&mut at)
-                .zip(&frames[start..start + m])
-            {
-                // The common case in a few fixed-offset loads, else the general parser.
-                let fast = match xlate::parse_fast_v4(fb.frame()) {
-                    Some(ip) => {
-                        *info = Some(ip);
-                        true
-                    }
-                    None => {
-                        let Some((off, v6)) = ip_offset(fb.frame()) else {
-                            continue;
-                        };
-                        match xlate::parse_ip(fb.frame(), off, v6) {
-                            Ok(ip) => *info = Some(ip),
-                            Err(r) => {
-                                *st = Staged::Bad(r);
-                                continue;
-                            }
-                        }
-                        false
-                    }
-                };
-                let Some(ip) = &*info else { continue };
-                let mut hint = Hint::None;
-                if ip.l4_present
-                    && let Some(proto) = Protocol::from_number(ip.proto)
-                {
-                    if self.is_vip(ip.dst) {
-                        hint = if fast { Hint::FastVip } else { Hint::Vip };
-                        *at = nin as u8;
-                        kin[nin] = ip.key_in(proto);
-                        nin += 1;
-                    } else {
-                        *at = nout as u8;
-                        kout[nout] = ip.key_out(proto);
-                        nout += 1;
-                        hint = if fast { Hint::FastNotVip } else { Hint::NotVip };
-                    }
-                }
-                *st = Staged::Parsed(hint);
-            }
+            let chunk = &mut frames[start..start + m];
+            let (nin, nout) = self.stage_burst(chunk, s);
             let conns = &self.p.tables.conns;
             // The prefetch hands back each key's hash and candidate entry, which the fast
             // paths' lookups start from instead of hashing and probing again.
-            let mut hin = [LookupHint::NONE; PREFETCH_BURST];
-            let mut hout = [LookupHint::NONE; PREFETCH_BURST];
-            conns.prefetch_in_hinted(&kin[..nin], &mut hin);
-            conns.prefetch_out_hinted(&kout[..nout], &mut hout);
+            if nin != 0 {
+                conns.prefetch_in_hinted(&s.kin[..nin], &mut s.hin);
+            }
+            if nout != 0 {
+                conns.prefetch_out_hinted(&s.kout[..nout], &mut s.hout);
+            }
             let f = &self.stats.frames;
             f.store(f.load(Ordering::Relaxed) + m as u64, Ordering::Relaxed);
-            for (j, fb) in frames[start..start + m].iter_mut().enumerate() {
+            let (mut fwd_in, mut fwd_out) = (0u64, 0u64);
+            for (((fb, v), st), info) in chunk
+                .iter_mut()
+                .zip(&mut verdicts[start..start + m])
+                .zip(&s.stage[..m])
+                .zip(&mut s.infos[..m])
+            {
                 if self.learned.get() {
                     // What an earlier frame of the burst published (a learned neighbour) is
                     // visible to later ones, as with `process`. (Only the neighbour map: the
                     // VIP hints above belong to this burst's service snapshot.)
                     self.refresh_neigh();
                 }
-                let v = match (staged[j], &mut infos[j]) {
-                    // The fast paths work on the parsed headers in place.
-                    (Staged::Parsed(Hint::FastVip), Some(ip)) => {
+                let out = match st {
+                    // The fast paths read the parsed headers where the first pass left them.
+                    &Stage::FastVip(ref h, a) => {
+                        let a = a as usize % PREFETCH_BURST;
                         let mut looked = None;
-                        let a = at[j] as usize;
-                        match self.established_v4(fb, ip, &kin[a], &hin[a], &mut looked, ingress, now) {
-                            Some(v) => v,
-                            None => self.ip_looked(fb, ip, looked, ingress, now),
+                        match self.established4(fb, h, &s.kin[a], &s.hin[a], &mut looked, ingress, now) {
+                            Some(v) => {
+                                fwd_in += matches!(v, Verdict::Forward { .. }) as u64;
+                                v
+                            }
+                            None => self.ip_looked(fb, &mut h.info(), looked, ingress, now),
                         }
                     }
-                    (Staged::Parsed(Hint::FastNotVip), Some(ip)) => {
-                        let a = at[j] as usize;
-                        match self.reply_v4(fb, ip, &kout[a], &hout[a], now) {
-                            Some(v) => v,
-                            None => self.ip_parsed(fb, Ok(*ip), Some(false), ingress, now),
+                    &Stage::FastNotVip(ref h, a) => {
+                        let a = a as usize % PREFETCH_BURST;
+                        match self.reply4(fb, h, &s.kout[a], &s.hout[a], now) {
+                            Some(v) => {
+                                fwd_out += matches!(v, Verdict::Forward { .. }) as u64;
+                                v
+                            }
+                            None => self.ip_parsed(fb, Ok(h.info()), Some(false), ingress, now),
                         }
                     }
-                    (Staged::Parsed(hint), Some(ip)) => {
-                        let vip = match hint {
-                            Hint::Vip | Hint::FastVip => Some(true),
-                            Hint::NotVip | Hint::FastNotVip => Some(false),
-                            Hint::None => None,
-                        };
-                        self.ip_parsed(fb, Ok(*ip), vip, ingress, now)
-                    }
-                    (Staged::Bad(r), _) => Verdict::Drop(r),
-                    (Staged::NotIp | Staged::Parsed(_), _) => self.classify(fb, ingress, now),
+                    &Stage::Slow(vip) => self.ip_parsed(fb, Ok(*info), vip, ingress, now),
+                    &Stage::Bad(r) => Verdict::Drop(r),
+                    Stage::NotIp => self.classify(fb, ingress, now),
                 };
-                verdicts[start + j] = self.count(v);
+                *v = match out {
+                    Verdict::Forward { .. } => out,
+                    _ => self.count(out),
+                };
+            }
+            for (c, k) in [
+                (&self.stats.forwarded_in, fwd_in),
+                (&self.stats.forwarded_out, fwd_out),
+            ] {
+                if k != 0 {
+                    c.store(c.load(Ordering::Relaxed) + k, Ordering::Relaxed);
+                }
             }
             // Before the next chunk's snapshot refresh: the tally belongs to this snapshot.
             self.flush_tally();
             start += m;
         }
+        self.scratch = Some(scratch);
+    }
+
+    /// The first pass over a burst chunk (at most [`PREFETCH_BURST`] frames): parses each
+    /// frame (the common case in a few fixed-offset loads, else the general parser) into
+    /// `s.stage` (and `s.infos`), and puts the connection keys of TCP/UDP/SCTP frames to a
+    /// VIP in `s.kin`, the others' in `s.kout`. Returns how many of each.
+    #[inline(always)]
+    fn stage_burst(&self, chunk: &[FrameBuf<'_>], s: &mut Scratch) -> (usize, usize) {
+        let (mut nin, mut nout) = (0usize, 0usize);
+        for ((st, info), fb) in s.stage.iter_mut().zip(&mut s.infos).zip(chunk) {
+            if let Some(h) = xlate::parse_fast4(fb.frame()) {
+                if self.is_vip4(h.dst) {
+                    *st = Stage::FastVip(h, nin as u8);
+                    if let Some(k) = s.kin.get_mut(nin) {
+                        *k = h.key_in();
+                    }
+                    nin += 1;
+                } else {
+                    *st = Stage::FastNotVip(h, nout as u8);
+                    if let Some(k) = s.kout.get_mut(nout) {
+                        *k = h.key_out();
+                    }
+                    nout += 1;
+                }
+                continue;
+            }
+            let Some((off, v6)) = ip_offset(fb.frame()) else {
+                *st = Stage::NotIp;
+                continue;
+            };
+            let ip = match xlate::parse_ip(fb.frame(), off, v6) {
+                Ok(ip) => ip,
+                Err(r) => {
+                    *st = Stage::Bad(r);
+                    continue;
+                }
+            };
+            let mut vip = None;
+            if ip.l4_present
+                && let Some(proto) = Protocol::from_number(ip.proto)
+            {
+                if self.is_vip(ip.dst) {
+                    vip = Some(true);
+                    if let Some(k) = s.kin.get_mut(nin) {
+                        *k = ip.key_in(proto);
+                    }
+                    nin += 1;
+                } else {
+                    vip = Some(false);
+                    if let Some(k) = s.kout.get_mut(nout) {
+                        *k = ip.key_out(proto);
+                    }
+                    nout += 1;
+                }
+            }
+            *info = ip;
+            *st = Stage::Slow(vip);
+        }
+        (nin.min(PREFETCH_BURST), nout.min(PREFETCH_BURST))
     }
 
     #[inline]
@@ -722,6 +852,7 @@ impl Worker {
         self.learned.set(false);
         if refresh(&mut self.snap.set, self.caches.services.load()) {
             self.vips_v4 = few_vips_v4(&self.snap.set);
+            self.vips4 = self.vips_v4.as_ref().and_then(|v| Vips4::build(dedup_vips(v)));
             for c in &self.dest_cache {
                 c.set(None);
             }
@@ -934,7 +1065,7 @@ impl Worker {
         Verdict::Pass
     }
 
-    /// A TCP/UDP frame to a VIP that [`established_v4`](Self::established_v4) handed back,
+    /// A TCP/UDP frame to a VIP that [`established4`](Self::established4) handed back,
     /// with what it looked up: the rest of [`ip_parsed`](Self::ip_parsed)'s VIP branch.
     #[cold]
     fn ip_looked(
@@ -955,71 +1086,109 @@ impl Worker {
         self.inbound(fb, ip, proto, fwmark, Some(looked), set, ingress, now)
     }
 
-    /// The fast path of a burst for a packet of an established connection: `ip` as
-    /// [`xlate::parse_fast_v4`] gave it (IPv4, TCP or UDP, no options, not a fragment), its
+    /// The fast path of a burst for a packet of an established connection: `h` as
+    /// [`xlate::parse_fast4`] gave it (IPv4, TCP or UDP, no options, not a fragment), its
     /// destination a VIP. Does exactly what [`inbound`](Self::inbound) and
-    /// [`forward_in`](Self::forward_in) do for it, with the addresses kept as IPv4 and the
-    /// rewrite in one pass for NAT, FULLNAT and DR (TUN, TOA and an expiring TTL go through
-    /// `forward_in`). What it does not cover (no connection yet, a SYN reopening a finished
-    /// connection, `expire_nodest_conn`) is handed back (`None`) before any side effect,
-    /// with what the lookup found in `looked`, for the general path. `key` is its client-side
-    /// key and `hint` what the burst's prefetch learnt about it. The fuzz tests check that a burst and
-    /// single frames (the general path) agree.
-    #[inline]
+    /// [`forward_in`](Self::forward_in) do for it, with the addresses kept as `u32` and the
+    /// rewrite in one pass ([`forward4`](Self::forward4)). What it does not cover (no
+    /// connection yet, a SYN reopening a finished connection, `expire_nodest_conn`) is
+    /// handed back (`None`) before any side effect, with what the lookup found in `looked`,
+    /// for the general path. `key` is its client-side key, `hint` what the burst's prefetch
+    /// learnt about it. The fuzz tests check that a
+    /// burst and single frames (the general path) agree.
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn established_v4(
+    fn established4(
         &self,
         fb: &mut FrameBuf<'_>,
-        ip: &mut IpInfo,
+        h: &Fast4,
         key: &ConnKeyIn,
         hint: &LookupHint,
         looked: &mut Option<ConnRef>,
         ingress: u16,
         now: Time,
     ) -> Option<Verdict> {
-        let (proto, is_syn) = if ip.proto == ip_proto::TCP {
-            let f = TcpFlags(ip.tcp_flags);
-            (
-                Protocol::Tcp,
-                f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK),
-            )
-        } else {
-            (Protocol::Udp, false)
-        };
-        debug_assert_eq!(*key, ip.key_in(proto));
+        let tcp = h.proto == ip_proto::TCP;
+        let is_syn = tcp && h.tcp_flags & (TcpFlags::SYN.0 | TcpFlags::ACK.0) == TcpFlags::SYN.0;
+        debug_assert_eq!(*key, h.key_in());
         let conns = &self.p.tables.conns;
+        // Matched by reference: the entry's copy is not moved again.
+        let found = conns.lookup_in_hinted(key, hint);
         // No connection yet: handed back with nothing found.
-        let c = conns.lookup_in_hinted(key, hint)?;
+        let c = found.as_ref()?;
         let before = c.state();
         if (is_syn && matches!(before, ConnState::TimeWait | ConnState::Close))
             || self.p.expire_nodest_conn.load(Ordering::Relaxed)
         {
-            *looked = Some(c);
+            *looked = found;
             return None;
         }
         // From here on as `inbound`: state, counters, then the forwarding method.
         let method = c.method();
         let after = conns
-            .on_packet(&c, Direction::Input, TcpFlags(ip.tcp_flags), now)
+            .on_packet(c, Direction::Input, TcpFlags(h.tcp_flags), now)
             .unwrap_or(before);
-        self.account(c.dest_id(), true, ip.ip_len());
-        let toa = proto == Protocol::Tcp
+        self.account(c.dest_id(), true, h.ip_len());
+        let toa = tcp
             && method == ForwardMethod::FullNat
             && before != ConnState::Established
             && after == ConnState::Established
             && self.p.toa.load(Ordering::Relaxed);
-        let v = self.forward_conn(fb, ip, &c, toa, ingress);
-        if matches!(v, Verdict::Forward { .. }) {
-            bump(&self.stats.forwarded_in);
+        Some(self.forward4(fb, h, c, method, toa, ingress))
+    }
+
+    /// [`forward_in`](Self::forward_in) for connection `c` (its method `method`) of a frame
+    /// [`xlate::parse_fast4`] read as `h`: NAT, FULLNAT and DR to an IPv4 server (TTL not
+    /// expiring, no TOA) in one rewrite pass from the connection's addresses
+    /// ([`xlate::forward_fast4`]), TUN through [`tunnel::forward_ipip_fast4`]; anything else,
+    /// or a next hop not cached for TUN, through [`forward_conn`](Self::forward_conn).
+    #[inline(always)]
+    fn forward4(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        h: &Fast4,
+        c: &ConnRef,
+        method: ForwardMethod,
+        toa: bool,
+        ingress: u16,
+    ) -> Verdict {
+        if !toa
+            && h.ttl > 1
+            && let SocketAddr::V4(d) = c.dest_addr()
+        {
+            let dest = (u32::from(*d.ip()), d.port());
+            let local = match method {
+                ForwardMethod::Masq | ForwardMethod::DirectRoute => None,
+                ForwardMethod::FullNat => match c.local() {
+                    Some(SocketAddr::V4(l)) => Some((u32::from(*l.ip()), l.port())),
+                    _ => return self.forward_conn(fb, &mut h.info(), c, toa, ingress),
+                },
+                ForwardMethod::Tunnel => {
+                    return match self.tunnel_fast4(fb, h, *d.ip()) {
+                        Some(v) => v,
+                        None => self.forward_conn(fb, &mut h.info(), c, toa, ingress),
+                    };
+                }
+            };
+            fb.set_len(h.end());
+            let to = if method == ForwardMethod::DirectRoute {
+                None
+            } else {
+                Some(dest)
+            };
+            if xlate::forward_fast4(fb.frame_mut(), h, local, to) {
+                return self.l2_out_v4(fb, *d.ip());
+            }
         }
-        Some(v)
+        self.forward_conn(fb, &mut h.info(), c, toa, ingress)
     }
 
     /// [`forward_in`](Self::forward_in) for connection `c`, with NAT, FULLNAT and DR between
     /// IPv4 ends (TTL not expiring, no TOA) done straight from the connection's IPv4
-    /// addresses in one rewrite pass. Used by bursts; single frames take `forward_in`, and
-    /// the fuzz tests check that both agree.
-    #[inline(always)]
+    /// addresses in one rewrite pass. Used by bursts (what [`forward4`](Self::forward4) does
+    /// not take, and new connections); single frames take `forward_in`, and the fuzz tests
+    /// check that both agree.
+    #[inline(never)]
     fn forward_conn(
         &self,
         fb: &mut FrameBuf<'_>,
@@ -1074,79 +1243,73 @@ impl Worker {
         self.l2_out_v4(fb, d.0)
     }
 
-    /// The fast path of a burst for a reply of a NAT or FULLNAT connection: `ip` as
-    /// [`xlate::parse_fast_v4`] gave it, its destination not a VIP. Does exactly what
+    /// The fast path of a burst for a reply of a NAT or FULLNAT connection: `h` as
+    /// [`xlate::parse_fast4`] gave it, its destination not a VIP. Does exactly what
     /// [`ip_parsed`](Self::ip_parsed) and [`reply`](Self::reply) do for it, with the
-    /// addresses kept as IPv4 and the rewrite in one pass. `None` (before any side effect)
+    /// addresses kept as `u32` and the rewrite in one pass. `None` (before any side effect)
     /// for what it does not cover: a destination a firewall-mark rule names,
-    /// `expire_nodest_conn`, an expiring TTL, DR/TUN entries, IPv6 ends. The fuzz tests check
-    /// that a burst and single frames agree.
-    #[inline]
-    fn reply_v4(
+    /// `expire_nodest_conn`, an expiring TTL, DR/TUN entries, IPv6 ends. The fuzz
+    /// tests check that a burst and single frames agree.
+    #[inline(always)]
+    fn reply4(
         &self,
         fb: &mut FrameBuf<'_>,
-        ip: &mut IpInfo,
+        h: &Fast4,
         key: &ConnKeyOut,
         hint: &LookupHint,
         now: Time,
     ) -> Option<Verdict> {
-        let proto = if ip.proto == ip_proto::TCP {
-            Protocol::Tcp
-        } else {
-            Protocol::Udp
-        };
         let marks = &self.snap.fwmarks;
+        let dst = IpAddr::V4(Ipv4Addr::from(h.dst));
         if !marks.is_empty()
-            && (self.fwmark_of(proto, ip.dst, ip.dport).is_some() || marks.iter().any(|r| r.addr == ip.dst))
+            && (self.fwmark_of(h.protocol(), dst, h.dport).is_some() || marks.iter().any(|r| r.addr == dst))
         {
             return None;
         }
-        debug_assert_eq!(*key, ip.key_out(proto));
+        debug_assert_eq!(*key, h.key_out());
         let conns = &self.p.tables.conns;
-        let Some(c) = conns.lookup_out_hinted(key, hint) else {
+        let found = conns.lookup_out_hinted(key, hint);
+        let Some(c) = found.as_ref() else {
             // Not a reply of ours: to a LIP it is dropped, anything else is the kernel's.
-            return Some(if lip::contains(&self.snap.lips, ip.dst) {
+            return Some(if lip::contains(&self.snap.lips, dst) {
                 Verdict::Drop(DropReason::NoConnection)
             } else {
                 Verdict::Pass
             });
         };
-        if ip.ttl <= 1 || self.p.expire_nodest_conn.load(Ordering::Relaxed) {
+        if h.ttl <= 1 || self.p.expire_nodest_conn.load(Ordering::Relaxed) {
             return None;
         }
         let SocketAddr::V4(virt) = c.virt() else {
             return None;
         };
-        let (src, dst, to) = match (c.method(), c.client()) {
-            (ForwardMethod::Masq, client) => ((*virt.ip(), virt.port()), None, client.ip()),
+        let src = (u32::from(*virt.ip()), virt.port());
+        let (to_client, to) = match (c.method(), c.client()) {
+            (ForwardMethod::Masq, client) => (None, client.ip()),
             (ForwardMethod::FullNat, SocketAddr::V4(client)) => (
-                (*virt.ip(), virt.port()),
-                Some((*client.ip(), client.port())),
+                Some((u32::from(*client.ip()), client.port())),
                 IpAddr::V4(*client.ip()),
             ),
             _ => return None,
         };
         // From here on as `reply`: state, counters, rewrite, next hop.
-        conns.on_packet(&c, Direction::Output, TcpFlags(ip.tcp_flags), now);
-        self.account(c.dest_id(), false, ip.ip_len());
-        fb.set_len(ip.end);
-        let f = fb.frame_mut();
-        if !xlate::forward_v4(f, ip, Some(src), dst) {
+        conns.on_packet(c, Direction::Output, TcpFlags(h.tcp_flags), now);
+        self.account(c.dest_id(), false, h.ip_len());
+        fb.set_len(h.end());
+        if !xlate::forward_fast4(fb.frame_mut(), h, Some(src), to_client) {
             // Not reached for what the fast parser accepts; the general rewrite if it were.
-            xlate::decrement_ttl(f, ip);
-            xlate::rewrite(f, ip, End::Src, IpAddr::V4(src.0), src.1);
-            if let Some((a, p)) = dst {
-                xlate::rewrite(f, ip, End::Dst, IpAddr::V4(a), p);
+            let mut ip = h.info();
+            let f = fb.frame_mut();
+            xlate::decrement_ttl(f, &mut ip);
+            xlate::rewrite(f, &mut ip, End::Src, IpAddr::V4(*virt.ip()), src.1);
+            if let Some((a, p)) = to_client {
+                xlate::rewrite(f, &mut ip, End::Dst, IpAddr::V4(Ipv4Addr::from(a)), p);
             }
         }
-        let v = match to {
-            IpAddr::V4(a) => self.l2_out_v4(fb, a),
+        Some(match to {
+            IpAddr::V4(a) => self.l2_out_client4(fb, a),
             IpAddr::V6(_) => self.l2_out(fb, to),
-        };
-        if matches!(v, Verdict::Forward { .. }) {
-            bump(&self.stats.forwarded_out);
-        }
-        Some(v)
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1355,12 +1518,21 @@ impl Worker {
     /// [`ServiceSet::is_vip`] of the worker's service snapshot.
     #[inline]
     fn is_vip(&self, addr: IpAddr) -> bool {
-        match (addr, &self.vips_v4) {
-            (IpAddr::V4(a), Some(few)) => {
-                let a = u32::from(a);
-                few.iter().fold(false, |hit, &v| hit | (v == a))
-            }
+        match addr {
+            IpAddr::V4(a) => self.is_vip4(u32::from(a)),
             _ => self.snap.set.is_vip(addr),
+        }
+    }
+
+    /// [`is_vip`](Self::is_vip) of an IPv4 address.
+    #[inline(always)]
+    fn is_vip4(&self, a: u32) -> bool {
+        if let Some(t) = &self.vips4 {
+            return t.contains(a);
+        }
+        match &self.vips_v4 {
+            Some(few) => few.iter().fold(false, |hit, &v| hit | (v == a)),
+            None => self.snap.set.is_vip(IpAddr::V4(Ipv4Addr::from(a))),
         }
     }
 
@@ -1399,16 +1571,27 @@ impl Worker {
 
     /// [`ServiceSet::dest_by_id`] of the worker's service snapshot `set`, through a small
     /// cache of positions (cleared when the snapshot changes) in front of the hash lookup.
-    #[inline]
+    #[inline(always)]
     fn dest_by_id<'s>(&self, set: &'s ServiceSet, id: u32) -> Option<(&'s VirtualService, &'s Destination)> {
-        let slot = &self.dest_cache[id as usize % DEST_CACHE];
-        if let Some((k, si, di)) = slot.get()
+        if let Some((k, si, di)) = self.dest_cache[id as usize % DEST_CACHE].get()
             && k == id
             && let Some(svc) = set.services().get(si as usize)
             && let Some(d) = svc.dests.get(di as usize)
         {
             return Some((&**svc, d));
         }
+        self.dest_by_id_miss(set, id)
+    }
+
+    /// [`dest_by_id`](Self::dest_by_id) not in the cache: the hash lookup, then the cache.
+    #[cold]
+    #[inline(never)]
+    fn dest_by_id_miss<'s>(
+        &self,
+        set: &'s ServiceSet,
+        id: u32,
+    ) -> Option<(&'s VirtualService, &'s Destination)> {
+        let slot = &self.dest_cache[id as usize % DEST_CACHE];
         let (svc, d) = set.dest_by_id(id)?;
         let si = set.services().iter().position(|s| std::ptr::eq(&**s, svc));
         let di = svc.dests.iter().position(|x| std::ptr::eq(x, d));
@@ -1450,13 +1633,52 @@ impl Worker {
 
     /// Adds the tally's counts to the counters of their destinations and services in the
     /// worker's service snapshot, and empties it. Called before the snapshot can change.
+    /// The slots of one service follow one another in the common case (destination ids are
+    /// given out in order): their service's counters get one add for all of them.
     #[inline]
     fn flush_tally(&self) {
         let mut used = self.tally_used.replace(0);
+        if used == 0 {
+            return;
+        }
+        let set = &*self.snap.set;
+        let mask = TALLY_PKT - 1;
+        // The service of the slots just flushed and their summed counts (packed as the
+        // tally's words: at most a chunk's packets in all, far below either limit).
+        let mut pending: Option<(&VirtualService, u64, u64)> = None;
+        let add = |svc: &VirtualService, i: u64, o: u64| {
+            if i != 0 {
+                svc.stats.add_in(&self.writer, i / TALLY_PKT, i & mask);
+            }
+            if o != 0 {
+                svc.stats.add_out(&self.writer, o / TALLY_PKT, o & mask);
+            }
+        };
         while used != 0 {
-            let s = used.trailing_zeros() as usize;
+            let s = used.trailing_zeros() as usize % TALLY;
             used &= used - 1;
-            self.flush_slot(s);
+            let (i, o) = (self.tally_in[s].replace(0), self.tally_out[s].replace(0));
+            let Some((svc, d)) = self.dest_by_id(set, self.tally_id[s].get()) else {
+                continue;
+            };
+            if i != 0 {
+                d.state.stats.add_in(&self.writer, i / TALLY_PKT, i & mask);
+            }
+            if o != 0 {
+                d.state.stats.add_out(&self.writer, o / TALLY_PKT, o & mask);
+            }
+            pending = match pending {
+                Some((p, pi, po)) if std::ptr::eq(p, svc) => Some((p, pi + i, po + o)),
+                other => {
+                    if let Some((p, pi, po)) = other {
+                        add(p, pi, po);
+                    }
+                    Some((svc, i, o))
+                }
+            };
+        }
+        if let Some((p, pi, po)) = pending {
+            add(p, pi, po);
         }
     }
 
@@ -1568,6 +1790,30 @@ impl Worker {
             return Verdict::Forward { egress: iface };
         }
         self.l2_out_gw4(fb, to)
+    }
+
+    /// [`l2_out_v4`](Self::l2_out_v4) with the two caches asked in the other order, for
+    /// clients (most behind a gateway): the route and the gateway's cached next hop first,
+    /// then the on-link cache, else `l2_out`. The same answer: for one route snapshot an
+    /// address whose route goes through a gateway other than itself is never in the on-link
+    /// cache, and one that is finds no gateway.
+    #[inline(always)]
+    fn l2_out_client4(&self, fb: &mut FrameBuf<'_>, to: Ipv4Addr) -> Verdict {
+        let a = u32::from(to);
+        if let Some((iface, g)) = self.routes_v4.lookup_u32(a)
+            && g != a
+        {
+            let (k, i, macs) = self.gw4[hop4_slot(g) % GW_CACHE].get();
+            if k == g
+                && i == iface
+                && let Some(e) = fb.frame_mut().get_mut(..12)
+            {
+                e.copy_from_slice(&macs);
+                return Verdict::Forward { egress: iface };
+            }
+            return self.l2_out(fb, IpAddr::V4(to));
+        }
+        self.l2_out_v4(fb, to)
     }
 
     /// The rest of [`l2_out_v4`](Self::l2_out_v4): through a cached gateway, else `l2_out`.
@@ -1773,6 +2019,28 @@ impl Worker {
         }
         let ident = self.ident.get().wrapping_add(1);
         if !tunnel::forward_ipip_v4(fb, ip, dip, dest, ident, &macs) {
+            return None;
+        }
+        self.ident.set(ident);
+        Some(Verdict::Forward { egress: iface })
+    }
+
+    /// [`tunnel_v4`](Self::tunnel_v4) for a frame [`xlate::parse_fast4`] read as `h`
+    /// (through [`tunnel::forward_ipip_fast4`]): the same bytes, verdict and IP ID.
+    #[inline]
+    fn tunnel_fast4(&self, fb: &mut FrameBuf<'_>, h: &Fast4, dest: Ipv4Addr) -> Option<Verdict> {
+        let a = u32::from(dest);
+        let (k, iface, macs) = self.hop4[hop4_slot(a)].get();
+        if k != a || iface == NO_HOP {
+            return None;
+        }
+        let i = self.p.interfaces.get(iface as usize)?;
+        let dip = i.ipv4?;
+        if h.ip_len() > tunnel::inner_mtu(i.mtu, false) as usize {
+            return None;
+        }
+        let ident = self.ident.get().wrapping_add(1);
+        if !tunnel::forward_ipip_fast4(fb, h.end(), h.ttl, dip, dest, ident, &macs) {
             return None;
         }
         self.ident.set(ident);
@@ -2144,4 +2412,30 @@ pub fn insert_toa(fb: &mut FrameBuf<'_>, ip: &mut IpInfo, client: SocketAddr, mt
     ip.end = ip.l3 + new_ip_len;
     fb.set_len(ip.end);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The VIP table finds every VIP of a list of up to 16 and no other address.
+        #[test]
+        fn vip_table_holds_exactly_its_vips(
+            vips in proptest::collection::hash_set(any::<u32>(), 1..=FEW_VIPS),
+            others in proptest::collection::vec(any::<u32>(), 64),
+        ) {
+            let list: Vec<u32> = vips.iter().copied().collect();
+            let padded: [u32; FEW_VIPS] = std::array::from_fn(|i| list.get(i).copied().unwrap_or(list[0]));
+            prop_assert_eq!(dedup_vips(&padded), &list[..]);
+            let t = Vips4::build(&list).expect("a separating multiplier for 16 VIPs or fewer");
+            for &a in &list {
+                prop_assert!(t.contains(a));
+            }
+            for a in others.into_iter().chain(list.iter().map(|a| a ^ 1)).chain([0]) {
+                prop_assert_eq!(t.contains(a), list.contains(&a), "{:#x}", a);
+            }
+        }
+    }
 }

@@ -107,35 +107,73 @@ pub fn lookup_in(routes: &[Route], dst: IpAddr) -> Option<NextHop> {
 pub struct V4Routes {
     /// (network, mask, interface, gateway), in the list's order.
     routes: Vec<(u32, u32, u16, Option<IpAddr>)>,
+    /// The same routes as 16-byte entries for [`lookup_u32`](Self::lookup_u32).
+    hops: Vec<V4Hop>,
+}
+
+/// A compiled IPv4 route: `dst & mask == net` selects it; `gw` is the next hop's address
+/// when `kind` is [`V4Hop::GATEWAY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct V4Hop {
+    net: u32,
+    mask: u32,
+    gw: u32,
+    iface: u16,
+    kind: u8,
+}
+
+impl V4Hop {
+    /// On-link: the destination is its own next hop.
+    const LINK: u8 = 0;
+    /// Through an IPv4 gateway.
+    const GATEWAY: u8 = 1;
+    /// Through an IPv6 gateway (no IPv4 next hop).
+    const GATEWAY6: u8 = 2;
 }
 
 impl V4Routes {
     /// The IPv4 routes of `routes`, in their order.
     pub fn compile(routes: &[Route]) -> V4Routes {
-        V4Routes {
-            routes: routes
-                .iter()
-                .filter_map(|r| match r.prefix {
-                    IpAddr::V4(p) => {
-                        let len = r.len.min(32) as u32;
-                        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                        Some((u32::from(p) & mask, mask, r.iface, r.gateway))
-                    }
-                    IpAddr::V6(_) => None,
-                })
-                .collect(),
-        }
+        let routes: Vec<_> = routes
+            .iter()
+            .filter_map(|r| match r.prefix {
+                IpAddr::V4(p) => {
+                    let len = r.len.min(32) as u32;
+                    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                    Some((u32::from(p) & mask, mask, r.iface, r.gateway))
+                }
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let hops = routes
+            .iter()
+            .map(|&(net, mask, iface, gw)| {
+                let (kind, gw) = match gw {
+                    None => (V4Hop::LINK, 0),
+                    Some(IpAddr::V4(g)) => (V4Hop::GATEWAY, u32::from(g)),
+                    Some(IpAddr::V6(_)) => (V4Hop::GATEWAY6, 0),
+                };
+                V4Hop {
+                    net,
+                    mask,
+                    gw,
+                    iface,
+                    kind,
+                }
+            })
+            .collect();
+        V4Routes { routes, hops }
     }
 
     /// [`lookup`](Self::lookup) in numbers: the interface and the next hop's address (`dst`
     /// itself when on-link) for destination `dst`; `None` also for an IPv6 gateway.
     #[inline]
     pub fn lookup_u32(&self, dst: u32) -> Option<(u16, u32)> {
-        let &(_, _, iface, gw) = self.routes.iter().find(|&&(net, mask, _, _)| dst & mask == net)?;
-        match gw {
-            None => Some((iface, dst)),
-            Some(IpAddr::V4(g)) => Some((iface, u32::from(g))),
-            Some(IpAddr::V6(_)) => None,
+        let h = self.hops.iter().find(|h| dst & h.mask == h.net)?;
+        match h.kind {
+            V4Hop::LINK => Some((h.iface, dst)),
+            V4Hop::GATEWAY => Some((h.iface, h.gw)),
+            _ => None,
         }
     }
 

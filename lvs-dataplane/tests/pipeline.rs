@@ -9,7 +9,7 @@ use std::time::Duration;
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, PayloadSlice, TransportHeader};
 use lvs_core::conn::ConnTable;
 use lvs_core::rules::RuleSet;
-use lvs_core::{ServiceTable, Time};
+use lvs_core::{Protocol, ServiceTable, Time};
 use lvs_dataplane::hold::{HOLD_PER_HOP, HOLD_TIMEOUT, Released};
 use lvs_dataplane::io::{FrameBuf, HEADROOM, MAX_FRAME};
 use lvs_dataplane::neigh::NeighTable;
@@ -1039,9 +1039,9 @@ fn tun_outer_ipv4_header_copies_tos_ttl_and_df_and_checks_out() {
 
 #[test]
 fn many_vips_are_all_served_single_and_in_bursts() {
-    // Workers scan a short list of IPv4 VIPs and ask the service set beyond that: both ways
-    // find every VIP and nothing else.
-    for n in [3u8, 20] {
+    // Workers look a few IPv4 VIPs up in a small table and ask the service set beyond that:
+    // both ways find every VIP and nothing else.
+    for n in [3u8, 16, 20] {
         let mut rules = String::new();
         for i in 0..n {
             rules += &format!(
@@ -1180,4 +1180,154 @@ fn burst_counters_add_up_per_destination_and_service_with_more_servers_than_tall
         (all.inpkts - svc_before.inpkts, all.inbytes - svc_before.inbytes),
         total
     );
+}
+
+#[test]
+fn nat_replies_to_clients_behind_a_router_take_its_mac_in_bursts_and_singly() {
+    // Replies go to clients, most of them behind a router: the burst path asks the route
+    // and the router's cached next hop first. Its answers must match single frames across
+    // MAC and route changes, and on-link clients in the same burst keep their own MAC.
+    let rules = "-A -t 10.77.1.100:80 -s rr\n-a -t 10.77.1.100:80 -r 10.77.2.11:8080 -m\n";
+    let mut lab = Lab::new(rules);
+    let far = ip4([198, 51, 100, 7]);
+    let routes = |router: IpAddr| {
+        let link = |p: [u8; 4]| Route {
+            prefix: p.into(),
+            len: 24,
+            iface: 0,
+            gateway: None,
+        };
+        vec![
+            link([10, 77, 1, 0]),
+            link([10, 77, 2, 0]),
+            Route {
+                prefix: [0, 0, 0, 0].into(),
+                len: 0,
+                iface: 0,
+                gateway: Some(router),
+            },
+        ]
+    };
+    let gw = ip4([10, 77, 1, 254]);
+    let gw_mac = [0x02, 0, 0, 0, 0, 0xfe];
+    lab.pipeline.tables().neigh.insert(gw, gw_mac);
+    lab.pipeline.tables().routes.replace(routes(gw));
+    for client in [far, ip4(CIP)] {
+        let (v, out) = lab.run(&build(CLIENT_MAC, client, 40000, ip4(VIP), 80, L4::Syn, b""));
+        assert_eq!(v, Verdict::Forward { egress: 0 });
+        assert_eq!(inspect(&out).dst_mac, RS1_MAC);
+    }
+    let reply = |client: IpAddr| build(RS1_MAC, ip4(RS1), 8080, client, 40000, L4::SynAck, b"r");
+    let both = vec![reply(far), reply(ip4(CIP)), reply(far)];
+    for round in 0..2 {
+        let outs = run_bursts(&mut lab, &both);
+        for ((v, out), want) in outs.iter().zip([gw_mac, CLIENT_MAC, gw_mac]) {
+            assert_eq!(*v, Verdict::Forward { egress: 0 }, "round {round}");
+            let s = inspect(out);
+            assert_eq!((s.dst_mac, s.src_mac), (want, OUR), "round {round}");
+            assert_eq!((s.src, s.sport), (ip4(VIP), 80), "round {round}");
+        }
+    }
+    let (v, out) = lab.run(&reply(far));
+    assert_eq!(v, Verdict::Forward { egress: 0 });
+    assert_eq!(inspect(&out).dst_mac, gw_mac, "a single frame agrees");
+    // The router's MAC changes, then another router takes over.
+    let gw_moved = [0x02, 0, 0, 0, 0, 0xfd];
+    lab.pipeline.tables().neigh.insert(gw, gw_moved);
+    assert_eq!(inspect(&run_burst(&mut lab, &reply(far)).1).dst_mac, gw_moved);
+    let gw2 = ip4([10, 77, 1, 253]);
+    let gw2_mac = [0x02, 0, 0, 0, 0, 0xfc];
+    lab.pipeline.tables().neigh.insert(gw2, gw2_mac);
+    lab.pipeline.tables().routes.replace(routes(gw2));
+    assert_eq!(inspect(&run_burst(&mut lab, &reply(far)).1).dst_mac, gw2_mac);
+    // No route to the far client: dropped, not sent to a cached router MAC.
+    lab.pipeline.tables().routes.replace(routes(gw2)[..2].to_vec());
+    assert_eq!(
+        run_burst(&mut lab, &reply(far)).0,
+        Verdict::Drop(DropReason::NoNeighbour)
+    );
+    assert_eq!(
+        inspect(&run_burst(&mut lab, &reply(ip4(CIP))).1).dst_mac,
+        CLIENT_MAC
+    );
+}
+
+#[test]
+fn burst_counts_reach_each_service_and_destination_exactly() {
+    // Two services with two servers each, their packets interleaved in bursts: every
+    // destination and every service gets exactly its own packets and bytes.
+    let rules = "-A -t 10.77.1.100:80 -s rr\n\
+                 -a -t 10.77.1.100:80 -r 10.77.2.11:8080 -m\n\
+                 -a -t 10.77.1.100:80 -r 10.77.2.12:8080 -m\n\
+                 -A -t 10.77.1.100:443 -s rr\n\
+                 -a -t 10.77.1.100:443 -r 10.77.2.11:8443 -m\n\
+                 -a -t 10.77.1.100:443 -r 10.77.2.12:8443 -m\n";
+    let mut lab = Lab::new(rules);
+    let conns: Vec<(u16, u16)> = (0..8)
+        .map(|i| (41000 + i, if i % 2 == 0 { 80 } else { 443 }))
+        .collect();
+    for &(cport, vport) in &conns {
+        let (v, _) = lab.run(&build(CLIENT_MAC, ip4(CIP), cport, ip4(VIP), vport, L4::Syn, b""));
+        assert_eq!(v, Verdict::Forward { egress: 0 });
+    }
+    let set = lab.pipeline.tables().services.load();
+    let snap = |vport: u16, rs: [u8; 4], rport: u16| {
+        let svc = set
+            .lookup(Protocol::Tcp, ip4(VIP), vport)
+            .expect("service")
+            .clone();
+        let d = svc.dest(ip4(rs), rport).expect("dest").state.stats.snapshot();
+        (svc.stats.snapshot(), d)
+    };
+    let keys = [
+        (80, RS1, 8080),
+        (80, RS2, 8080),
+        (443, RS1, 8443),
+        (443, RS2, 8443),
+    ];
+    let before: Vec<_> = keys.iter().map(|&(v, r, p)| snap(v, r, p)).collect();
+    let acks: Vec<Vec<u8>> = (0..100)
+        .map(|k| {
+            let (cport, vport) = conns[k % conns.len()];
+            build(
+                CLIENT_MAC,
+                ip4(CIP),
+                cport,
+                ip4(VIP),
+                vport,
+                L4::Ack,
+                &vec![b'y'; k % 7],
+            )
+        })
+        .collect();
+    let outs = run_bursts(&mut lab, &acks);
+    let mut want_dest = [(0u64, 0u64); 4];
+    let mut want_svc = [(0u64, 0u64); 2];
+    for ((v, out), ack) in outs.iter().zip(&acks) {
+        assert_eq!(*v, Verdict::Forward { egress: 0 });
+        let s = inspect(out);
+        let i = keys
+            .iter()
+            .position(|&(_, r, p)| ip4(r) == s.dst && p == s.dport)
+            .expect("a known server");
+        let bytes = (ack.len() - 14) as u64;
+        want_dest[i].0 += 1;
+        want_dest[i].1 += bytes;
+        want_svc[i / 2].0 += 1;
+        want_svc[i / 2].1 += bytes;
+    }
+    for (i, &(v, r, p)) in keys.iter().enumerate() {
+        let (svc, d) = snap(v, r, p);
+        let (svc0, d0) = before[i];
+        assert_eq!(
+            (d.inpkts - d0.inpkts, d.inbytes - d0.inbytes),
+            want_dest[i],
+            "dest {i}"
+        );
+        assert_eq!(
+            (svc.inpkts - svc0.inpkts, svc.inbytes - svc0.inbytes),
+            want_svc[i / 2],
+            "service of dest {i}"
+        );
+    }
 }

@@ -168,25 +168,120 @@ pub fn parse_ip(frame: &[u8], l3: usize, v6: bool) -> Result<IpInfo, DropReason>
     Ok(info)
 }
 
+/// The headers of a common IPv4 frame (untagged, no IP options, not a fragment, TCP or UDP
+/// with its whole header present) as [`parse_fast4`] reads them: the fields the fast paths
+/// use, kept small (20 bytes) so a burst's first pass stores it and the second keeps it in
+/// registers. The IP header is at [`FAST_L3`], the transport header at [`FAST_L4`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fast4 {
+    /// Source address.
+    pub src: u32,
+    /// Destination address.
+    pub dst: u32,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// IP total length (the packet ends at `FAST_L3 + total`).
+    pub total: u16,
+    /// [`ip_proto::TCP`] or [`ip_proto::UDP`].
+    pub proto: u8,
+    /// TCP flags (0 for UDP).
+    pub tcp_flags: u8,
+    /// TTL.
+    pub ttl: u8,
+}
+
+impl Fast4 {
+    /// Offset just past the IP packet (Ethernet padding excluded).
+    #[inline(always)]
+    pub fn end(&self) -> usize {
+        FAST_L3 + self.total as usize
+    }
+
+    /// Length of the IP packet.
+    #[inline(always)]
+    pub fn ip_len(&self) -> usize {
+        self.total as usize
+    }
+
+    /// The transport protocol.
+    #[inline(always)]
+    pub fn protocol(&self) -> Protocol {
+        if self.proto == ip_proto::TCP {
+            Protocol::Tcp
+        } else {
+            Protocol::Udp
+        }
+    }
+
+    /// [`IpInfo::key_in`] of this packet.
+    #[inline(always)]
+    pub fn key_in(&self) -> ConnKeyIn {
+        ConnKeyIn {
+            proto: self.protocol(),
+            caddr: IpAddr::V4(Ipv4Addr::from(self.src)),
+            cport: self.sport,
+            vaddr: IpAddr::V4(Ipv4Addr::from(self.dst)),
+            vport: self.dport,
+        }
+    }
+
+    /// [`IpInfo::key_out`] of this packet.
+    #[inline(always)]
+    pub fn key_out(&self) -> ConnKeyOut {
+        ConnKeyOut {
+            proto: self.protocol(),
+            daddr: IpAddr::V4(Ipv4Addr::from(self.src)),
+            dport: self.sport,
+            addr: IpAddr::V4(Ipv4Addr::from(self.dst)),
+            port: self.dport,
+        }
+    }
+
+    /// The same headers as the general parser's [`IpInfo`] (what [`parse_ip`] gives).
+    #[inline]
+    pub fn info(&self) -> IpInfo {
+        IpInfo {
+            l3: FAST_L3,
+            v6: false,
+            end: self.end(),
+            proto: self.proto,
+            l4: FAST_L4,
+            src: IpAddr::V4(Ipv4Addr::from(self.src)),
+            dst: IpAddr::V4(Ipv4Addr::from(self.dst)),
+            sport: self.sport,
+            dport: self.dport,
+            tcp_flags: self.tcp_flags,
+            fragment: false,
+            ttl: self.ttl,
+            l4_present: true,
+        }
+    }
+}
+
 /// Offset of the IPv4 header in an untagged Ethernet frame.
-const FAST_L3: usize = 14;
+pub const FAST_L3: usize = 14;
 /// Offset of the transport header when the IPv4 header has no options.
-const FAST_L4: usize = FAST_L3 + ipv4::field::HEADER_LEN;
+pub const FAST_L4: usize = FAST_L3 + ipv4::field::HEADER_LEN;
 
 /// The common case of Ethernet + [`parse_ip`] with a few fixed-offset loads: an untagged
 /// IPv4 frame, no IP options, not a fragment, TCP or UDP with its whole header present.
-/// `None` for anything else (the caller then takes the general parser); when it answers, the
-/// result is exactly what `parse_ip` gives for the frame (the fuzz tests compare the two).
-#[inline]
-pub fn parse_fast_v4(frame: &[u8]) -> Option<IpInfo> {
+/// `None` for anything else (the caller then takes the general parser); when it answers,
+/// [`Fast4::info`] is exactly what `parse_ip` gives for the frame (the fuzz tests compare
+/// the two).
+#[inline(always)]
+pub fn parse_fast4(frame: &[u8]) -> Option<Fast4> {
     // Ethernet + IPv4 header + the first 8 bytes of the transport header in one check.
     let h: &[u8; FAST_L4 + 8] = frame.get(..FAST_L4 + 8)?.try_into().ok()?;
-    // Ethertype IPv4, version 4 with IHL 5, no MF flag and offset 0.
-    if h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 || (h[20] & 0x3f) | h[21] != 0 {
+    let be16 = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
+    let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    // Ethertype IPv4 and version 4 with IHL 5 (bytes 12..15), no MF flag and offset 0.
+    if be32(12) >> 8 != 0x08_00_45 || be16(20) & 0x3fff != 0 {
         return None;
     }
-    let total = u16::from_be_bytes([h[16], h[17]]) as usize;
-    let end = FAST_L3 + total;
+    let total = be16(16);
+    let end = FAST_L3 + total as usize;
     if end > frame.len() {
         return None;
     }
@@ -195,14 +290,15 @@ pub fn parse_fast_v4(frame: &[u8]) -> Option<IpInfo> {
     let tcp_flags = match proto {
         ip_proto::TCP => {
             // The fixed header and the options the data offset announces are present.
-            let hl = ((*frame.get(FAST_L4 + 12)? >> 4) as usize) * 4;
+            let (&off, &flags) = (frame.get(FAST_L4 + 12)?, frame.get(FAST_L4 + 13)?);
+            let hl = ((off >> 4) as usize) * 4;
             if seg < tcp::field::HEADER_LEN || hl < tcp::field::HEADER_LEN || hl > seg {
                 return None;
             }
-            frame[FAST_L4 + 13]
+            flags
         }
         ip_proto::UDP => {
-            let ul = u16::from_be_bytes([h[FAST_L4 + 4], h[FAST_L4 + 5]]) as usize;
+            let ul = be16(FAST_L4 + 4) as usize;
             if ul < udp::field::HEADER_LEN || ul > seg {
                 return None;
             }
@@ -210,23 +306,105 @@ pub fn parse_fast_v4(frame: &[u8]) -> Option<IpInfo> {
         }
         _ => return None,
     };
-    let src = Ipv4Addr::new(h[26], h[27], h[28], h[29]);
-    let dst = Ipv4Addr::new(h[30], h[31], h[32], h[33]);
-    Some(IpInfo {
-        l3: FAST_L3,
-        v6: false,
-        end,
+    let ports = be32(FAST_L4);
+    Some(Fast4 {
+        src: be32(26),
+        dst: be32(30),
+        sport: (ports >> 16) as u16,
+        dport: ports as u16,
+        total,
         proto,
-        l4: FAST_L4,
-        src: IpAddr::V4(src),
-        dst: IpAddr::V4(dst),
-        sport: u16::from_be_bytes([h[FAST_L4], h[FAST_L4 + 1]]),
-        dport: u16::from_be_bytes([h[FAST_L4 + 2], h[FAST_L4 + 3]]),
         tcp_flags,
-        fragment: false,
         ttl: h[22],
-        l4_present: true,
     })
+}
+
+/// [`parse_fast4`] as an [`IpInfo`].
+#[inline]
+pub fn parse_fast_v4(frame: &[u8]) -> Option<IpInfo> {
+    parse_fast4(frame).map(|h| h.info())
+}
+
+/// [`forward_v4`] for a frame [`parse_fast4`] read as `h` (the frame cut to `h.end()`, not
+/// changed since): decrements the TTL and sets the source and/or destination address and
+/// port (`(address, port)`, addresses as `u32`) with one incremental update of each
+/// checksum, at fixed offsets. The same bytes as `forward_v4`. False (frame untouched)
+/// for a TTL of 1 or less or a frame shorter than the parse allows.
+#[inline(always)]
+pub fn forward_fast4(frame: &mut [u8], h: &Fast4, src: Option<(u32, u16)>, dst: Option<(u32, u16)>) -> bool {
+    const TCP_END: usize = FAST_L4 + TCP_CSUM + 2;
+    const UDP_END: usize = FAST_L4 + UDP_CSUM + 2;
+    if h.proto == ip_proto::TCP {
+        match frame.get_mut(..TCP_END).map(<&mut [u8; TCP_END]>::try_from) {
+            Some(Ok(f)) => fast4_rewrite(f, FAST_L4 + TCP_CSUM, false, h, src, dst),
+            _ => false,
+        }
+    } else {
+        match frame.get_mut(..UDP_END).map(<&mut [u8; UDP_END]>::try_from) {
+            Some(Ok(f)) => fast4_rewrite(f, FAST_L4 + UDP_CSUM, true, h, src, dst),
+            _ => false,
+        }
+    }
+}
+
+/// The body of [`forward_fast4`] over the frame's first `N` bytes, the transport checksum
+/// at `csum_at` (a constant once inlined: no bounds checks).
+#[inline(always)]
+fn fast4_rewrite<const N: usize>(
+    f: &mut [u8; N],
+    csum_at: usize,
+    udp: bool,
+    h: &Fast4,
+    src: Option<(u32, u16)>,
+    dst: Option<(u32, u16)>,
+) -> bool {
+    const TTL: usize = FAST_L3 + 8;
+    const CSUM: usize = FAST_L3 + 10;
+    let ttl = f[TTL];
+    if ttl <= 1 {
+        return false;
+    }
+    f[TTL] = ttl - 1;
+    // The TTL/protocol word's change (see `forward_v4`).
+    let mut ip_delta = 0xfeffu64;
+    let mut l4_delta = 0u64;
+    if let Some((n, port)) = src {
+        if n != h.src {
+            let d = delta32(h.src, n);
+            ip_delta += d;
+            l4_delta += d;
+            f[FAST_L3 + 12..FAST_L3 + 16].copy_from_slice(&n.to_be_bytes());
+        }
+        if port != h.sport {
+            l4_delta += (!h.sport) as u64 + port as u64;
+        }
+        f[FAST_L4..FAST_L4 + 2].copy_from_slice(&port.to_be_bytes());
+    }
+    if let Some((n, port)) = dst {
+        if n != h.dst {
+            let d = delta32(h.dst, n);
+            ip_delta += d;
+            l4_delta += d;
+            f[FAST_L3 + 16..FAST_L3 + 20].copy_from_slice(&n.to_be_bytes());
+        }
+        if port != h.dport {
+            l4_delta += (!h.dport) as u64 + port as u64;
+        }
+        f[FAST_L4 + 2..FAST_L4 + 4].copy_from_slice(&port.to_be_bytes());
+    }
+    let hc = u16::from_be_bytes([f[CSUM], f[CSUM + 1]]);
+    f[CSUM..CSUM + 2].copy_from_slice(&apply_delta(hc, ip_delta).to_be_bytes());
+    let c = u16::from_be_bytes([f[csum_at], f[csum_at + 1]]);
+    let c = if udp && c == 0 {
+        0
+    } else {
+        match apply_delta(c, l4_delta) {
+            0 if udp => 0xffff,
+            x => x,
+        }
+    };
+    f[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    true
 }
 
 /// Which end of the packet a rewrite touches.

@@ -156,6 +156,44 @@ proptest! {
         prop_assert!(checksums_ok(&f));
     }
 
+    /// The fixed-offset rewrite from the parsed `Fast4` writes the same bytes as the
+    /// `IpInfo` one, for TCP and UDP (also UDP without checksum), with or without either end
+    /// changing, and leaves a TTL of 1 or 0 alone.
+    #[test]
+    fn forward_fast4_equals_forward_v4(
+        tcp in any::<bool>(),
+        s in any::<[u8; 16]>(), d in any::<[u8; 16]>(), n in any::<[u8; 16]>(), m in any::<[u8; 16]>(),
+        sp in 1u16.., dp in 1u16.., np in 1u16.., mp in 1u16..,
+        payload in proptest::collection::vec(any::<u8>(), 0..32),
+        which in 0u8..4, same_addr in any::<bool>(), same_port in any::<bool>(),
+        no_udp_csum in any::<bool>(), ttl in any::<u8>(),
+    ) {
+        let mut f = frame(false, tcp, s, d, sp, dp, &payload);
+        f[14 + 8] = ttl;
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = crate::wire::checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        if !tcp && no_udp_csum {
+            f[34 + 6..34 + 8].copy_from_slice(&[0, 0]);
+        }
+        let (n, m) = if same_addr { (d, s) } else { (n, m) };
+        let (np, mp) = if same_port { (dp, sp) } else { (np, mp) };
+        let src = (which & 1 != 0).then(|| (Ipv4Addr::new(m[0], m[1], m[2], m[3]), mp));
+        let dst = (which & 2 != 0).then(|| (Ipv4Addr::new(n[0], n[1], n[2], n[3]), np));
+        let h = parse_fast4(&f).expect("a plain frame");
+        prop_assert_eq!(h.info(), parse_ip(&f, 14, false).unwrap());
+        let mut want = f.clone();
+        let mut ip = h.info();
+        let done = forward_v4(&mut want, &mut ip, src, dst);
+        let num = |e: Option<(Ipv4Addr, u16)>| e.map(|(a, p)| (u32::from(a), p));
+        prop_assert_eq!(forward_fast4(&mut f, &h, num(src), num(dst)), done);
+        prop_assert_eq!(done, ttl > 1);
+        prop_assert_eq!(&f, &want);
+        if done {
+            prop_assert!(checksums_ok(&f));
+        }
+    }
+
     /// The fixed-offset parser answers exactly like Ethernet + `parse_ip` whenever it
     /// answers, and answers for plain TCP/UDP over IPv4 frames.
     #[test]
