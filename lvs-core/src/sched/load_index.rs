@@ -4,33 +4,43 @@
 //!
 //! # Layout
 //! `cap` = the next power of two ≥ n. Node 1 is the root, node `i` has children `2i` and
-//! `2i + 1`, leaves are nodes `cap + slot`. Leaves are not stored: a leaf's value is a
-//! function of its slot's cached *key* (load and candidate weight packed into a `u64`, see
-//! [`pack`]), refreshed from the live [`DestState`](crate::dest::DestState) whenever the
-//! destination notifies its [`LoadListener`]. Combining two children reads only node values
-//! and keys, never the destinations, so updates and picks stay in the index's own memory.
+//! `2i + 1`, leaves are nodes `cap + slot`. Every node holds a *key* and a *value*. A leaf's
+//! key is its destination's load and candidate weight packed into a `u64` (see [`pack`]),
+//! cached from the live [`DestState`](crate::dest::DestState) whenever the destination
+//! notifies its [`LoadListener`]; its value follows from the key. An internal node's pair is
+//! the policy's combination of its children's pairs (for tournaments: the winner's key and
+//! slot), so updates and picks stay in the index's own memory and never read the
+//! destinations or follow a slot to its key.
 //!
 //! # Cost
-//! A pick reads the root (tournaments) or walks one or two root-to-leaf paths (wrr, twos).
-//! A notification swaps the key and, only if it changed, recomputes the nodes above it:
-//! one compare-and-swap per level up to the first level where nothing changed (for the
-//! current winner, usually up to the root). O(log n) in every case.
+//! A notification only marks its slot dirty (one atomic OR in a bitmap, plus one in a
+//! summary word when the bitmap word was clean). The next read of the tree (a pick) first
+//! *settles* it: re-reads the live load of every dirty slot into its key and, when the key
+//! changed, recomputes the nodes above it, carrying the new value up from the leaf and
+//! stopping at the first node that does not change. A pick then reads the root
+//! (tournaments) or walks one or two root-to-leaf paths (wrr, twos): O(1) or O(log n),
+//! plus O(log n) per destination whose load changed since the previous pick.
 //!
 //! # Concurrency
 //! Every destination notifies from whichever thread bound, released or reclassified a
-//! connection, so many threads update the tree at once with plain atomics and no lock.
-//! Each node word is `version << 32 | value`; a node is rewritten by recomputing it from its
-//! inputs and compare-and-swapping it with the version bumped, retrying when another thread
-//! got there first. A recomputation that read a child before a concurrent child update
-//! therefore cannot overwrite the node after the other thread's own recomputation. Walking
-//! up stops early once a node's value is unchanged and (for tournaments) is not the slot
-//! being updated, because nothing above can then change.
+//! connection, so marks come from many threads at once, with plain atomics and no lock.
+//! Settling is done by one thread at a time: a reader that finds dirty slots takes the
+//! settle flag with a compare-and-swap and, if another thread holds it, does not wait but
+//! reads the tree as it stands (the holder is applying the marks). So the tree has a single
+//! writer, and its nodes are plain atomic words written with stores.
+//!
+//! A mark is an acquire-release read-modify-write of the bitmap word after the counter
+//! update it reports, and the settler swaps the word (acquire-release) before it reads the
+//! counters, so a settle that takes a mark sees the counters as they were when it was made;
+//! a mark that lands after the swap stays for the next settle. Read by a single thread, the
+//! root is therefore always what the kernel's scan of the live counters gives.
 //!
 //! What remains racy, and is accepted (the kernel's own counters are read racily during its
 //! scans too):
-//! - a key may briefly lag the live counters (two threads refreshing the same slot);
+//! - a pick that runs while another thread settles reads the tree without that thread's
+//!   pending updates (as it would have had it come a moment earlier);
 //! - so the root may briefly name a winner that a fresh scan would not pick, until the
-//!   next notification along its path (every bind of the picked destination is one);
+//!   next settle;
 //! - a briefly stale root may name a destination that has just become ineligible: callers
 //!   check the named slot live, repair it with [`LoadIndex::refresh`] and, after a few
 //!   failed tries, fall back to a plain scan. They never return it;
@@ -40,12 +50,13 @@
 //!   scheduler (still serving until the swap) stops following loads a moment early.
 //!
 //! Invariants kept at all times: a node value is either a slot `< n` or the policy's
-//! `EMPTY`; keys and nodes are only ever indexed in range.
+//! `EMPTY`; keys and nodes are only ever indexed in range; when no slot is dirty and nobody
+//! settles, every node equals what its children and the keys give.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::dest::{Destination, ListenerSlot, LoadListener, MAX_WEIGHT};
 
@@ -53,8 +64,6 @@ use crate::dest::{Destination, ListenerSlot, LoadListener, MAX_WEIGHT};
 pub(super) const NONE: u32 = u32::MAX;
 
 const LOAD_MAX: u64 = (1 << 48) - 1;
-const VALUE_MASK: u64 = 0xFFFF_FFFF;
-const VERSION_ONE: u64 = 1 << 32;
 
 /// Packs a load figure and a candidate weight (0 = not a candidate) into one key.
 #[inline]
@@ -82,18 +91,17 @@ pub(super) fn candidate_weight(d: &Destination) -> u32 {
 }
 
 /// What a tree computes: the key of a destination, the value of its leaf, and how two
-/// children combine (the left child covers the lower slots, i.e. earlier in list order).
+/// children's (key, value) pairs combine (the left child covers the lower slots, i.e.
+/// earlier in list order).
 pub(super) trait Policy: Send + Sync + 'static {
-    /// Value of a padding leaf beyond the last slot.
+    /// Value of a padding leaf beyond the last slot (its key is 0).
     const EMPTY: u32;
-    /// True when `combine` reads the keys of the slots its inputs name (tournaments).
-    const READS_KEYS: bool;
     /// The cached key of a destination.
     fn key(d: &Destination) -> u64;
     /// The leaf value of `slot` whose key is `key`.
     fn leaf(slot: u32, key: u64) -> u32;
-    /// The value of a node from its children's values.
-    fn combine(keys: &[AtomicU64], left: u32, right: u32) -> u32;
+    /// The (key, value) of a node from its children's.
+    fn combine(left: (u64, u32), right: (u64, u32)) -> (u64, u32);
 }
 
 /// A kernel least-load rule: how to rate a destination and which of two wins.
@@ -111,7 +119,6 @@ pub(super) struct Tournament<R>(PhantomData<fn() -> R>);
 
 impl<R: LoadRule> Policy for Tournament<R> {
     const EMPTY: u32 = NONE;
-    const READS_KEYS: bool = true;
 
     #[inline]
     fn key(d: &Destination) -> u64 {
@@ -124,21 +131,12 @@ impl<R: LoadRule> Policy for Tournament<R> {
     }
 
     #[inline]
-    fn combine(keys: &[AtomicU64], left: u32, right: u32) -> u32 {
-        // A slot out of range (NONE) reads as key 0: weight 0, not a candidate.
-        let l = keys.get(left as usize).map_or(0, |k| k.load(Ordering::Acquire));
-        let r = keys.get(right as usize).map_or(0, |k| k.load(Ordering::Acquire));
-        match (key_weight(l) != 0, key_weight(r) != 0) {
-            (true, true) => {
-                if R::right_wins(l, r) {
-                    right
-                } else {
-                    left
-                }
-            }
-            (true, false) => left,
-            (false, true) => right,
-            (false, false) => NONE,
+    fn combine(left: (u64, u32), right: (u64, u32)) -> (u64, u32) {
+        // A node whose key has weight 0 names nobody (NONE): not a candidate.
+        if key_weight(left.0) == 0 || (key_weight(right.0) != 0 && R::right_wins(left.0, right.0)) {
+            right
+        } else {
+            left
         }
     }
 }
@@ -160,11 +158,42 @@ pub(super) fn scan<R: LoadRule>(dests: &[Destination]) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
-/// The index itself: keys, nodes and the destinations it was built for.
+/// One node of the tree: its key and value (see the module docs).
+#[derive(Debug)]
+struct Node {
+    key: AtomicU64,
+    value: AtomicU32,
+}
+
+impl Node {
+    fn new((key, value): (u64, u32)) -> Node {
+        Node {
+            key: AtomicU64::new(key),
+            value: AtomicU32::new(value),
+        }
+    }
+
+    /// The (key, value) pair, as the settling thread reads it.
+    #[inline]
+    fn pair(&self) -> (u64, u32) {
+        (
+            self.key.load(Ordering::Relaxed),
+            self.value.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The index itself: the nodes, the dirty marks and the destinations it was built for.
 pub(super) struct LoadIndex<P> {
     dests: Box<[Destination]>,
-    keys: Box<[AtomicU64]>,
-    nodes: Box<[AtomicU64]>,
+    /// Nodes 1..2·cap: internal nodes below `cap`, leaves from `cap` (0 unused).
+    nodes: Box<[Node]>,
+    /// Bit `slot % 64` of word `slot / 64`: `slot` notified since the last settle.
+    dirty: Box<[AtomicU64]>,
+    /// Bit `w % 64`: some word `w` of `dirty` with that remainder may have bits set.
+    summary: AtomicU64,
+    /// Held by the one thread settling the tree.
+    settling: AtomicBool,
     cap: usize,
     _policy: PhantomData<fn() -> P>,
 }
@@ -184,19 +213,25 @@ impl<P: Policy> LoadIndex<P> {
     pub(super) fn new(dests: &[Destination]) -> Arc<LoadIndex<P>> {
         let n = dests.len();
         let cap = n.max(1).next_power_of_two();
-        let keys: Box<[AtomicU64]> = dests.iter().map(|d| AtomicU64::new(P::key(d))).collect();
-        // Internal nodes 1..cap (0 unused); built bottom-up before anyone can see them.
-        let nodes: Box<[AtomicU64]> = (0..cap).map(|_| AtomicU64::new(P::EMPTY as u64)).collect();
+        let mut nodes: Vec<Node> = (0..2 * cap).map(|_| Node::new((0, P::EMPTY))).collect();
+        for (slot, d) in dests.iter().enumerate() {
+            let key = P::key(d);
+            nodes[cap + slot] = Node::new((key, P::leaf(slot as u32, key)));
+        }
+        // Built bottom-up before anyone can see it.
+        for i in (1..cap).rev() {
+            nodes[i] = Node::new(P::combine(nodes[2 * i].pair(), nodes[2 * i + 1].pair()));
+        }
+        let dirty: Box<[AtomicU64]> = (0..n.div_ceil(64).max(1)).map(|_| AtomicU64::new(0)).collect();
         let index = LoadIndex {
             dests: dests.into(),
-            keys,
-            nodes,
+            nodes: nodes.into(),
+            dirty,
+            summary: AtomicU64::new(0),
+            settling: AtomicBool::new(false),
             cap,
             _policy: PhantomData,
         };
-        for i in (1..cap).rev() {
-            index.nodes[i].store(index.recompute(i) as u64, Ordering::Relaxed);
-        }
         let index = Arc::new(index);
         for (slot, d) in dests.iter().enumerate() {
             d.state.set_listener(Some(ListenerSlot {
@@ -205,10 +240,11 @@ impl<P: Policy> LoadIndex<P> {
             }));
         }
         // Counters that moved between computing the keys and registering were not notified
-        // to us: refresh every slot once now that we listen.
+        // to us: look at every slot once now that we listen.
         for slot in 0..n {
-            index.refresh(slot);
+            index.mark(slot);
         }
+        index.settle();
         index
     }
 
@@ -218,89 +254,143 @@ impl<P: Policy> LoadIndex<P> {
         self.dests.len()
     }
 
-    /// The value of node `i` (a leaf's from its key).
+    /// The value of node `i`.
     #[inline]
     fn value(&self, i: usize) -> u32 {
-        if i >= self.cap {
-            let slot = i - self.cap;
-            match self.keys.get(slot) {
-                Some(k) => P::leaf(slot as u32, k.load(Ordering::Acquire)),
-                None => P::EMPTY,
-            }
-        } else {
-            (self.nodes[i].load(Ordering::Acquire) & VALUE_MASK) as u32
-        }
+        self.nodes[i].value.load(Ordering::Acquire)
     }
 
-    /// The root's value: the winning slot (tournaments), or the aggregate (sum, max).
+    /// The root's value after settling: the winning slot (tournaments), or the aggregate
+    /// (sum, max).
     #[inline]
     pub(super) fn root(&self) -> u32 {
+        self.settle();
         self.value(1)
     }
 
     /// True when every node equals what its inputs give (only meaningful when quiescent).
     #[cfg(test)]
     pub(super) fn is_consistent(&self) -> bool {
-        (1..self.cap).all(|i| self.value(i) == self.recompute(i))
+        self.settle();
+        (1..self.cap).all(|i| {
+            self.nodes[i].pair() == P::combine(self.nodes[2 * i].pair(), self.nodes[2 * i + 1].pair())
+        })
     }
 
-    /// The cached key of `slot`.
+    /// The cached key of `slot` (after settling).
     #[cfg(test)]
     pub(super) fn key(&self, slot: usize) -> u64 {
-        self.keys[slot].load(Ordering::Acquire)
+        self.settle();
+        self.nodes[self.cap + slot].key.load(Ordering::Acquire)
     }
 
-    /// What internal node `i` should hold given its children.
-    fn recompute(&self, i: usize) -> u32 {
-        P::combine(&self.keys, self.value(2 * i), self.value(2 * i + 1))
-    }
-
-    /// Recomputes internal node `i` and installs it with its version bumped; returns (old, new).
-    fn update(&self, i: usize) -> (u32, u32) {
-        let node = &self.nodes[i];
-        let mut cur = node.load(Ordering::Acquire);
-        loop {
-            let v = self.recompute(i);
-            let new = ((cur & !VALUE_MASK).wrapping_add(VERSION_ONE)) | v as u64;
-            match node.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return ((cur & VALUE_MASK) as u32, v),
-                Err(actual) => cur = actual,
-            }
-        }
-    }
-
-    /// Re-reads destination `slot`'s live load into its key and fixes the nodes above it.
-    /// O(log n); out-of-range slots are ignored.
-    pub(super) fn refresh(&self, slot: usize) {
-        let (Some(d), Some(key)) = (self.dests.get(slot), self.keys.get(slot)) else {
+    /// Notes that destination `slot`'s load changed; the next read of the tree applies it.
+    /// Out-of-range slots are ignored.
+    #[inline]
+    pub(super) fn mark(&self, slot: usize) {
+        let w = slot / 64;
+        let Some(word) = self.dirty.get(w) else {
             return;
         };
-        let mut k = P::key(d);
-        let mut changed = false;
-        // Re-read after storing so that a racing refresh of the same slot that stored an
-        // older reading is overwritten (best effort, see the module docs).
-        for _ in 0..3 {
-            changed |= key.swap(k, Ordering::AcqRel) != k;
-            let again = P::key(d);
-            if again == k {
-                break;
-            }
-            k = again;
+        if word.fetch_or(1 << (slot % 64), Ordering::AcqRel) == 0 {
+            self.summary.fetch_or(1 << (w % 64), Ordering::AcqRel);
         }
-        if !changed {
-            // Same key as before (e.g. an inactive connection for sed, any bind for fo):
-            // nothing in the tree depends on this notification. Whoever stored a different
-            // key propagates it.
+    }
+
+    /// Re-reads destination `slot`'s live load now (a repair by a reader that found the
+    /// tree naming an ineligible destination): [`mark`](Self::mark) and settle.
+    pub(super) fn refresh(&self, slot: usize) {
+        self.mark(slot);
+        self.settle();
+    }
+
+    /// Applies every pending mark, unless another thread is doing so.
+    #[inline]
+    fn settle(&self) {
+        if self.summary.load(Ordering::Acquire) != 0 {
+            self.settle_marks();
+        }
+    }
+
+    /// The work of [`settle`](Self::settle) once a mark is pending.
+    #[inline(never)]
+    fn settle_marks(&self) {
+        if self
+            .settling
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             return;
         }
-        // The key swap above is the leaf's update; the walk starts at its parent.
-        let mut i = (self.cap + slot) / 2;
-        while i >= 1 {
-            let (old, new) = self.update(i);
-            if old == new && !(P::READS_KEYS && new == slot as u32) {
+        // Marks keep coming from other threads while we work: a few rounds, then leave the
+        // rest to the next reader.
+        for _ in 0..4 {
+            let mut sum = self.summary.swap(0, Ordering::AcqRel);
+            if sum == 0 {
                 break;
             }
-            i /= 2;
+            if let [word] = &*self.dirty {
+                // Up to 64 destinations: the summary can only name this word.
+                self.apply_word(0, word.swap(0, Ordering::AcqRel));
+                continue;
+            }
+            while sum != 0 {
+                // Words r, r + 64, r + 128 ... share summary bit r.
+                let mut w = sum.trailing_zeros() as usize;
+                sum &= sum - 1;
+                while let Some(word) = self.dirty.get(w) {
+                    self.apply_word(w, word.swap(0, Ordering::AcqRel));
+                    w += 64;
+                }
+            }
+        }
+        self.settling.store(false, Ordering::Release);
+    }
+
+    /// [`apply`](Self::apply) for each slot `64 w + b` with bit `b` set in `bits`.
+    #[inline]
+    fn apply_word(&self, w: usize, mut bits: u64) {
+        while bits != 0 {
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            self.apply(w * 64 + b);
+        }
+    }
+
+    /// Re-reads destination `slot`'s live load into its key and, if it changed, fixes the
+    /// nodes above it. Only the settling thread calls it. O(log n).
+    #[inline]
+    fn apply(&self, slot: usize) {
+        let i = self.cap + slot;
+        let (Some(d), Some(leaf)) = (self.dests.get(slot), self.nodes.get(i)) else {
+            return;
+        };
+        let key = P::key(d);
+        if leaf.key.load(Ordering::Relaxed) == key {
+            // Same key as before (e.g. an inactive connection for sed, any bind for fo):
+            // nothing in the tree depends on this notification.
+            return;
+        }
+        let mut v = (key, P::leaf(slot as u32, key));
+        leaf.key.store(v.0, Ordering::Relaxed);
+        leaf.value.store(v.1, Ordering::Release);
+        // Carry the new pair up from the leaf, combining it with each sibling's.
+        let nodes = &*self.nodes;
+        let mut i = i;
+        while i > 1 {
+            let (Some(sib), Some(node)) = (nodes.get(i ^ 1), nodes.get(i >> 1)) else {
+                break;
+            };
+            let sib = sib.pair();
+            let (l, r) = if i & 1 == 0 { (v, sib) } else { (sib, v) };
+            v = P::combine(l, r);
+            if node.pair() == v {
+                // Unchanged: nothing above can change.
+                break;
+            }
+            node.key.store(v.0, Ordering::Relaxed);
+            node.value.store(v.1, Ordering::Release);
+            i >>= 1;
         }
     }
 
@@ -309,6 +399,7 @@ impl<P: Policy> LoadIndex<P> {
     /// then descends into it. O(log n), and O(1) when the answer is near `pos`. Under
     /// concurrent updates it may return a slot whose leaf is below `c`; callers validate.
     pub(super) fn first_at_least(&self, pos: usize, c: u32) -> Option<usize> {
+        self.settle();
         if pos >= self.dests.len() {
             return None;
         }
@@ -333,6 +424,7 @@ impl<P: Policy> LoadIndex<P> {
     /// [`descend_sum`](Self::descend_sum) for two positions at once (the two walks are
     /// independent, so their loads overlap).
     pub(super) fn descend_sum2(&self, mut r1: u64, mut r2: u64) -> (usize, usize) {
+        self.settle();
         let (mut i1, mut i2) = (1, 1);
         while i1 < self.cap {
             let l1 = self.value(2 * i1) as u64;
@@ -358,6 +450,7 @@ impl<P: Policy> LoadIndex<P> {
     /// on a zero leaf or a padding slot under concurrent updates; callers validate.
     #[cfg(test)]
     pub(super) fn descend_sum(&self, mut r: u64) -> usize {
+        self.settle();
         let mut i = 1;
         while i < self.cap {
             let l = self.value(2 * i) as u64;
@@ -373,8 +466,9 @@ impl<P: Policy> LoadIndex<P> {
 }
 
 impl<P: Policy> LoadListener for LoadIndex<P> {
+    #[inline]
     fn load_changed(&self, slot: usize) {
-        self.refresh(slot);
+        self.mark(slot);
     }
 }
 
@@ -574,13 +668,18 @@ pub(super) mod tests {
         let ll = LeastLoad::<Lc>::new(&ds);
         std::thread::scope(|s| {
             for t in 0..4usize {
-                let ds = &ds;
+                let (ds, ll) = (&ds, &ll);
                 s.spawn(move || {
                     for i in 0..2000usize {
                         let d = &ds[(i * 7 + t * 3) % ds.len()];
                         d.state.bind(ConnClass::Active);
                         if i % 3 != 0 {
                             d.state.unbind(ConnClass::Active);
+                        }
+                        // Picks settle the tree while other threads mark it.
+                        if i % 5 == t {
+                            let p = ll.pick(ds).expect("every destination is eligible");
+                            assert!(p < ds.len());
                         }
                     }
                 });
@@ -702,6 +801,86 @@ mod oracle_tests {
                 h
             }
             other => unreachable!("{other} has no oracle here"),
+        }
+    }
+
+    /// Loads every destination a little differently (so picks are not all ties).
+    fn spread(ds: &[Destination]) {
+        for (i, d) in ds.iter().enumerate() {
+            for _ in 0..1 + i * 7 % 5 {
+                d.state.bind(ConnClass::Active);
+            }
+            for _ in 0..(i * 3 % 11) {
+                d.state.bind(ConnClass::Inactive);
+            }
+        }
+    }
+
+    #[test]
+    fn several_binds_to_one_destination_between_picks() {
+        // A burst accounts several connections to the same destination before the next
+        // pick: the marks coalesce into one, and the next pick still sees every bind.
+        for kind in KINDS {
+            let weights: Vec<u32> = (0..12).map(|i| 1 + i % 4).collect();
+            let ds = dests(&weights);
+            spread(&ds);
+            let s = sched::build(kind, &ds, SchedFlags::NONE, None);
+            for round in 0..40u32 {
+                let picked = s.schedule(&ds, &flow(round), Time::ZERO);
+                assert_eq!(picked, kernel(kind, &ds), "{kind} round {round}");
+                let Some(p) = picked else { break };
+                for _ in 0..1 + round % 3 {
+                    ds[p].state.bind(ConnClass::Active);
+                }
+                if round % 4 == 0 {
+                    ds[(p + 5) % ds.len()].state.unbind(ConnClass::Active);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn changes_spread_over_many_bitmap_words_are_all_applied() {
+        // 4200 destinations: 66 words of dirty bits, so words 0 and 64 (and 1 and 65, 63
+        // and 127 ...) share a summary bit. Each round loads its first slot and unloads the
+        // others (which then lead lc, wlc, sed and nq), all between two picks.
+        let rounds: [&[usize]; 4] = [
+            &[0, 4096, 4160],
+            &[1, 65, 4161, 4199],
+            &[63, 4159, 4095],
+            &[5, 70, 3000],
+        ];
+        for kind in KINDS {
+            for (round, slots) in rounds.iter().enumerate() {
+                let ds: Vec<Destination> = (0..4200u32)
+                    .map(|i| {
+                        Destination::new(crate::dest::DestConfig {
+                            weight: 1 + i % 7,
+                            ..crate::dest::DestConfig::new(
+                                std::net::Ipv4Addr::from(0x0A01_0000 + i).into(),
+                                80,
+                            )
+                        })
+                    })
+                    .collect();
+                spread(&ds);
+                let s = sched::build(kind, &ds, SchedFlags::NONE, None);
+                assert_eq!(s.schedule(&ds, &flow(0), Time::ZERO), kernel(kind, &ds), "{kind}");
+                for _ in 0..3 {
+                    ds[slots[0]].state.bind(ConnClass::Active);
+                }
+                for &i in &slots[1..] {
+                    while ds[i].state.active_conns() > 0 {
+                        ds[i].state.unbind(ConnClass::Active);
+                    }
+                    while ds[i].state.inactive_conns() > 0 {
+                        ds[i].state.unbind(ConnClass::Inactive);
+                    }
+                }
+                ds[slots[slots.len() - 1]].state.set_ramp(512);
+                let got = s.schedule(&ds, &flow(1), Time::ZERO);
+                assert_eq!(got, kernel(kind, &ds), "{kind} round {round}");
+            }
         }
     }
 
