@@ -1461,7 +1461,7 @@ impl Worker {
 
     /// [`ServiceSet::lookup`] of the worker's service snapshot `set`, through a small cache
     /// of answers (cleared when the snapshot changes) in front of the hash lookups.
-    #[inline]
+    #[inline(always)]
     fn service_of<'s>(
         &self,
         set: &'s ServiceSet,
