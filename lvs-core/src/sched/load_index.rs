@@ -183,15 +183,45 @@ impl Node {
     }
 }
 
+/// The dirty marks of a [`LoadIndex`]: what its destinations notify. A separate object
+/// that owns no destination, so a registered listener (which a destination, or a thread's
+/// cache of listeners, may hold for a while) keeps only these words alive, never the
+/// index's destinations.
+struct Marks {
+    /// Bit `slot % 64` of word `slot / 64`: `slot` notified since the last settle.
+    dirty: Box<[AtomicU64]>,
+    /// Bit `w % 64`: some word `w` of `dirty` with that remainder may have bits set.
+    summary: AtomicU64,
+}
+
+impl Marks {
+    /// Notes that destination `slot`'s load changed; out-of-range slots are ignored.
+    #[inline]
+    fn mark(&self, slot: usize) {
+        let w = slot / 64;
+        let Some(word) = self.dirty.get(w) else {
+            return;
+        };
+        if word.fetch_or(1 << (slot % 64), Ordering::AcqRel) == 0 {
+            self.summary.fetch_or(1 << (w % 64), Ordering::AcqRel);
+        }
+    }
+}
+
+impl LoadListener for Marks {
+    #[inline]
+    fn load_changed(&self, slot: usize) {
+        self.mark(slot);
+    }
+}
+
 /// The index itself: the nodes, the dirty marks and the destinations it was built for.
 pub(super) struct LoadIndex<P> {
     dests: Box<[Destination]>,
     /// Nodes 1..2·cap: internal nodes below `cap`, leaves from `cap` (0 unused).
     nodes: Box<[Node]>,
-    /// Bit `slot % 64` of word `slot / 64`: `slot` notified since the last settle.
-    dirty: Box<[AtomicU64]>,
-    /// Bit `w % 64`: some word `w` of `dirty` with that remainder may have bits set.
-    summary: AtomicU64,
+    /// The marks, registered as every destination's listener.
+    marks: Arc<Marks>,
     /// Held by the one thread settling the tree.
     settling: AtomicBool,
     cap: usize,
@@ -222,23 +252,24 @@ impl<P: Policy> LoadIndex<P> {
         for i in (1..cap).rev() {
             nodes[i] = Node::new(P::combine(nodes[2 * i].pair(), nodes[2 * i + 1].pair()));
         }
-        let dirty: Box<[AtomicU64]> = (0..n.div_ceil(64).max(1)).map(|_| AtomicU64::new(0)).collect();
-        let index = LoadIndex {
-            dests: dests.into(),
-            nodes: nodes.into(),
-            dirty,
+        let marks = Arc::new(Marks {
+            dirty: (0..n.div_ceil(64).max(1)).map(|_| AtomicU64::new(0)).collect(),
             summary: AtomicU64::new(0),
-            settling: AtomicBool::new(false),
-            cap,
-            _policy: PhantomData,
-        };
-        let index = Arc::new(index);
+        });
         for (slot, d) in dests.iter().enumerate() {
             d.state.set_listener(Some(ListenerSlot {
-                listener: index.clone(),
+                listener: marks.clone(),
                 slot,
             }));
         }
+        let index = Arc::new(LoadIndex {
+            dests: dests.into(),
+            nodes: nodes.into(),
+            marks,
+            settling: AtomicBool::new(false),
+            cap,
+            _policy: PhantomData,
+        });
         // Counters that moved between computing the keys and registering were not notified
         // to us: look at every slot once now that we listen.
         for slot in 0..n {
@@ -288,13 +319,7 @@ impl<P: Policy> LoadIndex<P> {
     /// Out-of-range slots are ignored.
     #[inline]
     pub(super) fn mark(&self, slot: usize) {
-        let w = slot / 64;
-        let Some(word) = self.dirty.get(w) else {
-            return;
-        };
-        if word.fetch_or(1 << (slot % 64), Ordering::AcqRel) == 0 {
-            self.summary.fetch_or(1 << (w % 64), Ordering::AcqRel);
-        }
+        self.marks.mark(slot);
     }
 
     /// Re-reads destination `slot`'s live load now (a repair by a reader that found the
@@ -307,7 +332,7 @@ impl<P: Policy> LoadIndex<P> {
     /// Applies every pending mark, unless another thread is doing so.
     #[inline]
     fn settle(&self) {
-        if self.summary.load(Ordering::Acquire) != 0 {
+        if self.marks.summary.load(Ordering::Acquire) != 0 {
             self.settle_marks();
         }
     }
@@ -325,11 +350,11 @@ impl<P: Policy> LoadIndex<P> {
         // Marks keep coming from other threads while we work: a few rounds, then leave the
         // rest to the next reader.
         for _ in 0..4 {
-            let mut sum = self.summary.swap(0, Ordering::AcqRel);
+            let mut sum = self.marks.summary.swap(0, Ordering::AcqRel);
             if sum == 0 {
                 break;
             }
-            if let [word] = &*self.dirty {
+            if let [word] = &*self.marks.dirty {
                 // Up to 64 destinations: the summary can only name this word.
                 self.apply_word(0, word.swap(0, Ordering::AcqRel));
                 continue;
@@ -338,7 +363,7 @@ impl<P: Policy> LoadIndex<P> {
                 // Words r, r + 64, r + 128 ... share summary bit r.
                 let mut w = sum.trailing_zeros() as usize;
                 sum &= sum - 1;
-                while let Some(word) = self.dirty.get(w) {
+                while let Some(word) = self.marks.dirty.get(w) {
                     self.apply_word(w, word.swap(0, Ordering::AcqRel));
                     w += 64;
                 }
@@ -532,13 +557,6 @@ impl<P: Policy> LoadIndex<P> {
             }
         }
         i - self.cap
-    }
-}
-
-impl<P: Policy> LoadListener for LoadIndex<P> {
-    #[inline]
-    fn load_changed(&self, slot: usize) {
-        self.mark(slot);
     }
 }
 
@@ -884,6 +902,56 @@ mod oracle_tests {
                 d.state.bind(ConnClass::Inactive);
             }
         }
+    }
+
+    #[test]
+    fn notified_listeners_keep_no_destination_alive() {
+        // A notification leaves the registration in this thread's listener cache: that must
+        // not hold the destinations' state (the service trash tells by strong counts whether
+        // connections still hold a removed destination).
+        let ds = dests(&[1, 2, 3]);
+        let s = sched::build(SchedulerKind::Wlc, &ds, SchedFlags::NONE, None);
+        ds[0].state.bind(ConnClass::Active);
+        ds[2].state.unbind(ConnClass::Active);
+        assert_eq!(s.schedule(&ds, &flow(1), Time::ZERO), Some(1));
+        drop(s);
+        for d in &ds {
+            assert_eq!(
+                std::sync::Arc::strong_count(&d.state),
+                1,
+                "only the Destination holds it"
+            );
+        }
+    }
+
+    #[test]
+    fn a_thread_that_notified_the_old_index_reaches_the_new_one() {
+        // Thread t notifies (caching snapshot 1's registration), the rules are rebuilt, t
+        // notifies again: snapshot 2's index must see it, through t's cache.
+        let ds = dests(&[1, 1]);
+        let s1 = sched::build(SchedulerKind::Lc, &ds, SchedFlags::NONE, None);
+        let step = std::sync::Barrier::new(2);
+        let s2 = std::thread::scope(|sc| {
+            let (ds, step) = (&ds, &step);
+            sc.spawn(move || {
+                ds[0].state.bind(ConnClass::Active);
+                step.wait(); // snapshot 2 is built while we wait
+                step.wait();
+                ds[1].state.bind(ConnClass::Active);
+                ds[1].state.bind(ConnClass::Active);
+            });
+            step.wait();
+            assert_eq!(s1.schedule(ds, &flow(1), Time::ZERO), Some(1));
+            let s2 = sched::build(SchedulerKind::Lc, ds, SchedFlags::NONE, Some(&*s1));
+            step.wait();
+            s2
+        });
+        // The thread has finished (joined at the end of the scope).
+        assert_eq!(
+            s2.schedule(&ds, &flow(1), Time::ZERO),
+            Some(0),
+            "snapshot 2 saw the binds"
+        );
     }
 
     #[test]
