@@ -102,6 +102,17 @@ pub(super) trait Policy: Send + Sync + 'static {
     fn leaf(slot: u32, key: u64) -> u32;
     /// The (key, value) of a node from its children's.
     fn combine(left: (u64, u32), right: (u64, u32)) -> (u64, u32);
+
+    /// [`combine`](Self::combine) of `carried` and its sibling `sib`, `carried` being the
+    /// left child when `carried_left` (the step of a walk up from a changed leaf).
+    #[inline]
+    fn combine_carry(carried: (u64, u32), sib: (u64, u32), carried_left: bool) -> (u64, u32) {
+        if carried_left {
+            Self::combine(carried, sib)
+        } else {
+            Self::combine(sib, carried)
+        }
+    }
 }
 
 /// A kernel least-load rule: how to rate a destination and which of two wins.
@@ -132,12 +143,36 @@ impl<R: LoadRule> Policy for Tournament<R> {
 
     #[inline]
     fn combine(left: (u64, u32), right: (u64, u32)) -> (u64, u32) {
-        // A node whose key has weight 0 names nobody (NONE): not a candidate.
-        if key_weight(left.0) == 0 || (key_weight(right.0) != 0 && R::right_wins(left.0, right.0)) {
+        if Self::right_beats(left.0, right.0) {
             right
         } else {
             left
         }
+    }
+
+    #[inline]
+    fn combine_carry(carried: (u64, u32), sib: (u64, u32), carried_left: bool) -> (u64, u32) {
+        // The same choice with the keys put in order first, so that the step selects
+        // without branching on the side.
+        let (l, r) = if carried_left {
+            (carried.0, sib.0)
+        } else {
+            (sib.0, carried.0)
+        };
+        if Self::right_beats(l, r) == carried_left {
+            sib
+        } else {
+            carried
+        }
+    }
+}
+
+impl<R: LoadRule> Tournament<R> {
+    /// True when the node keyed `right` wins over `left` (a node whose key has weight 0
+    /// names nobody, NONE: not a candidate).
+    #[inline]
+    fn right_beats(left: u64, right: u64) -> bool {
+        key_weight(left) == 0 || (key_weight(right) != 0 && R::right_wins(left, right))
     }
 }
 
@@ -476,9 +511,7 @@ impl<P: Policy> LoadIndex<P> {
             let (Some(sib), Some(node)) = (nodes.get(i ^ 1), nodes.get(i >> 1)) else {
                 break;
             };
-            let sib = sib.pair();
-            let (l, r) = if i & 1 == 0 { (v, sib) } else { (sib, v) };
-            v = P::combine(l, r);
+            v = P::combine_carry(v, sib.pair(), i & 1 == 0);
             if node.pair() == v {
                 // Unchanged: nothing above can change.
                 break;
