@@ -38,7 +38,10 @@
 //! What remains racy, and is accepted (the kernel's own counters are read racily during its
 //! scans too):
 //! - a pick that runs while another thread settles reads the tree without that thread's
-//!   pending updates (as it would have had it come a moment earlier);
+//!   pending updates (as it would have had it come a moment earlier). If the settling
+//!   thread is descheduled in the middle, that moment lasts until it runs again: picks in
+//!   the meantime follow the tree as it stood (for wlc, they keep naming the same winner);
+//!   settling takes a few hundred instructions, so this needs an oversubscribed machine;
 //! - so the root may briefly name a winner that a fresh scan would not pick, until the
 //!   next settle;
 //! - a briefly stale root may name a destination that has just become ineligible: callers
