@@ -13,11 +13,11 @@
 //! destinations or follow a slot to its key.
 //!
 //! # Cost
-//! A notification only marks its slot dirty (one atomic OR in a bitmap, plus one in a
-//! summary word when the bitmap word was clean). The next read of the tree (a pick) first
-//! *settles* it: re-reads the live load of every dirty slot into its key and, when the key
-//! changed, recomputes the nodes above it, carrying the new value up from the leaf and
-//! stopping at the first node that does not change. A pick then reads the root
+//! A notification only marks its slot dirty (one atomic OR in a bitmap, plus, above 64
+//! destinations, one in a summary word when the bitmap word was clean). The next read of
+//! the tree (a pick) first *settles* it: re-reads the live load of every dirty slot into
+//! its key and, when the key changed, recomputes the nodes above it, carrying the new
+//! value up from the leaf and stopping at the first node that does not change. A pick then reads the root
 //! (tournaments) or walks one or two root-to-leaf paths (wrr, twos): O(1) or O(log n),
 //! plus O(log n) per destination whose load changed since the previous pick.
 //!
@@ -240,8 +240,18 @@ impl Marks {
         let Some(word) = self.dirty.get(w) else {
             return;
         };
-        if word.fetch_or(1 << (slot % 64), Ordering::AcqRel) == 0 {
+        // Up to 64 destinations: the word is its own summary (see `pending`).
+        if word.fetch_or(1 << (slot % 64), Ordering::AcqRel) == 0 && self.dirty.len() > 1 {
             self.summary.fetch_or(1 << (w % 64), Ordering::AcqRel);
+        }
+    }
+
+    /// True when a mark may be waiting.
+    #[inline]
+    fn pending(&self) -> bool {
+        match &*self.dirty {
+            [word] => word.load(Ordering::Acquire) != 0,
+            _ => self.summary.load(Ordering::Acquire) != 0,
         }
     }
 }
@@ -370,7 +380,7 @@ impl<P: Policy> LoadIndex<P> {
     /// Applies every pending mark, unless another thread is doing so.
     #[inline]
     fn settle(&self) {
-        if self.marks.summary.load(Ordering::Acquire) != 0 {
+        if self.marks.pending() {
             self.settle_marks();
         }
     }
@@ -388,14 +398,18 @@ impl<P: Policy> LoadIndex<P> {
         // Marks keep coming from other threads while we work: a few rounds, then leave the
         // rest to the next reader.
         for _ in 0..4 {
+            if let [word] = &*self.marks.dirty {
+                // Up to 64 destinations: one word, no summary.
+                let bits = word.swap(0, Ordering::AcqRel);
+                if bits == 0 {
+                    break;
+                }
+                self.apply_word(0, bits);
+                continue;
+            }
             let mut sum = self.marks.summary.swap(0, Ordering::AcqRel);
             if sum == 0 {
                 break;
-            }
-            if let [word] = &*self.marks.dirty {
-                // Up to 64 destinations: the summary can only name this word.
-                self.apply_word(0, word.swap(0, Ordering::AcqRel));
-                continue;
             }
             while sum != 0 {
                 // Words r, r + 64, r + 128 ... share summary bit r.
