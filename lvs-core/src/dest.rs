@@ -107,7 +107,7 @@ impl DestConfig {
 
 static NEXT_DEST_ID: AtomicU32 = AtomicU32::new(1);
 
-/// Registration numbers of load listeners (0 means "never registered").
+/// Registration numbers of load listeners (0 means "none registered").
 static NEXT_LISTENER_GEN: AtomicU64 = AtomicU64::new(1);
 
 /// Entries of the per-thread listener cache (see [`DestState::notify`]).
@@ -143,7 +143,7 @@ pub struct DestState {
     ramp_start: AtomicU64,
     listener: ArcSwapOption<ListenerSlot>,
     /// Registration number of `listener` (process-wide unique, from [`NEXT_LISTENER_GEN`]);
-    /// 0 while none was ever registered. [`notify`](Self::notify) finds the listener in a
+    /// 0 while none is registered. [`notify`](Self::notify) finds the listener in a
     /// per-thread cache by this number instead of loading `listener`.
     listener_gen: AtomicU64,
     /// Packet, byte and connection counters for `--stats` / `--rate`.
@@ -265,12 +265,16 @@ impl DestState {
 
     /// Registers (or with `None` removes) the listener told about load changes.
     pub fn set_listener(&self, listener: Option<ListenerSlot>) {
+        // 0 without a listener: notifications return at once.
+        let reg = match listener {
+            Some(_) => NEXT_LISTENER_GEN.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
         self.listener.store(listener.map(Arc::new));
         // After the store: a notifier that reads the new number loads the new listener.
         // SeqCst pairs with the load in `notify`, so that either a concurrent notification
         // reaches the new listener or the new listener's own reading of the counters (made
         // after registering) sees the change.
-        let reg = NEXT_LISTENER_GEN.fetch_add(1, Ordering::Relaxed);
         self.listener_gen.store(reg, Ordering::SeqCst);
     }
 
