@@ -5,6 +5,10 @@
 //! - `sched_bind/<name>/1000`: a pick plus binding and releasing an active connection on
 //!   the picked destination, the counter updates (and index maintenance) a real new
 //!   connection pays.
+//! - `sched_burst/<name>/<n>`: a burst of 32 new connections' whole lives on the scheduler:
+//!   32 picks each binding its destination (inactive), then 32 moves to ESTABLISHED (active),
+//!   then 32 releases; the time is per connection. With lazy load indexes the notifications
+//!   of one burst are applied together by the next pick.
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -51,6 +55,39 @@ fn bench(c: &mut Criterion) {
                 }
             })
         });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("sched_burst");
+    for n in [16usize, 1000] {
+        let dests = sched_dests(n, 44);
+        for kind in [SchedulerKind::Wlc, SchedulerKind::Lc, SchedulerKind::Rr] {
+            let s = sched::build(kind, &dests, SchedFlags::NONE, None);
+            let mut i = 0usize;
+            let mut picked = Vec::with_capacity(32);
+            g.bench_function(format!("{}/{n}", kind.name()), |b| {
+                b.iter_custom(|iters| {
+                    let t = std::time::Instant::now();
+                    for _ in 0..iters.div_ceil(32) {
+                        picked.clear();
+                        for _ in 0..32 {
+                            i = (i + 1) % FLOWS;
+                            if let Some(p) = s.schedule(&dests, &flows[i], now) {
+                                dests[p].state.bind(ConnClass::Inactive);
+                                picked.push(p);
+                            }
+                        }
+                        for &p in &picked {
+                            dests[p].state.reclassify(ConnClass::Inactive, ConnClass::Active);
+                        }
+                        for &p in &picked {
+                            dests[p].state.unbind(ConnClass::Active);
+                        }
+                    }
+                    t.elapsed()
+                })
+            });
+        }
     }
     g.finish();
 }

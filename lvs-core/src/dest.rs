@@ -1,6 +1,7 @@
 //! Destinations (real servers): their configuration, their live connection counters and the
 //! kernel's OVERLOAD rule for upper/lower connection thresholds.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -105,6 +106,21 @@ impl DestConfig {
 }
 
 static NEXT_DEST_ID: AtomicU32 = AtomicU32::new(1);
+
+/// Registration numbers of load listeners (0 means "none registered").
+static NEXT_LISTENER_GEN: AtomicU64 = AtomicU64::new(1);
+
+/// Entries of the per-thread listener cache (see [`DestState::notify`]).
+const LISTENER_CACHE: usize = 256;
+
+/// A per-thread cache entry: a registration number and the listener registered with it.
+type CachedListener = (u64, Option<Arc<ListenerSlot>>);
+
+thread_local! {
+    /// The listeners this thread notified recently, by registration number.
+    static LISTENERS: RefCell<[CachedListener; LISTENER_CACHE]> =
+        const { RefCell::new([const { (0, None) }; LISTENER_CACHE]) };
+}
 /// Bits of a destination id (what a connection entry has room for).
 pub const DEST_ID_MASK: u32 = (1 << 27) - 1;
 
@@ -126,9 +142,10 @@ pub struct DestState {
     /// Start of the current slow-start ramp in ms + 1; 0 while not ramping.
     ramp_start: AtomicU64,
     listener: ArcSwapOption<ListenerSlot>,
-    /// Set (for good) before a listener is first registered: [`notify`](Self::notify) on a
-    /// destination that never had one skips loading `listener`.
-    ever_listened: AtomicBool,
+    /// Registration number of `listener` (process-wide unique, from [`NEXT_LISTENER_GEN`]);
+    /// 0 while none is registered. [`notify`](Self::notify) finds the listener in a
+    /// per-thread cache by this number instead of loading `listener`.
+    listener_gen: AtomicU64,
     /// Packet, byte and connection counters for `--stats` / `--rate`.
     pub stats: Counters,
 }
@@ -171,7 +188,7 @@ impl DestState {
             ramp: AtomicU32::new(RAMP_FULL),
             ramp_start: AtomicU64::new(0),
             listener: ArcSwapOption::empty(),
-            ever_listened: AtomicBool::new(false),
+            listener_gen: AtomicU64::new(0),
             stats: Counters::default(),
         }
     }
@@ -248,21 +265,48 @@ impl DestState {
 
     /// Registers (or with `None` removes) the listener told about load changes.
     pub fn set_listener(&self, listener: Option<ListenerSlot>) {
-        if listener.is_some() {
-            // Never cleared: removing a listener is rare, and a flag that could go back to
-            // false would race with a concurrent registration.
-            self.ever_listened.store(true, Ordering::SeqCst);
-        }
+        // 0 without a listener: notifications return at once.
+        let reg = match listener {
+            Some(_) => NEXT_LISTENER_GEN.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
         self.listener.store(listener.map(Arc::new));
+        // After the store: a notifier that reads the new number loads the new listener.
+        // SeqCst pairs with the load in `notify`, so that either a concurrent notification
+        // reaches the new listener or the new listener's own reading of the counters (made
+        // after registering) sees the change.
+        self.listener_gen.store(reg, Ordering::SeqCst);
     }
 
     /// Tells the registered listener, if any, that this destination's load changed.
+    ///
+    /// The listener comes from a small per-thread cache keyed by its registration number,
+    /// so a notification costs no arc-swap load while the registration stands (it changes
+    /// only when a new service snapshot is published). A cache entry holds its listener
+    /// until the entry is reused by another registration on that thread.
     #[inline]
     pub fn notify(&self) {
-        if !self.ever_listened.load(Ordering::SeqCst) {
+        let reg = self.listener_gen.load(Ordering::SeqCst);
+        if reg == 0 {
             return;
         }
-        if let Some(l) = self.listener.load().as_ref() {
+        let cached = LISTENERS.try_with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                // A listener notifying from inside a notification: take the slow path.
+                return false;
+            };
+            let e = &mut cache[reg as usize % LISTENER_CACHE];
+            if e.0 != reg {
+                *e = (reg, self.listener.load_full());
+            }
+            if let Some(l) = &e.1 {
+                l.listener.load_changed(l.slot);
+            }
+            true
+        });
+        if cached != Ok(true)
+            && let Some(l) = self.listener.load().as_ref()
+        {
             l.listener.load_changed(l.slot);
         }
     }

@@ -1083,7 +1083,102 @@ impl Worker {
             Protocol::Udp
         };
         let fwmark = self.fwmark_of(proto, ip.dst, ip.dport);
+        if looked.is_none()
+            && fwmark.is_none()
+            && let Some(v) = self.new_conn_v4(fb, ip, proto, set, ingress, now)
+        {
+            return v;
+        }
         self.inbound(fb, ip, proto, fwmark, Some(looked), set, ingress, now)
+    }
+
+    /// The first packet of a connection in a burst: what [`inbound`](Self::inbound) and
+    /// [`new_conn`](Self::new_conn) do for a TCP SYN or UDP datagram with no connection
+    /// yet, to a service by address (no firewall mark) without persistence or one-packet
+    /// scheduling, done in one pass with the connection entry kept in place and rewritten
+    /// by [`forward_conn`](Self::forward_conn). `ip` is as [`xlate::parse_fast_v4`] gave it.
+    /// `None`, before any side effect, for everything else (no service, a TCP segment
+    /// that cannot open a connection, persistence, `--ops`), which the general path
+    /// handles. The fuzz tests check that a burst and single frames agree.
+    #[inline(always)]
+    fn new_conn_v4(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        ip: &mut IpInfo,
+        proto: Protocol,
+        set: &ServiceSet,
+        ingress: u16,
+        now: Time,
+    ) -> Option<Verdict> {
+        let flags = TcpFlags(ip.tcp_flags);
+        if proto == Protocol::Tcp && (!flags.contains(TcpFlags::SYN) || flags.contains(TcpFlags::RST)) {
+            return None;
+        }
+        let svc = self.service_of(set, proto, ip.dst, ip.dport)?;
+        if svc.config.persistence.is_some() || (svc.config.one_packet && proto == Protocol::Udp) {
+            return None;
+        }
+        let flow = FlowKey {
+            proto,
+            src: ip.src,
+            src_port: ip.sport,
+            dst: ip.dst,
+            dst_port: ip.dport,
+        };
+        let Some(dest) = svc.schedule(&flow, now) else {
+            return Some(self.no_destination(fb, ip, ingress));
+        };
+        let method = dest.config.method;
+        let dport = if dest.config.port == 0 {
+            ip.dport
+        } else {
+            dest.config.port
+        };
+        dest.state.stats.add_conn(&self.writer);
+        svc.stats.add_conn(&self.writer);
+        bump(&self.stats.new_conns);
+        let local = if method == ForwardMethod::FullNat {
+            match self.p.tables.lips.allocate(dest.config.addr) {
+                Some((a, p)) => Some(SocketAddr::new(a, p)),
+                None => return Some(Verdict::Drop(DropReason::NoLocalPort)),
+            }
+        } else {
+            None
+        };
+        let conns = &self.p.tables.conns;
+        let nc = NewConn {
+            key: ip.key_in(proto),
+            method,
+            dest_addr: SocketAddr::new(dest.config.addr, dport),
+            local,
+            dest: &dest.state,
+            template: None,
+        };
+        let c = match conns.insert(nc, now) {
+            Ok(c) => c,
+            Err(_) => {
+                if let Some(l) = local {
+                    self.p.tables.lips.release(l.ip(), l.port());
+                }
+                return Some(Verdict::Drop(DropReason::TableFull));
+            }
+        };
+        // From here on as `inbound` for the new entry.
+        let before = c.state();
+        let after = conns
+            .on_packet(&c, Direction::Input, flags, now)
+            .unwrap_or(before);
+        self.account(c.dest_id(), true, ip.ip_len());
+        let toa = proto == Protocol::Tcp
+            && method == ForwardMethod::FullNat
+            && before != ConnState::Established
+            && after == ConnState::Established
+            && self.p.toa.load(Ordering::Relaxed);
+        let v = self.forward_conn(fb, ip, &c, toa, ingress);
+        if matches!(v, Verdict::Forward { .. }) {
+            bump(&self.stats.forwarded_in);
+        }
+        Some(v)
     }
 
     /// The fast path of a burst for a packet of an established connection: `h` as
@@ -1538,7 +1633,7 @@ impl Worker {
 
     /// [`ServiceSet::lookup`] of the worker's service snapshot `set`, through a small cache
     /// of answers (cleared when the snapshot changes) in front of the hash lookups.
-    #[inline]
+    #[inline(always)]
     fn service_of<'s>(
         &self,
         set: &'s ServiceSet,

@@ -4,33 +4,46 @@
 //!
 //! # Layout
 //! `cap` = the next power of two ≥ n. Node 1 is the root, node `i` has children `2i` and
-//! `2i + 1`, leaves are nodes `cap + slot`. Leaves are not stored: a leaf's value is a
-//! function of its slot's cached *key* (load and candidate weight packed into a `u64`, see
-//! [`pack`]), refreshed from the live [`DestState`](crate::dest::DestState) whenever the
-//! destination notifies its [`LoadListener`]. Combining two children reads only node values
-//! and keys, never the destinations, so updates and picks stay in the index's own memory.
+//! `2i + 1`, leaves are nodes `cap + slot`. Every node holds a *key* and a *value*. A leaf's
+//! key is its destination's load and candidate weight packed into a `u64` (see [`pack`]),
+//! cached from the live [`DestState`](crate::dest::DestState) whenever the destination
+//! notifies its [`LoadListener`]; its value follows from the key. An internal node's pair is
+//! the policy's combination of its children's pairs (for tournaments: the winner's key and
+//! slot), so updates and picks stay in the index's own memory and never read the
+//! destinations or follow a slot to its key.
 //!
 //! # Cost
-//! A pick reads the root (tournaments) or walks one or two root-to-leaf paths (wrr, twos).
-//! A notification swaps the key and, only if it changed, recomputes the nodes above it:
-//! one compare-and-swap per level up to the first level where nothing changed (for the
-//! current winner, usually up to the root). O(log n) in every case.
+//! A notification only marks its slot dirty (one atomic OR in a bitmap, plus, above 64
+//! destinations, one in a summary word when the bitmap word was clean). The next read of
+//! the tree (a pick) first *settles* it: re-reads the live load of every dirty slot into
+//! its key and, when the key changed, recomputes the nodes above it, carrying the new
+//! value up from the leaf and stopping at the first node that does not change. A pick then reads the root
+//! (tournaments) or walks one or two root-to-leaf paths (wrr, twos): O(1) or O(log n),
+//! plus O(log n) per destination whose load changed since the previous pick.
 //!
 //! # Concurrency
 //! Every destination notifies from whichever thread bound, released or reclassified a
-//! connection, so many threads update the tree at once with plain atomics and no lock.
-//! Each node word is `version << 32 | value`; a node is rewritten by recomputing it from its
-//! inputs and compare-and-swapping it with the version bumped, retrying when another thread
-//! got there first. A recomputation that read a child before a concurrent child update
-//! therefore cannot overwrite the node after the other thread's own recomputation. Walking
-//! up stops early once a node's value is unchanged and (for tournaments) is not the slot
-//! being updated, because nothing above can then change.
+//! connection, so marks come from many threads at once, with plain atomics and no lock.
+//! Settling is done by one thread at a time: a reader that finds dirty slots takes the
+//! settle flag with a compare-and-swap and, if another thread holds it, does not wait but
+//! reads the tree as it stands (the holder is applying the marks). So the tree has a single
+//! writer, and its nodes are plain atomic words written with stores.
+//!
+//! A mark is an acquire-release read-modify-write of the bitmap word after the counter
+//! update it reports, and the settler swaps the word (acquire-release) before it reads the
+//! counters, so a settle that takes a mark sees the counters as they were when it was made;
+//! a mark that lands after the swap stays for the next settle. Read by a single thread, the
+//! root is therefore always what the kernel's scan of the live counters gives.
 //!
 //! What remains racy, and is accepted (the kernel's own counters are read racily during its
 //! scans too):
-//! - a key may briefly lag the live counters (two threads refreshing the same slot);
+//! - a pick that runs while another thread settles reads the tree without that thread's
+//!   pending updates (as it would have had it come a moment earlier). If the settling
+//!   thread is descheduled in the middle, that moment lasts until it runs again: picks in
+//!   the meantime follow the tree as it stood (for wlc, they keep naming the same winner);
+//!   settling takes a few hundred instructions, so this needs an oversubscribed machine;
 //! - so the root may briefly name a winner that a fresh scan would not pick, until the
-//!   next notification along its path (every bind of the picked destination is one);
+//!   next settle;
 //! - a briefly stale root may name a destination that has just become ineligible: callers
 //!   check the named slot live, repair it with [`LoadIndex::refresh`] and, after a few
 //!   failed tries, fall back to a plain scan. They never return it;
@@ -40,12 +53,13 @@
 //!   scheduler (still serving until the swap) stops following loads a moment early.
 //!
 //! Invariants kept at all times: a node value is either a slot `< n` or the policy's
-//! `EMPTY`; keys and nodes are only ever indexed in range.
+//! `EMPTY`; keys and nodes are only ever indexed in range; when no slot is dirty and nobody
+//! settles, every node equals what its children and the keys give.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::dest::{Destination, ListenerSlot, LoadListener, MAX_WEIGHT};
 
@@ -53,8 +67,6 @@ use crate::dest::{Destination, ListenerSlot, LoadListener, MAX_WEIGHT};
 pub(super) const NONE: u32 = u32::MAX;
 
 const LOAD_MAX: u64 = (1 << 48) - 1;
-const VALUE_MASK: u64 = 0xFFFF_FFFF;
-const VERSION_ONE: u64 = 1 << 32;
 
 /// Packs a load figure and a candidate weight (0 = not a candidate) into one key.
 #[inline]
@@ -82,18 +94,28 @@ pub(super) fn candidate_weight(d: &Destination) -> u32 {
 }
 
 /// What a tree computes: the key of a destination, the value of its leaf, and how two
-/// children combine (the left child covers the lower slots, i.e. earlier in list order).
+/// children's (key, value) pairs combine (the left child covers the lower slots, i.e.
+/// earlier in list order).
 pub(super) trait Policy: Send + Sync + 'static {
-    /// Value of a padding leaf beyond the last slot.
+    /// Value of a padding leaf beyond the last slot (its key is 0).
     const EMPTY: u32;
-    /// True when `combine` reads the keys of the slots its inputs name (tournaments).
-    const READS_KEYS: bool;
     /// The cached key of a destination.
     fn key(d: &Destination) -> u64;
     /// The leaf value of `slot` whose key is `key`.
     fn leaf(slot: u32, key: u64) -> u32;
-    /// The value of a node from its children's values.
-    fn combine(keys: &[AtomicU64], left: u32, right: u32) -> u32;
+    /// The (key, value) of a node from its children's.
+    fn combine(left: (u64, u32), right: (u64, u32)) -> (u64, u32);
+
+    /// [`combine`](Self::combine) of `carried` and its sibling `sib`, `carried` being the
+    /// left child when `carried_left` (the step of a walk up from a changed leaf).
+    #[inline]
+    fn combine_carry(carried: (u64, u32), sib: (u64, u32), carried_left: bool) -> (u64, u32) {
+        if carried_left {
+            Self::combine(carried, sib)
+        } else {
+            Self::combine(sib, carried)
+        }
+    }
 }
 
 /// A kernel least-load rule: how to rate a destination and which of two wins.
@@ -111,7 +133,6 @@ pub(super) struct Tournament<R>(PhantomData<fn() -> R>);
 
 impl<R: LoadRule> Policy for Tournament<R> {
     const EMPTY: u32 = NONE;
-    const READS_KEYS: bool = true;
 
     #[inline]
     fn key(d: &Destination) -> u64 {
@@ -124,22 +145,37 @@ impl<R: LoadRule> Policy for Tournament<R> {
     }
 
     #[inline]
-    fn combine(keys: &[AtomicU64], left: u32, right: u32) -> u32 {
-        // A slot out of range (NONE) reads as key 0: weight 0, not a candidate.
-        let l = keys.get(left as usize).map_or(0, |k| k.load(Ordering::Acquire));
-        let r = keys.get(right as usize).map_or(0, |k| k.load(Ordering::Acquire));
-        match (key_weight(l) != 0, key_weight(r) != 0) {
-            (true, true) => {
-                if R::right_wins(l, r) {
-                    right
-                } else {
-                    left
-                }
-            }
-            (true, false) => left,
-            (false, true) => right,
-            (false, false) => NONE,
+    fn combine(left: (u64, u32), right: (u64, u32)) -> (u64, u32) {
+        if Self::right_beats(left.0, right.0) {
+            right
+        } else {
+            left
         }
+    }
+
+    #[inline]
+    fn combine_carry(carried: (u64, u32), sib: (u64, u32), carried_left: bool) -> (u64, u32) {
+        // The same choice with the keys put in order first, so that the step selects
+        // without branching on the side.
+        let (l, r) = if carried_left {
+            (carried.0, sib.0)
+        } else {
+            (sib.0, carried.0)
+        };
+        if Self::right_beats(l, r) == carried_left {
+            sib
+        } else {
+            carried
+        }
+    }
+}
+
+impl<R: LoadRule> Tournament<R> {
+    /// True when the node keyed `right` wins over `left` (a node whose key has weight 0
+    /// names nobody, NONE: not a candidate).
+    #[inline]
+    fn right_beats(left: u64, right: u64) -> bool {
+        key_weight(left) == 0 || (key_weight(right) != 0 && R::right_wins(left, right))
     }
 }
 
@@ -160,11 +196,82 @@ pub(super) fn scan<R: LoadRule>(dests: &[Destination]) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
-/// The index itself: keys, nodes and the destinations it was built for.
+/// One node of the tree: its key and value (see the module docs).
+#[derive(Debug)]
+struct Node {
+    key: AtomicU64,
+    value: AtomicU32,
+}
+
+impl Node {
+    fn new((key, value): (u64, u32)) -> Node {
+        Node {
+            key: AtomicU64::new(key),
+            value: AtomicU32::new(value),
+        }
+    }
+
+    /// The (key, value) pair, as the settling thread reads it.
+    #[inline]
+    fn pair(&self) -> (u64, u32) {
+        (
+            self.key.load(Ordering::Relaxed),
+            self.value.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The dirty marks of a [`LoadIndex`]: what its destinations notify. A separate object
+/// that owns no destination, so a registered listener (which a destination, or a thread's
+/// cache of listeners, may hold for a while) keeps only these words alive, never the
+/// index's destinations.
+struct Marks {
+    /// Bit `slot % 64` of word `slot / 64`: `slot` notified since the last settle.
+    dirty: Box<[AtomicU64]>,
+    /// Bit `w % 64`: some word `w` of `dirty` with that remainder may have bits set.
+    summary: AtomicU64,
+}
+
+impl Marks {
+    /// Notes that destination `slot`'s load changed; out-of-range slots are ignored.
+    #[inline]
+    fn mark(&self, slot: usize) {
+        let w = slot / 64;
+        let Some(word) = self.dirty.get(w) else {
+            return;
+        };
+        // Up to 64 destinations: the word is its own summary (see `pending`).
+        if word.fetch_or(1 << (slot % 64), Ordering::AcqRel) == 0 && self.dirty.len() > 1 {
+            self.summary.fetch_or(1 << (w % 64), Ordering::AcqRel);
+        }
+    }
+
+    /// True when a mark may be waiting.
+    #[inline]
+    fn pending(&self) -> bool {
+        match &*self.dirty {
+            [word] => word.load(Ordering::Acquire) != 0,
+            _ => self.summary.load(Ordering::Acquire) != 0,
+        }
+    }
+}
+
+impl LoadListener for Marks {
+    #[inline]
+    fn load_changed(&self, slot: usize) {
+        self.mark(slot);
+    }
+}
+
+/// The index itself: the nodes, the dirty marks and the destinations it was built for.
 pub(super) struct LoadIndex<P> {
     dests: Box<[Destination]>,
-    keys: Box<[AtomicU64]>,
-    nodes: Box<[AtomicU64]>,
+    /// Nodes 1..2·cap: internal nodes below `cap`, leaves from `cap` (0 unused).
+    nodes: Box<[Node]>,
+    /// The marks, registered as every destination's listener.
+    marks: Arc<Marks>,
+    /// Held by the one thread settling the tree.
+    settling: AtomicBool,
     cap: usize,
     _policy: PhantomData<fn() -> P>,
 }
@@ -184,31 +291,39 @@ impl<P: Policy> LoadIndex<P> {
     pub(super) fn new(dests: &[Destination]) -> Arc<LoadIndex<P>> {
         let n = dests.len();
         let cap = n.max(1).next_power_of_two();
-        let keys: Box<[AtomicU64]> = dests.iter().map(|d| AtomicU64::new(P::key(d))).collect();
-        // Internal nodes 1..cap (0 unused); built bottom-up before anyone can see them.
-        let nodes: Box<[AtomicU64]> = (0..cap).map(|_| AtomicU64::new(P::EMPTY as u64)).collect();
-        let index = LoadIndex {
-            dests: dests.into(),
-            keys,
-            nodes,
-            cap,
-            _policy: PhantomData,
-        };
-        for i in (1..cap).rev() {
-            index.nodes[i].store(index.recompute(i) as u64, Ordering::Relaxed);
+        let mut nodes: Vec<Node> = (0..2 * cap).map(|_| Node::new((0, P::EMPTY))).collect();
+        for (slot, d) in dests.iter().enumerate() {
+            let key = P::key(d);
+            nodes[cap + slot] = Node::new((key, P::leaf(slot as u32, key)));
         }
-        let index = Arc::new(index);
+        // Built bottom-up before anyone can see it.
+        for i in (1..cap).rev() {
+            nodes[i] = Node::new(P::combine(nodes[2 * i].pair(), nodes[2 * i + 1].pair()));
+        }
+        let marks = Arc::new(Marks {
+            dirty: (0..n.div_ceil(64).max(1)).map(|_| AtomicU64::new(0)).collect(),
+            summary: AtomicU64::new(0),
+        });
         for (slot, d) in dests.iter().enumerate() {
             d.state.set_listener(Some(ListenerSlot {
-                listener: index.clone(),
+                listener: marks.clone(),
                 slot,
             }));
         }
+        let index = Arc::new(LoadIndex {
+            dests: dests.into(),
+            nodes: nodes.into(),
+            marks,
+            settling: AtomicBool::new(false),
+            cap,
+            _policy: PhantomData,
+        });
         // Counters that moved between computing the keys and registering were not notified
-        // to us: refresh every slot once now that we listen.
+        // to us: look at every slot once now that we listen.
         for slot in 0..n {
-            index.refresh(slot);
+            index.mark(slot);
         }
+        index.settle();
         index
     }
 
@@ -218,89 +333,209 @@ impl<P: Policy> LoadIndex<P> {
         self.dests.len()
     }
 
-    /// The value of node `i` (a leaf's from its key).
+    /// The value of node `i`.
     #[inline]
     fn value(&self, i: usize) -> u32 {
-        if i >= self.cap {
-            let slot = i - self.cap;
-            match self.keys.get(slot) {
-                Some(k) => P::leaf(slot as u32, k.load(Ordering::Acquire)),
-                None => P::EMPTY,
-            }
-        } else {
-            (self.nodes[i].load(Ordering::Acquire) & VALUE_MASK) as u32
-        }
+        self.nodes[i].value.load(Ordering::Acquire)
     }
 
-    /// The root's value: the winning slot (tournaments), or the aggregate (sum, max).
+    /// The root's value after settling: the winning slot (tournaments), or the aggregate
+    /// (sum, max).
     #[inline]
     pub(super) fn root(&self) -> u32 {
+        self.settle();
         self.value(1)
     }
 
     /// True when every node equals what its inputs give (only meaningful when quiescent).
     #[cfg(test)]
     pub(super) fn is_consistent(&self) -> bool {
-        (1..self.cap).all(|i| self.value(i) == self.recompute(i))
+        self.settle();
+        (1..self.cap).all(|i| {
+            self.nodes[i].pair() == P::combine(self.nodes[2 * i].pair(), self.nodes[2 * i + 1].pair())
+        })
     }
 
-    /// The cached key of `slot`.
+    /// The cached key of `slot` (after settling).
     #[cfg(test)]
     pub(super) fn key(&self, slot: usize) -> u64 {
-        self.keys[slot].load(Ordering::Acquire)
+        self.settle();
+        self.nodes[self.cap + slot].key.load(Ordering::Acquire)
     }
 
-    /// What internal node `i` should hold given its children.
-    fn recompute(&self, i: usize) -> u32 {
-        P::combine(&self.keys, self.value(2 * i), self.value(2 * i + 1))
+    /// Notes that destination `slot`'s load changed; the next read of the tree applies it.
+    /// Out-of-range slots are ignored.
+    #[inline]
+    pub(super) fn mark(&self, slot: usize) {
+        self.marks.mark(slot);
     }
 
-    /// Recomputes internal node `i` and installs it with its version bumped; returns (old, new).
-    fn update(&self, i: usize) -> (u32, u32) {
-        let node = &self.nodes[i];
-        let mut cur = node.load(Ordering::Acquire);
-        loop {
-            let v = self.recompute(i);
-            let new = ((cur & !VALUE_MASK).wrapping_add(VERSION_ONE)) | v as u64;
-            match node.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return ((cur & VALUE_MASK) as u32, v),
-                Err(actual) => cur = actual,
+    /// Re-reads destination `slot`'s live load now (a repair by a reader that found the
+    /// tree naming an ineligible destination): [`mark`](Self::mark) and settle.
+    pub(super) fn refresh(&self, slot: usize) {
+        self.mark(slot);
+        self.settle();
+    }
+
+    /// Applies every pending mark, unless another thread is doing so.
+    #[inline]
+    fn settle(&self) {
+        if self.marks.pending() {
+            self.settle_marks();
+        }
+    }
+
+    /// The work of [`settle`](Self::settle) once a mark is pending.
+    #[inline(never)]
+    fn settle_marks(&self) {
+        if self
+            .settling
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        // Marks keep coming from other threads while we work: a few rounds, then leave the
+        // rest to the next reader.
+        for _ in 0..4 {
+            if let [word] = &*self.marks.dirty {
+                // Up to 64 destinations: one word, no summary.
+                let bits = word.swap(0, Ordering::AcqRel);
+                if bits == 0 {
+                    break;
+                }
+                self.apply_word(0, bits);
+                continue;
+            }
+            let mut sum = self.marks.summary.swap(0, Ordering::AcqRel);
+            if sum == 0 {
+                break;
+            }
+            while sum != 0 {
+                // Words r, r + 64, r + 128 ... share summary bit r.
+                let mut w = sum.trailing_zeros() as usize;
+                sum &= sum - 1;
+                while let Some(word) = self.marks.dirty.get(w) {
+                    self.apply_word(w, word.swap(0, Ordering::AcqRel));
+                    w += 64;
+                }
+            }
+        }
+        self.settling.store(false, Ordering::Release);
+    }
+
+    /// Applies the marks of slots `64 w + b` for the bits `b` set in `bits`. One slot walks
+    /// up alone ([`apply`](Self::apply)); several are applied level by level, so the nodes
+    /// their paths share are recomputed once per level (a burst's releases, say, fix
+    /// 16 leaves and the 15 nodes above them instead of 16 whole paths).
+    #[inline]
+    fn apply_word(&self, w: usize, bits: u64) {
+        if bits & bits.wrapping_sub(1) == 0 {
+            if bits != 0 {
+                self.apply(w * 64 + bits.trailing_zeros() as usize);
+            }
+            return;
+        }
+        // Leaves first: `m` keeps the bits whose key changed.
+        let mut m = 0u64;
+        let mut rest = bits;
+        while rest != 0 {
+            let b = rest.trailing_zeros();
+            rest &= rest - 1;
+            if self.set_leaf(w * 64 + b as usize) {
+                m |= 1 << b;
+            }
+        }
+        // Bit b of `m` stands for node `base + b`. `base` is the leaf index of slot 64 w: a
+        // multiple of 64 (or, when cap < 64, cap itself, a power of two), so it stays even
+        // while several bits remain and node base + b has parent base / 2 + b / 2.
+        let mut base = self.cap + w * 64;
+        while m != 0 && base > 1 {
+            let mut up = 0u64;
+            while m != 0 {
+                up |= 1 << (m.trailing_zeros() / 2);
+                m &= m - 1;
+            }
+            base /= 2;
+            m = up;
+            let mut rest = up;
+            while rest != 0 {
+                let j = rest.trailing_zeros();
+                rest &= rest - 1;
+                if !self.recompute(base + j as usize) {
+                    // Unchanged: nothing above needs it.
+                    m &= !(1 << j);
+                }
             }
         }
     }
 
-    /// Re-reads destination `slot`'s live load into its key and fixes the nodes above it.
-    /// O(log n); out-of-range slots are ignored.
-    pub(super) fn refresh(&self, slot: usize) {
-        let (Some(d), Some(key)) = (self.dests.get(slot), self.keys.get(slot)) else {
+    /// Re-reads destination `slot`'s live load into its leaf; true if the key changed.
+    #[inline]
+    fn set_leaf(&self, slot: usize) -> bool {
+        let (Some(d), Some(leaf)) = (self.dests.get(slot), self.nodes.get(self.cap + slot)) else {
+            return false;
+        };
+        let key = P::key(d);
+        if leaf.key.load(Ordering::Relaxed) == key {
+            return false;
+        }
+        leaf.key.store(key, Ordering::Relaxed);
+        leaf.value.store(P::leaf(slot as u32, key), Ordering::Release);
+        true
+    }
+
+    /// Recomputes internal node `i` from its children; true if it changed.
+    #[inline]
+    fn recompute(&self, i: usize) -> bool {
+        let (Some(l), Some(r), Some(node)) = (
+            self.nodes.get(2 * i),
+            self.nodes.get(2 * i + 1),
+            self.nodes.get(i),
+        ) else {
+            return false;
+        };
+        let v = P::combine(l.pair(), r.pair());
+        if node.pair() == v {
+            return false;
+        }
+        node.key.store(v.0, Ordering::Relaxed);
+        node.value.store(v.1, Ordering::Release);
+        true
+    }
+
+    /// Re-reads destination `slot`'s live load into its key and, if it changed, fixes the
+    /// nodes above it. Only the settling thread calls it. O(log n).
+    #[inline]
+    fn apply(&self, slot: usize) {
+        let i = self.cap + slot;
+        let (Some(d), Some(leaf)) = (self.dests.get(slot), self.nodes.get(i)) else {
             return;
         };
-        let mut k = P::key(d);
-        let mut changed = false;
-        // Re-read after storing so that a racing refresh of the same slot that stored an
-        // older reading is overwritten (best effort, see the module docs).
-        for _ in 0..3 {
-            changed |= key.swap(k, Ordering::AcqRel) != k;
-            let again = P::key(d);
-            if again == k {
-                break;
-            }
-            k = again;
-        }
-        if !changed {
+        let key = P::key(d);
+        if leaf.key.load(Ordering::Relaxed) == key {
             // Same key as before (e.g. an inactive connection for sed, any bind for fo):
-            // nothing in the tree depends on this notification. Whoever stored a different
-            // key propagates it.
+            // nothing in the tree depends on this notification.
             return;
         }
-        // The key swap above is the leaf's update; the walk starts at its parent.
-        let mut i = (self.cap + slot) / 2;
-        while i >= 1 {
-            let (old, new) = self.update(i);
-            if old == new && !(P::READS_KEYS && new == slot as u32) {
+        let mut v = (key, P::leaf(slot as u32, key));
+        leaf.key.store(v.0, Ordering::Relaxed);
+        leaf.value.store(v.1, Ordering::Release);
+        // Carry the new pair up from the leaf, combining it with each sibling's.
+        let nodes = &*self.nodes;
+        let mut i = i;
+        while i > 1 {
+            let (Some(sib), Some(node)) = (nodes.get(i ^ 1), nodes.get(i >> 1)) else {
+                break;
+            };
+            v = P::combine_carry(v, sib.pair(), i & 1 == 0);
+            if node.pair() == v {
+                // Unchanged: nothing above can change.
                 break;
             }
-            i /= 2;
+            node.key.store(v.0, Ordering::Relaxed);
+            node.value.store(v.1, Ordering::Release);
+            i >>= 1;
         }
     }
 
@@ -309,6 +544,7 @@ impl<P: Policy> LoadIndex<P> {
     /// then descends into it. O(log n), and O(1) when the answer is near `pos`. Under
     /// concurrent updates it may return a slot whose leaf is below `c`; callers validate.
     pub(super) fn first_at_least(&self, pos: usize, c: u32) -> Option<usize> {
+        self.settle();
         if pos >= self.dests.len() {
             return None;
         }
@@ -333,6 +569,7 @@ impl<P: Policy> LoadIndex<P> {
     /// [`descend_sum`](Self::descend_sum) for two positions at once (the two walks are
     /// independent, so their loads overlap).
     pub(super) fn descend_sum2(&self, mut r1: u64, mut r2: u64) -> (usize, usize) {
+        self.settle();
         let (mut i1, mut i2) = (1, 1);
         while i1 < self.cap {
             let l1 = self.value(2 * i1) as u64;
@@ -358,6 +595,7 @@ impl<P: Policy> LoadIndex<P> {
     /// on a zero leaf or a padding slot under concurrent updates; callers validate.
     #[cfg(test)]
     pub(super) fn descend_sum(&self, mut r: u64) -> usize {
+        self.settle();
         let mut i = 1;
         while i < self.cap {
             let l = self.value(2 * i) as u64;
@@ -369,12 +607,6 @@ impl<P: Policy> LoadIndex<P> {
             }
         }
         i - self.cap
-    }
-}
-
-impl<P: Policy> LoadListener for LoadIndex<P> {
-    fn load_changed(&self, slot: usize) {
-        self.refresh(slot);
     }
 }
 
@@ -574,13 +806,18 @@ pub(super) mod tests {
         let ll = LeastLoad::<Lc>::new(&ds);
         std::thread::scope(|s| {
             for t in 0..4usize {
-                let ds = &ds;
+                let (ds, ll) = (&ds, &ll);
                 s.spawn(move || {
                     for i in 0..2000usize {
                         let d = &ds[(i * 7 + t * 3) % ds.len()];
                         d.state.bind(ConnClass::Active);
                         if i % 3 != 0 {
                             d.state.unbind(ConnClass::Active);
+                        }
+                        // Picks settle the tree while other threads mark it.
+                        if i % 5 == t {
+                            let p = ll.pick(ds).expect("every destination is eligible");
+                            assert!(p < ds.len());
                         }
                     }
                 });
@@ -702,6 +939,136 @@ mod oracle_tests {
                 h
             }
             other => unreachable!("{other} has no oracle here"),
+        }
+    }
+
+    /// Loads every destination a little differently (so picks are not all ties).
+    fn spread(ds: &[Destination]) {
+        for (i, d) in ds.iter().enumerate() {
+            for _ in 0..1 + i * 7 % 5 {
+                d.state.bind(ConnClass::Active);
+            }
+            for _ in 0..(i * 3 % 11) {
+                d.state.bind(ConnClass::Inactive);
+            }
+        }
+    }
+
+    #[test]
+    fn notified_listeners_keep_no_destination_alive() {
+        // A notification leaves the registration in this thread's listener cache: that must
+        // not hold the destinations' state (the service trash tells by strong counts whether
+        // connections still hold a removed destination).
+        let ds = dests(&[1, 2, 3]);
+        let s = sched::build(SchedulerKind::Wlc, &ds, SchedFlags::NONE, None);
+        ds[0].state.bind(ConnClass::Active);
+        ds[2].state.unbind(ConnClass::Active);
+        assert_eq!(s.schedule(&ds, &flow(1), Time::ZERO), Some(1));
+        drop(s);
+        for d in &ds {
+            assert_eq!(
+                std::sync::Arc::strong_count(&d.state),
+                1,
+                "only the Destination holds it"
+            );
+        }
+    }
+
+    #[test]
+    fn a_thread_that_notified_the_old_index_reaches_the_new_one() {
+        // Thread t notifies (caching snapshot 1's registration), the rules are rebuilt, t
+        // notifies again: snapshot 2's index must see it, through t's cache.
+        let ds = dests(&[1, 1]);
+        let s1 = sched::build(SchedulerKind::Lc, &ds, SchedFlags::NONE, None);
+        let step = std::sync::Barrier::new(2);
+        let s2 = std::thread::scope(|sc| {
+            let (ds, step) = (&ds, &step);
+            sc.spawn(move || {
+                ds[0].state.bind(ConnClass::Active);
+                step.wait(); // snapshot 2 is built while we wait
+                step.wait();
+                ds[1].state.bind(ConnClass::Active);
+                ds[1].state.bind(ConnClass::Active);
+            });
+            step.wait();
+            assert_eq!(s1.schedule(ds, &flow(1), Time::ZERO), Some(1));
+            let s2 = sched::build(SchedulerKind::Lc, ds, SchedFlags::NONE, Some(&*s1));
+            step.wait();
+            s2
+        });
+        // The thread has finished (joined at the end of the scope).
+        assert_eq!(
+            s2.schedule(&ds, &flow(1), Time::ZERO),
+            Some(0),
+            "snapshot 2 saw the binds"
+        );
+    }
+
+    #[test]
+    fn several_binds_to_one_destination_between_picks() {
+        // A burst accounts several connections to the same destination before the next
+        // pick: the marks coalesce into one, and the next pick still sees every bind.
+        for kind in KINDS {
+            let weights: Vec<u32> = (0..12).map(|i| 1 + i % 4).collect();
+            let ds = dests(&weights);
+            spread(&ds);
+            let s = sched::build(kind, &ds, SchedFlags::NONE, None);
+            for round in 0..40u32 {
+                let picked = s.schedule(&ds, &flow(round), Time::ZERO);
+                assert_eq!(picked, kernel(kind, &ds), "{kind} round {round}");
+                let Some(p) = picked else { break };
+                for _ in 0..1 + round % 3 {
+                    ds[p].state.bind(ConnClass::Active);
+                }
+                if round % 4 == 0 {
+                    ds[(p + 5) % ds.len()].state.unbind(ConnClass::Active);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn changes_spread_over_many_bitmap_words_are_all_applied() {
+        // 4200 destinations: 66 words of dirty bits, so words 0 and 64 (and 1 and 65, 63
+        // and 127 ...) share a summary bit. Each round loads its first slot and unloads the
+        // others (which then lead lc, wlc, sed and nq), all between two picks.
+        let rounds: [&[usize]; 4] = [
+            &[0, 4096, 4160],
+            &[1, 65, 4161, 4199],
+            &[63, 4159, 4095],
+            &[5, 70, 3000],
+        ];
+        for kind in KINDS {
+            for (round, slots) in rounds.iter().enumerate() {
+                let ds: Vec<Destination> = (0..4200u32)
+                    .map(|i| {
+                        Destination::new(crate::dest::DestConfig {
+                            weight: 1 + i % 7,
+                            ..crate::dest::DestConfig::new(
+                                std::net::Ipv4Addr::from(0x0A01_0000 + i).into(),
+                                80,
+                            )
+                        })
+                    })
+                    .collect();
+                spread(&ds);
+                let s = sched::build(kind, &ds, SchedFlags::NONE, None);
+                assert_eq!(s.schedule(&ds, &flow(0), Time::ZERO), kernel(kind, &ds), "{kind}");
+                for _ in 0..3 {
+                    ds[slots[0]].state.bind(ConnClass::Active);
+                }
+                for &i in &slots[1..] {
+                    while ds[i].state.active_conns() > 0 {
+                        ds[i].state.unbind(ConnClass::Active);
+                    }
+                    while ds[i].state.inactive_conns() > 0 {
+                        ds[i].state.unbind(ConnClass::Inactive);
+                    }
+                }
+                ds[slots[slots.len() - 1]].state.set_ramp(512);
+                let got = s.schedule(&ds, &flow(1), Time::ZERO);
+                assert_eq!(got, kernel(kind, &ds), "{kind} round {round}");
+            }
         }
     }
 

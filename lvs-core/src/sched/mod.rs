@@ -185,7 +185,7 @@ pub fn build(
     prev: Option<&dyn Scheduler>,
 ) -> Box<dyn Scheduler> {
     // The previous scheduler's load index stops listening; indexed schedulers register
-    // their own below (this also breaks the index → destination → listener cycle).
+    // their own below.
     for d in dests {
         d.state.set_listener(None);
     }

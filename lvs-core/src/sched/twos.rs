@@ -27,7 +27,6 @@ pub(super) struct WeightSum;
 
 impl Policy for WeightSum {
     const EMPTY: u32 = 0;
-    const READS_KEYS: bool = false;
 
     #[inline]
     fn key(d: &Destination) -> u64 {
@@ -40,8 +39,8 @@ impl Policy for WeightSum {
     }
 
     #[inline]
-    fn combine(_keys: &[AtomicU64], left: u32, right: u32) -> u32 {
-        left.saturating_add(right)
+    fn combine(left: (u64, u32), right: (u64, u32)) -> (u64, u32) {
+        (0, left.1.saturating_add(right.1))
     }
 }
 

@@ -34,7 +34,6 @@ pub(super) struct MaxWeight;
 
 impl Policy for MaxWeight {
     const EMPTY: u32 = 0;
-    const READS_KEYS: bool = false;
 
     #[inline]
     fn key(d: &Destination) -> u64 {
@@ -47,8 +46,8 @@ impl Policy for MaxWeight {
     }
 
     #[inline]
-    fn combine(_keys: &[AtomicU64], left: u32, right: u32) -> u32 {
-        left.max(right)
+    fn combine(left: (u64, u32), right: (u64, u32)) -> (u64, u32) {
+        (0, left.1.max(right.1))
     }
 }
 
