@@ -37,13 +37,11 @@
 //!
 //! What remains racy, and is accepted (the kernel's own counters are read racily during its
 //! scans too):
-//! - a pick that runs while another thread settles reads the tree without that thread's
-//!   pending updates (as it would have had it come a moment earlier). If the settling
-//!   thread is descheduled in the middle, that moment lasts until it runs again: picks in
-//!   the meantime follow the tree as it stood (for wlc, they keep naming the same winner);
-//!   settling takes a few hundred instructions, so this needs an oversubscribed machine;
-//! - so the root may briefly name a winner that a fresh scan would not pick, until the
-//!   next settle;
+//! - a least-load pick that finds marks pending while another thread settles does not read
+//!   the tree (which may lag them for as long as that thread is descheduled) but scans the
+//!   live counters as the kernel does: exact, O(n), and only when two threads meet there;
+//! - a mark that lands just after a pick settled is seen by the next pick (as the kernel's
+//!   scan would have missed it had it run a moment earlier);
 //! - a briefly stale root may name a destination that has just become ineligible: callers
 //!   check the named slot live, repair it with [`LoadIndex::refresh`] and, after a few
 //!   failed tries, fall back to a plain scan. They never return it;
@@ -377,23 +375,31 @@ impl<P: Policy> LoadIndex<P> {
         self.settle();
     }
 
-    /// Applies every pending mark, unless another thread is doing so.
+    /// The root's value if the tree is current: settled by this call or with nothing
+    /// pending. `None` when marks are pending and another thread is applying them (the
+    /// tree may lag the live loads until it is done): the caller then scans.
     #[inline]
-    fn settle(&self) {
-        if self.marks.pending() {
-            self.settle_marks();
-        }
+    pub(super) fn current_root(&self) -> Option<u32> {
+        self.settle().then(|| self.value(1))
     }
 
-    /// The work of [`settle`](Self::settle) once a mark is pending.
+    /// Applies every pending mark, unless another thread is doing so; false in that case
+    /// (the tree may not show every pending change yet).
+    #[inline]
+    fn settle(&self) -> bool {
+        !self.marks.pending() || self.settle_marks()
+    }
+
+    /// The work of [`settle`](Self::settle) once a mark is pending; false if another
+    /// thread holds the settle flag.
     #[inline(never)]
-    fn settle_marks(&self) {
+    fn settle_marks(&self) -> bool {
         if self
             .settling
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            return;
+            return false;
         }
         // Marks keep coming from other threads while we work: a few rounds, then leave the
         // rest to the next reader.
@@ -422,6 +428,7 @@ impl<P: Policy> LoadIndex<P> {
             }
         }
         self.settling.store(false, Ordering::Release);
+        true
     }
 
     /// Applies the marks of slots `64 w + b` for the bits `b` set in `bits`. One slot walks
@@ -637,7 +644,12 @@ impl<R: LoadRule> LeastLoad<R> {
             return scan::<R>(dests);
         }
         for _ in 0..3 {
-            let s = self.index.root();
+            // While another thread applies pending load changes the tree may lag them: the
+            // kernel's scan of the live counters answers instead (exact, O(n), and only
+            // while two threads pick or settle at the same moment).
+            let Some(s) = self.index.current_root() else {
+                return scan::<R>(dests);
+            };
             if s == NONE {
                 return None;
             }
@@ -798,6 +810,26 @@ pub(super) mod tests {
         assert!(ds[0].state.is_overloaded());
         assert_eq!(ll.index().root(), 0, "index is stale");
         assert_eq!(ll.pick(&ds), Some(1), "stale root repaired, never returned");
+    }
+
+    #[test]
+    fn a_pick_while_another_thread_settles_answers_from_the_live_loads() {
+        let ds = dests(&[1, 1]);
+        let ll = LeastLoad::<Lc>::new(&ds);
+        assert_eq!(ll.pick(&ds), Some(0), "a tie goes to the first in list order");
+        // Another thread holds the settle flag (descheduled in the middle, say) while slot 0
+        // gets a connection: the tree still names slot 0, the live loads say slot 1.
+        ll.index().settling.store(true, Ordering::SeqCst);
+        load(&ds[0], 1, 0);
+        assert_eq!(ll.index().value(1), 0, "the tree lags");
+        assert_eq!(
+            ll.pick(&ds),
+            Some(1),
+            "the pick scans instead of reading the lagging root"
+        );
+        ll.index().settling.store(false, Ordering::SeqCst);
+        assert_eq!(ll.pick(&ds), Some(1));
+        assert_eq!(ll.index().value(1), 1, "the next free pick settles the tree");
     }
 
     #[test]
