@@ -23,6 +23,7 @@ use super::atomic::{AtomicU32, Ordering};
 pub(crate) const SLOTS: usize = 14;
 /// Slots in the first half of a bucket (the second half has the rest).
 const HALF: usize = 7;
+const _: () = assert!(SLOTS == 2 * HALF);
 /// Where the spill counter of each half sits in a bucket's spill word (16 bits each).
 const SPILL_SHIFT: [u32; 2] = [0, 16];
 
@@ -120,8 +121,9 @@ impl Index {
         ((hash as u32) | self.tag_one) & !self.idx_mask
     }
 
+    /// The home bucket of `hash`.
     #[inline]
-    fn home(&self, hash: u64) -> usize {
+    pub(crate) fn home(&self, hash: u64) -> usize {
         (((hash >> 32) * self.buckets.len() as u64) >> 32) as usize
     }
 
@@ -137,11 +139,14 @@ impl Index {
         let tag = self.tag(hash);
         let mut b = self.home(hash);
         let p = Self::half(hash);
+        // `v ^ tag` is below `tag_one` exactly when `v`'s tag bits are `tag`, and it is
+        // then the slot number.
+        let one = self.tag_one;
         let mut probe = |slots: &[AtomicU32]| {
             for s in slots {
-                let v = s.load(Ordering::SeqCst);
-                if v & !self.idx_mask == tag
-                    && let Some(t) = check(v & self.idx_mask)
+                let x = s.load(Ordering::SeqCst) ^ tag;
+                if x < one
+                    && let Some(t) = check(x)
                 {
                     return Some(t);
                 }
@@ -178,13 +183,29 @@ impl Index {
     /// Loads the home bucket's overflow word (to bring its cache line in early).
     #[inline]
     pub(crate) fn touch(&self, hash: u64) -> u32 {
-        self.buckets[self.home(hash)].overflow.load(Ordering::Relaxed)
+        self.touch_bucket(self.home(hash))
+    }
+
+    /// Loads bucket `b`'s overflow word (0 past the end).
+    #[inline]
+    pub(crate) fn touch_bucket(&self, b: usize) -> u32 {
+        self.buckets
+            .get(b)
+            .map_or(0, |x| x.overflow.load(Ordering::Relaxed))
     }
 
     /// The home bucket's address (for a prefetch).
     #[inline]
     pub(crate) fn home_addr(&self, hash: u64) -> *const u8 {
-        (&self.buckets[self.home(hash)] as *const Bucket).cast()
+        self.bucket_addr(self.home(hash))
+    }
+
+    /// Bucket `b`'s address (for a prefetch; null past the end, which a prefetch ignores).
+    #[inline]
+    pub(crate) fn bucket_addr(&self, b: usize) -> *const u8 {
+        self.buckets
+            .get(b)
+            .map_or(std::ptr::null(), |x| (x as *const Bucket).cast())
     }
 
     /// Loads the overflow word of the bucket after the home bucket.
@@ -205,13 +226,15 @@ impl Index {
         let tag = self.tag(hash);
         let bucket = &self.buckets[self.home(hash)];
         let p = Self::half(hash);
+        let one = self.tag_one;
         let mut found = u32::MAX;
         let mut matches = 0u32;
         let mut scan = |slots: &[AtomicU32]| {
             for s in slots {
-                let v = s.load(Ordering::SeqCst);
-                let hit = v & !self.idx_mask == tag;
-                found = if hit { v & self.idx_mask } else { found };
+                // Below `tag_one` exactly on a tag match, and then the slot number.
+                let x = s.load(Ordering::SeqCst) ^ tag;
+                let hit = x < one;
+                found = if hit { x } else { found };
                 matches += hit as u32;
             }
         };
@@ -220,6 +243,41 @@ impl Index {
             scan(Self::half_slots(bucket, 1 - p));
         }
         (found, matches > 1 || bucket.overflow.load(Ordering::SeqCst) != 0)
+    }
+
+    /// [`home_candidate`](Self::home_candidate) without the "probe further" answer, for a
+    /// lookup that verifies the candidate and probes the whole sequence when it does not
+    /// match: a slot number in home bucket `home` (from [`home`](Self::home)) whose tag
+    /// matches, `u32::MAX` if none. Branch-free over the slots, as `home_candidate`.
+    #[inline]
+    pub(crate) fn home_hint(&self, hash: u64, home: usize) -> u32 {
+        let tag = self.tag(hash);
+        let Some(bucket) = self.buckets.get(home) else {
+            return u32::MAX;
+        };
+        let p = Self::half(hash);
+        let one = self.tag_one;
+        let mut found = u32::MAX;
+        let mut scan = |slots: &[AtomicU32; HALF]| {
+            for s in slots {
+                let x = s.load(Ordering::SeqCst) ^ tag;
+                found = if x < one { x } else { found };
+            }
+        };
+        let (a, b) = Self::halves(bucket);
+        scan(if p == 0 { a } else { b });
+        if (bucket.spill.load(Ordering::SeqCst) >> SPILL_SHIFT[p]) & 0xffff != 0 {
+            scan(if p == 0 { b } else { a });
+        }
+        found
+    }
+
+    /// Both halves of a bucket's slots, as arrays (their length known to the compiler).
+    #[inline]
+    fn halves(bucket: &Bucket) -> (&[AtomicU32; HALF], &[AtomicU32; HALF]) {
+        let [a @ .., _, _, _, _, _, _, _] = &bucket.slots;
+        let [_, _, _, _, _, _, _, b @ ..] = &bucket.slots;
+        (a, b)
     }
 
     /// Stores `v` in an empty slot of `slots`; true if it did.
@@ -259,15 +317,27 @@ impl Index {
 
     /// Adds `idx` under `hash`. Returns false only if every slot is taken (the table sizes
     /// the index so that this cannot happen while the capacity bound holds).
+    #[inline]
     pub(crate) fn insert(&self, hash: u64, idx: u32) -> bool {
         debug_assert_eq!(idx & !self.idx_mask, 0);
         let v = self.tag(hash) | idx;
         let home = self.home(hash);
         let p = Self::half(hash);
-        let bucket = &self.buckets[home];
-        if Self::put(Self::half_slots(bucket, p), v) {
-            return true;
+        // The usual case inline: an empty slot in the preferred half.
+        if let Some(bucket) = self.buckets.get(home) {
+            let (a, b) = Self::halves(bucket);
+            if Self::put(if p == 0 { a } else { b }, v) {
+                return true;
+            }
         }
+        self.insert_spilled(home, p, v)
+    }
+
+    /// [`insert`](Self::insert) when the preferred half of home bucket `home` is full:
+    /// the other half, else the next buckets.
+    #[inline(never)]
+    fn insert_spilled(&self, home: usize, p: usize, v: u32) -> bool {
+        let bucket = &self.buckets[home];
         let spill = 1 << SPILL_SHIFT[p];
         bucket.spill.fetch_add(spill, Ordering::SeqCst);
         if Self::put(Self::half_slots(bucket, 1 - p), v) {

@@ -57,10 +57,22 @@ impl ConnState {
     /// The state with discriminant `v` (values out of range map to `Close`).
     #[inline]
     pub fn from_u8(v: u8) -> ConnState {
-        ConnState::ALL
-            .get(v as usize)
-            .copied()
-            .unwrap_or(ConnState::Close)
+        // A match, not a table: the compiler turns it into a range check (the discriminants
+        // are the values).
+        match v {
+            0 => ConnState::None,
+            1 => ConnState::Established,
+            2 => ConnState::SynSent,
+            3 => ConnState::SynRecv,
+            4 => ConnState::FinWait,
+            5 => ConnState::TimeWait,
+            7 => ConnState::CloseWait,
+            8 => ConnState::LastAck,
+            9 => ConnState::Listen,
+            10 => ConnState::SynAck,
+            11 => ConnState::Udp,
+            _ => ConnState::Close,
+        }
     }
 
     /// The name ipvsadm prints in the `state` column.
