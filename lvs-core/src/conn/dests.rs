@@ -74,11 +74,14 @@ pub(crate) struct DestRegistry {
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
-/// A thread's last used snapshot: registry uid, version, map.
+/// A thread's last used snapshot: registry uid, version, map, and the record of that map
+/// this thread last took a reference on (so that a run of connections to one destination
+/// skips the map probe).
 struct Cached {
     uid: u64,
     version: u64,
     map: Arc<Map>,
+    last: Option<Arc<Registered>>,
 }
 
 thread_local! {
@@ -137,6 +140,7 @@ impl DestRegistry {
                     uid: self.uid,
                     version,
                     map,
+                    last: None,
                 });
             }
             Some(r)
@@ -160,13 +164,59 @@ impl DestRegistry {
                     uid: self.uid,
                     version,
                     map: m,
+                    last: None,
                 });
             }
         });
     }
 
     /// Adds one entry's reference to `dest` (registering it if needed).
+    #[inline]
     pub(crate) fn acquire(&self, dest: &Arc<DestState>) -> Result<(), IdClash> {
+        if self.acquire_cached(dest) {
+            return Ok(());
+        }
+        self.acquire_slow(dest)
+    }
+
+    /// [`acquire`](Self::acquire) through this thread's current snapshot: the record it
+    /// last took a reference on if it is `dest`'s, else a probe of the snapshot's map (whose
+    /// record is remembered). False if the snapshot is stale or `dest` is not registered
+    /// in it (or its record was swept).
+    #[inline]
+    fn acquire_cached(&self, dest: &Arc<DestState>) -> bool {
+        let version = self.version.load(Ordering::Acquire);
+        CACHE
+            .try_with(|cell| {
+                let Ok(mut guard) = cell.try_borrow_mut() else {
+                    return false;
+                };
+                let Some(c) = guard
+                    .as_mut()
+                    .filter(|c| c.uid == self.uid && c.version == version)
+                else {
+                    return false;
+                };
+                if let Some(r) = &c.last
+                    && Arc::ptr_eq(&r.dest, dest)
+                {
+                    // The record `dest.id()` maps to in this snapshot (remembered from it).
+                    return inc_if_live(&r.refs);
+                }
+                match c.map.get(&dest.id()) {
+                    Some(r) if Arc::ptr_eq(&r.dest, dest) && inc_if_live(&r.refs) => {
+                        c.last = Some(Arc::clone(r));
+                        true
+                    }
+                    _ => false,
+                }
+            })
+            .unwrap_or(false)
+    }
+
+    /// [`acquire`](Self::acquire) when this thread's snapshot did not settle it.
+    #[inline(never)]
+    fn acquire_slow(&self, dest: &Arc<DestState>) -> Result<(), IdClash> {
         let id = dest.id();
         let fast = self.with_map(|m| {
             m.get(&id)

@@ -137,44 +137,60 @@ impl Index {
     #[inline]
     pub(crate) fn find<T>(&self, hash: u64, mut check: impl FnMut(u32) -> Option<T>) -> Option<T> {
         let tag = self.tag(hash);
-        let mut b = self.home(hash);
-        let p = Self::half(hash);
-        // `v ^ tag` is below `tag_one` exactly when `v`'s tag bits are `tag`, and it is
-        // then the slot number.
         let one = self.tag_one;
-        let mut probe = |slots: &[AtomicU32]| {
-            for s in slots {
-                let x = s.load(Ordering::SeqCst) ^ tag;
-                if x < one
-                    && let Some(t) = check(x)
-                {
-                    return Some(t);
-                }
-            }
-            None
-        };
+        let b = self.home(hash);
+        let p = Self::half(hash);
         // Home bucket: the preferred half, the other one only if keys spilled into it.
-        let bucket = &self.buckets[b];
-        if let Some(t) = probe(Self::half_slots(bucket, p)) {
+        let bucket = self.buckets.get(b)?;
+        let (h0, h1) = Self::halves(bucket);
+        let (mine, other) = if p == 0 { (h0, h1) } else { (h1, h0) };
+        if let Some(t) = Self::scan(mine, tag, one, &mut check) {
             return Some(t);
         }
         if (bucket.spill.load(Ordering::SeqCst) >> SPILL_SHIFT[p]) & 0xffff != 0
-            && let Some(t) = probe(Self::half_slots(bucket, 1 - p))
+            && let Some(t) = Self::scan(other, tag, one, &mut check)
         {
             return Some(t);
         }
         if bucket.overflow.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        // Keys pushed past their home take any slot of the next buckets.
+        self.find_past(b, tag, &mut check)
+    }
+
+    /// The part of [`find`](Self::find) past home bucket `b`: keys pushed past their home
+    /// take any slot of the next buckets.
+    #[inline(never)]
+    fn find_past<T>(&self, mut b: usize, tag: u32, check: &mut impl FnMut(u32) -> Option<T>) -> Option<T> {
         for _ in 1..self.buckets.len() {
             b = self.next(b);
             let bucket = &self.buckets[b];
-            if let Some(t) = probe(&bucket.slots) {
+            if let Some(t) = Self::scan(&bucket.slots, tag, self.tag_one, check) {
                 return Some(t);
             }
             if bucket.overflow.load(Ordering::SeqCst) == 0 {
                 return None;
+            }
+        }
+        None
+    }
+
+    /// Calls `check` on the slot number of each slot of `slots` whose tag is `tag`, until it
+    /// returns `Some`. `v ^ tag` is below `one` (the lowest tag bit) exactly when `v`'s tag
+    /// bits are `tag`, and it is then the slot number.
+    #[inline(always)]
+    fn scan<T, const N: usize>(
+        slots: &[AtomicU32; N],
+        tag: u32,
+        one: u32,
+        check: &mut impl FnMut(u32) -> Option<T>,
+    ) -> Option<T> {
+        for s in slots {
+            let x = s.load(Ordering::SeqCst) ^ tag;
+            if x < one
+                && let Some(t) = check(x)
+            {
+                return Some(t);
             }
         }
         None

@@ -282,16 +282,30 @@ pub struct ConnRef {
     gen_: u32,
     ctl: u64,
     ports: u64,
-    caddr: [u64; 2],
-    vaddr: [u64; 2],
-    daddr: [u64; 2],
-    laddr: [u64; 2],
+    /// The addresses. IPv4: `[client | virtual << 32, destination | local << 32, 0, …]`
+    /// (the local address 0 unless FULLNAT), as the entry keeps them, so that a lookup
+    /// copies two words; IPv6: client, virtual, destination and local address, two words
+    /// each (as [`key_addr`] gives them).
+    w: [u64; 8],
 }
 
 impl ConnRef {
     #[inline]
     fn six(&self) -> bool {
         self.ctl & AF6 != 0
+    }
+    /// Address `i` (0 client, 1 virtual, 2 destination, 3 local) as [`key_addr`] words.
+    #[inline]
+    fn words(&self, i: usize) -> [u64; 2] {
+        if self.six() {
+            [self.w[2 * i], self.w[2 * i + 1]]
+        } else {
+            [0, (self.w[i / 2] >> (32 * (i % 2))) & 0xffff_ffff]
+        }
+    }
+    #[inline]
+    fn addr(&self, i: usize) -> IpAddr {
+        words_addr(self.words(i), self.six())
     }
     /// Transport protocol.
     pub fn proto(&self) -> Protocol {
@@ -307,15 +321,15 @@ impl ConnRef {
     }
     /// Client address and port.
     pub fn client(&self) -> SocketAddr {
-        SocketAddr::new(words_addr(self.caddr, self.six()), self.ports as u16)
+        SocketAddr::new(self.addr(0), self.ports as u16)
     }
     /// Virtual address and port.
     pub fn virt(&self) -> SocketAddr {
-        SocketAddr::new(words_addr(self.vaddr, self.six()), (self.ports >> 16) as u16)
+        SocketAddr::new(self.addr(1), (self.ports >> 16) as u16)
     }
     /// Real server address and port.
     pub fn dest_addr(&self) -> SocketAddr {
-        SocketAddr::new(words_addr(self.daddr, self.six()), (self.ports >> 32) as u16)
+        SocketAddr::new(self.addr(2), (self.ports >> 32) as u16)
     }
     /// Id of the destination the connection is bound to ([`DestState::id`], modulo 2^27).
     pub fn dest_id(&self) -> u32 {
@@ -324,7 +338,7 @@ impl ConnRef {
     /// FULLNAT local address and port (`None` for other methods).
     pub fn local(&self) -> Option<SocketAddr> {
         (self.method() == ForwardMethod::FullNat)
-            .then(|| SocketAddr::new(words_addr(self.laddr, self.six()), (self.ports >> 48) as u16))
+            .then(|| SocketAddr::new(self.addr(3), (self.ports >> 48) as u16))
     }
 }
 
@@ -898,19 +912,31 @@ impl ConnTable {
 
     #[inline]
     fn conn_ref(idx: u32, g1: u64, ports: u64, a: &Addrs) -> ConnRef {
+        let l = if g1 & TEMPLATE == 0 && method_of(g1) == ForwardMethod::FullNat {
+            a.l
+        } else {
+            [0; 2]
+        };
+        let w = if g1 & AF6 != 0 {
+            [a.c[0], a.c[1], a.v[0], a.v[1], a.d[0], a.d[1], l[0], l[1]]
+        } else {
+            [
+                a.c[1] & 0xffff_ffff | a.v[1] << 32,
+                a.d[1] & 0xffff_ffff | l[1] << 32,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ]
+        };
         ConnRef {
             idx,
             gen_: gen_of(g1),
             ctl: g1,
             ports,
-            caddr: a.c,
-            vaddr: a.v,
-            daddr: a.d,
-            laddr: if g1 & TEMPLATE == 0 && method_of(g1) == ForwardMethod::FullNat {
-                a.l
-            } else {
-                [0; 2]
-            },
+            w,
         }
     }
 
@@ -964,12 +990,10 @@ impl ConnTable {
             gen_: gen_of(g1),
             ctl: g1,
             ports,
-            caddr: [0, cv & 0xffff_ffff],
-            vaddr: [0, cv >> 32],
-            daddr: [0, dl & 0xffff_ffff],
             // A connection's high half of `dl` is its FULLNAT local address, 0 for the other
-            // methods (a template keeps its timeout there: not a local address).
-            laddr: [0, if g1 & TEMPLATE == 0 { dl >> 32 } else { 0 }],
+            // methods. (A template keeps its timeout there; a template's handle never leaves
+            // the table, only its destination does, see `TemplateRef`.)
+            w: [cv, dl, 0, 0, 0, 0, 0, 0],
         }
     }
 
@@ -1853,20 +1877,7 @@ impl ConnTable {
             });
             if dup.is_none() && gen_of(e.ctl.load(Ordering::Acquire)) == gen_ {
                 // Still ours: no concurrent duplicate resolution killed it.
-                return Ok(ConnRef {
-                    idx,
-                    gen_,
-                    ctl,
-                    ports,
-                    caddr: a.c,
-                    vaddr: a.v,
-                    daddr: a.d,
-                    laddr: if nc.method == ForwardMethod::FullNat {
-                        a.l
-                    } else {
-                        [0; 2]
-                    },
-                });
+                return Ok(Self::conn_ref(idx, ctl, ports, &a));
             }
             if let Some(r) = self.settle_duplicate(idx, gen_, dup, now) {
                 return Ok(r);
@@ -2071,7 +2082,7 @@ impl ConnTable {
                 idx: r.idx,
                 gen_: r.gen_,
                 six,
-                daddr: r.daddr,
+                daddr: r.words(2),
                 dport: (r.ports >> 32) as u16,
             })
         })
@@ -2151,7 +2162,7 @@ impl ConnTable {
                     idx: o.idx,
                     gen_: o.gen_,
                     six,
-                    daddr: o.daddr,
+                    daddr: o.words(2),
                     dport: (o.ports >> 32) as u16,
                 })
             }
