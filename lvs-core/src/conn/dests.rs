@@ -21,8 +21,6 @@
 //! little, never the other way round.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -40,25 +38,75 @@ struct Registered {
 /// Flag of a swept record's count.
 const DEAD: u64 = 1 << 63;
 
-/// Ids are small sequential integers: a multiplicative hash is plenty.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.0 = (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
+/// An immutable id → record map: the records in a vector and an open-addressing table of
+/// their positions (at most half full, linear probing, a multiplicative hash of the id), so
+/// that a lookup is a multiply, usually one slot and one compare. Changes rebuild it (they
+/// happen under the registry's lock, on a copy, and only when a destination is registered
+/// or dropped).
+#[derive(Clone, Default)]
+struct Map {
+    entries: Vec<(u32, Arc<Registered>)>,
+    /// Positions in `entries`; `u32::MAX` for an empty slot. Empty or a power of two.
+    slots: Box<[u32]>,
 }
 
-type Map = HashMap<u32, Arc<Registered>, BuildHasherDefault<IdHasher>>;
+impl Map {
+    #[inline]
+    fn home(id: u32, mask: usize) -> usize {
+        ((id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & mask
+    }
+
+    fn build(entries: Vec<(u32, Arc<Registered>)>) -> Map {
+        let n = (entries.len() * 2).next_power_of_two().max(4);
+        let mut slots = vec![u32::MAX; n].into_boxed_slice();
+        for (pos, (id, _)) in entries.iter().enumerate() {
+            let mut i = Self::home(*id, n - 1);
+            while slots[i] != u32::MAX {
+                i = (i + 1) & (n - 1);
+            }
+            slots[i] = pos as u32;
+        }
+        Map { entries, slots }
+    }
+
+    /// The record of `id`.
+    #[inline]
+    fn get(&self, id: &u32) -> Option<&Arc<Registered>> {
+        let mask = self.slots.len().wrapping_sub(1);
+        let mut i = Self::home(*id, mask);
+        loop {
+            // An empty slot (or an empty table) ends the probe: `get` gives `None`.
+            let (k, r) = self.entries.get(*self.slots.get(i)? as usize)?;
+            if k == id {
+                return Some(r);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds (or replaces) the record of `id`.
+    fn insert(&mut self, id: u32, r: Arc<Registered>) {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.retain(|(k, _)| *k != id);
+        entries.push((id, r));
+        *self = Map::build(entries);
+    }
+
+    /// Drops the record of `id`.
+    fn remove(&mut self, id: &u32) {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.retain(|(k, _)| k != id);
+        *self = Map::build(entries);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&u32, &Arc<Registered>)> {
+        self.entries.iter().map(|(k, r)| (k, r))
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
 
 /// The registry.
 pub(crate) struct DestRegistry {
@@ -74,14 +122,11 @@ pub(crate) struct DestRegistry {
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
-/// A thread's last used snapshot: registry uid, version, map, and the record of that map
-/// this thread last took a reference on (so that a run of connections to one destination
-/// skips the map probe).
+/// A thread's last used snapshot: registry uid, version, map.
 struct Cached {
     uid: u64,
     version: u64,
     map: Arc<Map>,
-    last: Option<Arc<Registered>>,
 }
 
 thread_local! {
@@ -140,7 +185,6 @@ impl DestRegistry {
                     uid: self.uid,
                     version,
                     map,
-                    last: None,
                 });
             }
             Some(r)
@@ -164,7 +208,6 @@ impl DestRegistry {
                     uid: self.uid,
                     version,
                     map: m,
-                    last: None,
                 });
             }
         });
@@ -179,35 +222,21 @@ impl DestRegistry {
         self.acquire_slow(dest)
     }
 
-    /// [`acquire`](Self::acquire) through this thread's current snapshot: the record it
-    /// last took a reference on if it is `dest`'s, else a probe of the snapshot's map (whose
-    /// record is remembered). False if the snapshot is stale or `dest` is not registered
-    /// in it (or its record was swept).
+    /// [`acquire`](Self::acquire) through this thread's current snapshot. False if the
+    /// snapshot is stale or `dest` is not registered in it (or its record was swept).
     #[inline]
     fn acquire_cached(&self, dest: &Arc<DestState>) -> bool {
         let version = self.version.load(Ordering::Acquire);
         CACHE
             .try_with(|cell| {
-                let Ok(mut guard) = cell.try_borrow_mut() else {
+                let Ok(guard) = cell.try_borrow() else {
                     return false;
                 };
-                let Some(c) = guard
-                    .as_mut()
-                    .filter(|c| c.uid == self.uid && c.version == version)
-                else {
-                    return false;
-                };
-                if let Some(r) = &c.last
-                    && Arc::ptr_eq(&r.dest, dest)
-                {
-                    // The record `dest.id()` maps to in this snapshot (remembered from it).
-                    return inc_if_live(&r.refs);
-                }
-                match c.map.get(&dest.id()) {
-                    Some(r) if Arc::ptr_eq(&r.dest, dest) && inc_if_live(&r.refs) => {
-                        c.last = Some(Arc::clone(r));
-                        true
-                    }
+                match guard.as_ref() {
+                    Some(c) if c.uid == self.uid && c.version == version => c
+                        .map
+                        .get(&dest.id())
+                        .is_some_and(|r| Arc::ptr_eq(&r.dest, dest) && inc_if_live(&r.refs)),
                     _ => false,
                 }
             })

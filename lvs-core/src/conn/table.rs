@@ -56,7 +56,7 @@ fn method_of(ctl: u64) -> ForwardMethod {
     }
 }
 #[inline]
-fn method_bits(m: ForwardMethod) -> u64 {
+const fn method_bits(m: ForwardMethod) -> u64 {
     let v = match m {
         ForwardMethod::Masq => 0,
         ForwardMethod::DirectRoute => 1,
@@ -66,7 +66,7 @@ fn method_bits(m: ForwardMethod) -> u64 {
     v << METHOD_SHIFT
 }
 #[inline]
-fn proto_bits(p: Option<Protocol>) -> u64 {
+const fn proto_bits(p: Option<Protocol>) -> u64 {
     let v = match p {
         None => 0,
         Some(Protocol::Tcp) => 1,
@@ -640,6 +640,47 @@ impl Links for ConnTable {
         &self.slot(i).wlinks
     }
 }
+
+/// A new connection's first state: NONE (TCP), UDP (UDP) or ESTABLISHED (SCTP, minimal).
+const fn first_state(p: Protocol) -> ConnState {
+    match p {
+        Protocol::Tcp => ConnState::None,
+        Protocol::Udp => ConnState::Udp,
+        Protocol::Sctp => ConnState::Established,
+    }
+}
+
+/// The control word bits of a new connection (state, method, protocol, NOOUTPUT for DR
+/// and TUN, HAS_OUT for NAT and FULLNAT) and its first state, by method and protocol (as
+/// `as usize` numbers them): one load instead of a few matches per insert.
+const NEW_KIND: [[(u64, ConnState); 3]; 4] = {
+    let methods = [
+        ForwardMethod::Masq,
+        ForwardMethod::DirectRoute,
+        ForwardMethod::Tunnel,
+        ForwardMethod::FullNat,
+    ];
+    let protos = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+    let mut t = [[(0, ConnState::None); 3]; 4];
+    let mut i = 0;
+    while i < methods.len() {
+        let m = methods[i];
+        let has_out = matches!(m, ForwardMethod::Masq | ForwardMethod::FullNat);
+        let mut j = 0;
+        while j < protos.len() {
+            let p = protos[j];
+            let state = first_state(p);
+            let bits = ((state as u64) << STATE_SHIFT)
+                | method_bits(m)
+                | proto_bits(Some(p))
+                | if has_out { HAS_OUT } else { NOOUTPUT };
+            t[m as usize][p as usize] = (bits, state);
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
 
 /// Entries sampled when looking for a SYN_RECV entry to reclaim on a full table.
 const RECLAIM_SAMPLE: u32 = 32;
@@ -1659,22 +1700,10 @@ impl ConnTable {
     /// state.
     #[inline]
     fn new_fields(nc: &NewConn<'_>, six: bool) -> (u64, ConnState) {
-        let state = match nc.key.proto {
-            Protocol::Tcp => ConnState::None,
-            Protocol::Udp => ConnState::Udp,
-            Protocol::Sctp => ConnState::Established,
-        };
-        let has_out = matches!(nc.method, ForwardMethod::Masq | ForwardMethod::FullNat);
-        let nooutput = !has_out;
-        let fields = ((state as u64) << STATE_SHIFT)
-            | method_bits(nc.method)
-            | if six { AF6 } else { 0 }
-            | proto_bits(Some(nc.key.proto))
-            | if nooutput { NOOUTPUT } else { 0 }
-            | if has_out { HAS_OUT } else { 0 }
-            // A connection's low bits (a template's count of connections) carry the
-            // destination's id: the packet path finds its counters through it.
-            | (nc.dest.id() as u64 & NCTL_MASK);
+        let (kind, state) = NEW_KIND[nc.method as usize][nc.key.proto as usize];
+        // A connection's low bits (a template's count of connections) carry the
+        // destination's id: the packet path finds its counters through it.
+        let fields = kind | if six { AF6 } else { 0 } | (nc.dest.id() as u64 & NCTL_MASK);
         (fields, state)
     }
 
