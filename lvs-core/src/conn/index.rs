@@ -24,8 +24,12 @@ pub(crate) const SLOTS: usize = 14;
 /// Slots in the first half of a bucket (the second half has the rest).
 const HALF: usize = 7;
 const _: () = assert!(SLOTS == 2 * HALF);
-/// Where the spill counter of each half sits in a bucket's spill word (16 bits each).
-const SPILL_SHIFT: [u32; 2] = [0, 16];
+/// Where the spill counter of half `p` sits in a bucket's spill word (16 bits each: half
+/// 0 in the low bits, half 1 in the high bits).
+#[inline]
+fn spill_shift(p: usize) -> u32 {
+    (p as u32 & 1) << 4
+}
 
 #[repr(C, align(64))]
 struct Bucket {
@@ -105,7 +109,7 @@ impl Index {
             .iter()
             .map(|b| {
                 let w = b.spill.load(Ordering::SeqCst);
-                ((w >> SPILL_SHIFT[0]) & 0xffff) as u64 + ((w >> SPILL_SHIFT[1]) & 0xffff) as u64
+                ((w >> spill_shift(0)) & 0xffff) as u64 + ((w >> spill_shift(1)) & 0xffff) as u64
             })
             .sum()
     }
@@ -134,7 +138,7 @@ impl Index {
 
     /// Calls `check(slot_number)` for every slot whose tag matches `hash`, in probe order,
     /// until it returns `Some`; `None` when the probe sequence ends.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find<T>(&self, hash: u64, mut check: impl FnMut(u32) -> Option<T>) -> Option<T> {
         let tag = self.tag(hash);
         let one = self.tag_one;
@@ -147,7 +151,7 @@ impl Index {
         if let Some(t) = Self::scan(mine, tag, one, &mut check) {
             return Some(t);
         }
-        if (bucket.spill.load(Ordering::SeqCst) >> SPILL_SHIFT[p]) & 0xffff != 0
+        if (bucket.spill.load(Ordering::SeqCst) >> spill_shift(p)) & 0xffff != 0
             && let Some(t) = Self::scan(other, tag, one, &mut check)
         {
             return Some(t);
@@ -255,7 +259,7 @@ impl Index {
             }
         };
         scan(Self::half_slots(bucket, p));
-        if (bucket.spill.load(Ordering::SeqCst) >> SPILL_SHIFT[p]) & 0xffff != 0 {
+        if (bucket.spill.load(Ordering::SeqCst) >> spill_shift(p)) & 0xffff != 0 {
             scan(Self::half_slots(bucket, 1 - p));
         }
         (found, matches > 1 || bucket.overflow.load(Ordering::SeqCst) != 0)
@@ -282,7 +286,7 @@ impl Index {
         };
         let (a, b) = Self::halves(bucket);
         scan(if p == 0 { a } else { b });
-        if (bucket.spill.load(Ordering::SeqCst) >> SPILL_SHIFT[p]) & 0xffff != 0 {
+        if (bucket.spill.load(Ordering::SeqCst) >> spill_shift(p)) & 0xffff != 0 {
             scan(if p == 0 { b } else { a });
         }
         found
@@ -354,7 +358,7 @@ impl Index {
     #[inline(never)]
     fn insert_spilled(&self, home: usize, p: usize, v: u32) -> bool {
         let bucket = &self.buckets[home];
-        let spill = 1 << SPILL_SHIFT[p];
+        let spill = 1 << spill_shift(p);
         bucket.spill.fetch_add(spill, Ordering::SeqCst);
         if Self::put(Self::half_slots(bucket, 1 - p), v) {
             return true;
@@ -390,7 +394,7 @@ impl Index {
             return true;
         }
         if Self::take(Self::half_slots(bucket, 1 - p), v) {
-            bucket.spill.fetch_sub(1 << SPILL_SHIFT[p], Ordering::SeqCst);
+            bucket.spill.fetch_sub(1 << spill_shift(p), Ordering::SeqCst);
             return true;
         }
         let mut b = home;

@@ -1134,20 +1134,25 @@ impl ConnTable {
                 sink ^= ix.touch_bucket(b) as u64;
             }),
         }
-        for h in hints.iter_mut() {
-            h.cand = ix.home_hint(h.hash, h.home as usize);
-        }
         match pf {
-            Some(f) => hints.iter().for_each(|h| {
+            // Each candidate's line is asked for as soon as its bucket names it.
+            Some(f) => hints.iter_mut().for_each(|h| {
+                h.cand = ix.home_hint(h.hash, h.home as usize);
                 if let Some(e) = self.try_slot(h.cand) {
                     fetch(f, line_addr(e));
                 }
             }),
-            None => hints.iter().for_each(|h| {
-                if let Some(e) = self.try_slot(h.cand) {
-                    sink ^= e.ctl.load(Ordering::Relaxed) ^ e.deadline.load(Ordering::Relaxed);
+            // Loads would wait for their lines: after every bucket is scanned.
+            None => {
+                for h in hints.iter_mut() {
+                    h.cand = ix.home_hint(h.hash, h.home as usize);
                 }
-            }),
+                for h in hints.iter() {
+                    if let Some(e) = self.try_slot(h.cand) {
+                        sink ^= e.ctl.load(Ordering::Relaxed) ^ e.deadline.load(Ordering::Relaxed);
+                    }
+                }
+            }
         }
         std::hint::black_box(sink);
     }
