@@ -475,6 +475,30 @@ mod tests {
     }
 
     #[test]
+    fn home_hint_names_the_matching_slot_in_either_half() {
+        let ix = Index::for_keys(64, 8);
+        let h = |t: u64| (5u64 << 32) | (t << 9);
+        let home = ix.home(h(1));
+        assert_eq!(ix.home_hint(h(1), home), u32::MAX);
+        assert!(ix.insert(h(1), 10));
+        assert_eq!(ix.home_hint(h(1), home), 10);
+        assert_eq!(ix.home_hint(h(2), home), u32::MAX);
+        // A key of the other half (odd hash) with the same tag bits is not a match.
+        assert_eq!(ix.home_hint(h(1) | 1, home), u32::MAX);
+        // Fill the preferred half: the next key spills into the other half and the hint
+        // still finds it there.
+        for t in 3..9 {
+            assert!(ix.insert(h(t), 20 + t as u32));
+        }
+        assert!(ix.insert(h(9), 99));
+        assert_eq!(ix.spill_total(), 1);
+        assert_eq!(ix.home_hint(h(9), home), 99);
+        assert_eq!(ix.home_hint(h(4), home), 24);
+        assert!(ix.remove(h(9), 99));
+        assert_eq!(ix.home_hint(h(9), home), u32::MAX);
+    }
+
+    #[test]
     fn a_full_index_refuses_and_leaves_no_overflow_marks() {
         let ix = Index::for_keys(4, 8);
         let total = ix.buckets() * SLOTS;
