@@ -278,16 +278,16 @@ impl Index {
         let p = Self::half(hash);
         let one = self.tag_one;
         let mut found = u32::MAX;
-        let mut scan = |slots: &[AtomicU32; HALF]| {
-            for s in slots {
-                let x = s.load(Ordering::SeqCst) ^ tag;
+        // Half `h` starts at slot `h * HALF` (h is one bit: the indexes stay in bounds).
+        let mut scan = |h: usize| {
+            for i in 0..HALF {
+                let x = bucket.slots[h * HALF + i].load(Ordering::SeqCst) ^ tag;
                 found = if x < one { x } else { found };
             }
         };
-        let (a, b) = Self::halves(bucket);
-        scan(if p == 0 { a } else { b });
+        scan(p);
         if (bucket.spill.load(Ordering::SeqCst) >> spill_shift(p)) & 0xffff != 0 {
-            scan(if p == 0 { b } else { a });
+            scan(1 - p);
         }
         found
     }

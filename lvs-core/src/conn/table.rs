@@ -1687,10 +1687,14 @@ impl ConnTable {
         // IPv4 ends (the usual case) in 32-bit words, straight to the one line of the entry.
         if let (IpAddr::V4(c), IpAddr::V4(v), IpAddr::V4(d)) = (nc.key.caddr, nc.key.vaddr, nc.dest_addr.ip())
         {
-            let local = match (nc.method, nc.local) {
-                (ForwardMethod::FullNat, Some(SocketAddr::V4(sa))) => Some((u32::from(*sa.ip()), sa.port())),
-                (ForwardMethod::FullNat, Some(SocketAddr::V6(_))) => None,
-                _ => Some((0, 0)),
+            let local = if nc.method != ForwardMethod::FullNat {
+                Some((0, 0))
+            } else {
+                match nc.local {
+                    Some(SocketAddr::V4(sa)) => Some((u32::from(*sa.ip()), sa.port())),
+                    Some(SocketAddr::V6(_)) => None,
+                    None => Some((0, 0)),
+                }
             };
             if let Some((l, lport)) = local {
                 let cv = u32::from(c) as u64 | (u32::from(v) as u64) << 32;
