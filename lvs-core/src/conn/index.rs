@@ -146,13 +146,11 @@ impl Index {
         let p = Self::half(hash);
         // Home bucket: the preferred half, the other one only if keys spilled into it.
         let bucket = self.buckets.get(b)?;
-        let (h0, h1) = Self::halves(bucket);
-        let (mine, other) = if p == 0 { (h0, h1) } else { (h1, h0) };
-        if let Some(t) = Self::scan(mine, tag, one, &mut check) {
+        if let Some(t) = Self::scan_half(bucket, p, tag, one, &mut check) {
             return Some(t);
         }
         if (bucket.spill.load(Ordering::SeqCst) >> spill_shift(p)) & 0xffff != 0
-            && let Some(t) = Self::scan(other, tag, one, &mut check)
+            && let Some(t) = Self::scan_half(bucket, 1 - p, tag, one, &mut check)
         {
             return Some(t);
         }
@@ -174,6 +172,27 @@ impl Index {
             }
             if bucket.overflow.load(Ordering::SeqCst) == 0 {
                 return None;
+            }
+        }
+        None
+    }
+
+    /// [`scan`](Self::scan) over half `h` (0 or 1) of `bucket`: slots `h * HALF ..`, by
+    /// arithmetic rather than a choice between two slices.
+    #[inline(always)]
+    fn scan_half<T>(
+        bucket: &Bucket,
+        h: usize,
+        tag: u32,
+        one: u32,
+        check: &mut impl FnMut(u32) -> Option<T>,
+    ) -> Option<T> {
+        for i in 0..HALF {
+            let x = bucket.slots[(h & 1) * HALF + i].load(Ordering::SeqCst) ^ tag;
+            if x < one
+                && let Some(t) = check(x)
+            {
+                return Some(t);
             }
         }
         None
@@ -292,14 +311,6 @@ impl Index {
         found
     }
 
-    /// Both halves of a bucket's slots, as arrays (their length known to the compiler).
-    #[inline]
-    fn halves(bucket: &Bucket) -> (&[AtomicU32; HALF], &[AtomicU32; HALF]) {
-        let [a @ .., _, _, _, _, _, _, _] = &bucket.slots;
-        let [_, _, _, _, _, _, _, b @ ..] = &bucket.slots;
-        (a, b)
-    }
-
     /// Stores `v` in an empty slot of `slots`; true if it did.
     #[inline]
     fn put(slots: &[AtomicU32], v: u32) -> bool {
@@ -345,9 +356,14 @@ impl Index {
         let p = Self::half(hash);
         // The usual case inline: an empty slot in the preferred half.
         if let Some(bucket) = self.buckets.get(home) {
-            let (a, b) = Self::halves(bucket);
-            if Self::put(if p == 0 { a } else { b }, v) {
-                return true;
+            for i in 0..HALF {
+                let s = &bucket.slots[(p & 1) * HALF + i];
+                if s.load(Ordering::Relaxed) == 0
+                    && s.compare_exchange(0, v, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    return true;
+                }
             }
         }
         self.insert_spilled(home, p, v)

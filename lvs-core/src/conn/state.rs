@@ -57,22 +57,26 @@ impl ConnState {
     /// The state with discriminant `v` (values out of range map to `Close`).
     #[inline]
     pub fn from_u8(v: u8) -> ConnState {
-        // A match, not a table: the compiler turns it into a range check (the discriminants
-        // are the values).
-        match v {
-            0 => ConnState::None,
-            1 => ConnState::Established,
-            2 => ConnState::SynSent,
-            3 => ConnState::SynRecv,
-            4 => ConnState::FinWait,
-            5 => ConnState::TimeWait,
-            7 => ConnState::CloseWait,
-            8 => ConnState::LastAck,
-            9 => ConnState::Listen,
-            10 => ConnState::SynAck,
-            11 => ConnState::Udp,
-            _ => ConnState::Close,
+        if v < 16 {
+            ConnState::from_nibble(v)
+        } else {
+            ConnState::Close
         }
+    }
+
+    /// The state with discriminant `v & 15` (12 to 15 map to `Close`): one table load.
+    #[inline]
+    pub(crate) fn from_nibble(v: u8) -> ConnState {
+        const BY_NIBBLE: [ConnState; 16] = {
+            let mut t = [ConnState::Close; 16];
+            let mut i = 0;
+            while i < STATES {
+                t[i] = ConnState::ALL[i];
+                i += 1;
+            }
+            t
+        };
+        BY_NIBBLE[(v & 15) as usize]
     }
 
     /// The name ipvsadm prints in the `state` column.

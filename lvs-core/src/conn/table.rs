@@ -40,7 +40,7 @@ const KEY_MASK: u64 = TEMPLATE | AF6 | PROTO_MASK;
 
 #[inline]
 fn state_of(ctl: u64) -> ConnState {
-    ConnState::from_u8(((ctl & STATE_MASK) >> STATE_SHIFT) as u8)
+    ConnState::from_nibble(((ctl & STATE_MASK) >> STATE_SHIFT) as u8)
 }
 #[inline]
 fn with_state(ctl: u64, s: ConnState) -> u64 {
