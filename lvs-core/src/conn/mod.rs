@@ -79,9 +79,9 @@
 //!   of line. The handle ([`ConnRef`]) of an IPv4 connection copies the entry's two address
 //!   words as they are. Pipeline figures under callgrind (`benches/examples/pipeline_callgrind.rs`,
 //!   1M connections, instructions per packet, before → after the fourth round on the
-//!   table): NAT established 829 → 765, FULLNAT 877 → 805, DR 772 → 714, TUN 865 → 812,
-//!   NAT reply 877 → 813, new connection 2422 → 2175 (of which [`ConnTable::insert`] ~700 →
-//!   ~480, its destination's own bookkeeping in `DestState::bind` aside).
+//!   table): NAT established 829 → 756, FULLNAT 877 → 803, DR 772 → 704, TUN 865 → 800,
+//!   NAT reply 877 → 804, new connection 2422 → 2128 (of which [`ConnTable::insert`] 696 →
+//!   469, its destination's own bookkeeping in `DestState::bind` aside).
 //! * **Insert.** A connection with IPv4 ends is written in 32-bit words straight to its
 //!   one line (both hashes from the same words, the control word's kind bits from one
 //!   table by method and protocol); claiming a slot, the index slots and the duplicate
