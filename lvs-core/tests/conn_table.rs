@@ -98,6 +98,67 @@ mod conn {
     }
 
     #[test]
+    fn insert_hands_back_what_lookups_find_for_every_method_and_protocol() {
+        let t = ConnTable::with_capacity(64);
+        let d = Arc::new(DestState::new(0, 0));
+        let methods = [
+            ForwardMethod::Masq,
+            ForwardMethod::DirectRoute,
+            ForwardMethod::Tunnel,
+            ForwardMethod::FullNat,
+        ];
+        let protos = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+        let mut cport = 41000;
+        let mut active = 0;
+        for m in methods {
+            for p in protos {
+                cport += 1;
+                let client = SocketAddr::new("198.51.100.7".parse().unwrap(), cport);
+                let k = ConnKeyIn::new(p, client, sa("192.0.2.1:80"));
+                let mut nc = NewConn::new(k, m, sa("10.1.0.5:8080"), &d);
+                if m == ForwardMethod::FullNat {
+                    nc.local = Some(SocketAddr::new("10.9.0.1".parse().unwrap(), cport + 1000));
+                }
+                let local = nc.local;
+                let h = t.insert(nc, T0).unwrap();
+                // The first state: TCP NONE, UDP its one state, SCTP ESTABLISHED (counted active).
+                let first = match p {
+                    Protocol::Tcp => ConnState::None,
+                    Protocol::Udp => ConnState::Udp,
+                    Protocol::Sctp => ConnState::Established,
+                };
+                assert_eq!(h.state(), first, "{m:?} {p:?}");
+                if first == ConnState::Established {
+                    active += 1;
+                }
+                assert_eq!((h.method(), h.proto()), (m, p));
+                assert_eq!(h.client(), client);
+                assert_eq!(h.virt(), sa("192.0.2.1:80"));
+                assert_eq!(h.dest_addr(), sa("10.1.0.5:8080"));
+                assert_eq!(h.local(), local);
+                assert_eq!(h.dest_id(), d.id());
+                // The same handle from the client side, plain and hinted.
+                assert_eq!(t.lookup_in(&k), Some(h), "{m:?} {p:?}");
+                let mut hint = [LookupHint::NONE; 1];
+                t.prefetch_in_hinted(&[k], &mut hint);
+                assert_eq!(t.lookup_in_hinted(&k, &hint[0]), Some(h));
+                // From the server side for NAT (to the client) and FULLNAT (to the local
+                // address) only.
+                let to = local.unwrap_or(client);
+                let r = ConnKeyOut::new(p, sa("10.1.0.5:8080"), to);
+                let mut hint = [LookupHint::NONE; 1];
+                t.prefetch_out_hinted(&[r], &mut hint);
+                let expect = matches!(m, ForwardMethod::Masq | ForwardMethod::FullNat).then_some(h);
+                assert_eq!(t.lookup_out(&r), expect, "{m:?} {p:?}");
+                assert_eq!(t.lookup_out_hinted(&r, &hint[0]), expect);
+            }
+        }
+        assert_eq!(t.len(), 12);
+        assert_eq!(d.active_conns(), active);
+        assert_eq!(d.inactive_conns(), 12 - active);
+    }
+
+    #[test]
     fn direct_routing_entry_has_no_server_side_key() {
         let t = ConnTable::with_capacity(16);
         let d = Arc::new(DestState::new(0, 0));

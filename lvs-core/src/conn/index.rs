@@ -23,8 +23,13 @@ use super::atomic::{AtomicU32, Ordering};
 pub(crate) const SLOTS: usize = 14;
 /// Slots in the first half of a bucket (the second half has the rest).
 const HALF: usize = 7;
-/// Where the spill counter of each half sits in a bucket's spill word (16 bits each).
-const SPILL_SHIFT: [u32; 2] = [0, 16];
+const _: () = assert!(SLOTS == 2 * HALF);
+/// Where the spill counter of half `p` sits in a bucket's spill word (16 bits each: half
+/// 0 in the low bits, half 1 in the high bits).
+#[inline]
+fn spill_shift(p: usize) -> u32 {
+    (p as u32 & 1) << 4
+}
 
 #[repr(C, align(64))]
 struct Bucket {
@@ -104,7 +109,7 @@ impl Index {
             .iter()
             .map(|b| {
                 let w = b.spill.load(Ordering::SeqCst);
-                ((w >> SPILL_SHIFT[0]) & 0xffff) as u64 + ((w >> SPILL_SHIFT[1]) & 0xffff) as u64
+                ((w >> spill_shift(0)) & 0xffff) as u64 + ((w >> spill_shift(1)) & 0xffff) as u64
             })
             .sum()
     }
@@ -120,8 +125,9 @@ impl Index {
         ((hash as u32) | self.tag_one) & !self.idx_mask
     }
 
+    /// The home bucket of `hash`.
     #[inline]
-    fn home(&self, hash: u64) -> usize {
+    pub(crate) fn home(&self, hash: u64) -> usize {
         (((hash >> 32) * self.buckets.len() as u64) >> 32) as usize
     }
 
@@ -132,40 +138,36 @@ impl Index {
 
     /// Calls `check(slot_number)` for every slot whose tag matches `hash`, in probe order,
     /// until it returns `Some`; `None` when the probe sequence ends.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find<T>(&self, hash: u64, mut check: impl FnMut(u32) -> Option<T>) -> Option<T> {
         let tag = self.tag(hash);
-        let mut b = self.home(hash);
+        let one = self.tag_one;
+        let b = self.home(hash);
         let p = Self::half(hash);
-        let mut probe = |slots: &[AtomicU32]| {
-            for s in slots {
-                let v = s.load(Ordering::SeqCst);
-                if v & !self.idx_mask == tag
-                    && let Some(t) = check(v & self.idx_mask)
-                {
-                    return Some(t);
-                }
-            }
-            None
-        };
         // Home bucket: the preferred half, the other one only if keys spilled into it.
-        let bucket = &self.buckets[b];
-        if let Some(t) = probe(Self::half_slots(bucket, p)) {
+        let bucket = self.buckets.get(b)?;
+        if let Some(t) = Self::scan_half(bucket, p, tag, one, &mut check) {
             return Some(t);
         }
-        if (bucket.spill.load(Ordering::SeqCst) >> SPILL_SHIFT[p]) & 0xffff != 0
-            && let Some(t) = probe(Self::half_slots(bucket, 1 - p))
+        if (bucket.spill.load(Ordering::SeqCst) >> spill_shift(p)) & 0xffff != 0
+            && let Some(t) = Self::scan_half(bucket, 1 - p, tag, one, &mut check)
         {
             return Some(t);
         }
         if bucket.overflow.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        // Keys pushed past their home take any slot of the next buckets.
+        self.find_past(b, tag, &mut check)
+    }
+
+    /// The part of [`find`](Self::find) past home bucket `b`: keys pushed past their home
+    /// take any slot of the next buckets.
+    #[inline(never)]
+    fn find_past<T>(&self, mut b: usize, tag: u32, check: &mut impl FnMut(u32) -> Option<T>) -> Option<T> {
         for _ in 1..self.buckets.len() {
             b = self.next(b);
             let bucket = &self.buckets[b];
-            if let Some(t) = probe(&bucket.slots) {
+            if let Some(t) = Self::scan(&bucket.slots, tag, self.tag_one, check) {
                 return Some(t);
             }
             if bucket.overflow.load(Ordering::SeqCst) == 0 {
@@ -175,16 +177,74 @@ impl Index {
         None
     }
 
+    /// [`scan`](Self::scan) over half `h` (0 or 1) of `bucket`: slots `h * HALF ..`, by
+    /// arithmetic rather than a choice between two slices.
+    #[inline(always)]
+    fn scan_half<T>(
+        bucket: &Bucket,
+        h: usize,
+        tag: u32,
+        one: u32,
+        check: &mut impl FnMut(u32) -> Option<T>,
+    ) -> Option<T> {
+        for i in 0..HALF {
+            let x = bucket.slots[(h & 1) * HALF + i].load(Ordering::SeqCst) ^ tag;
+            if x < one
+                && let Some(t) = check(x)
+            {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Calls `check` on the slot number of each slot of `slots` whose tag is `tag`, until it
+    /// returns `Some`. `v ^ tag` is below `one` (the lowest tag bit) exactly when `v`'s tag
+    /// bits are `tag`, and it is then the slot number.
+    #[inline(always)]
+    fn scan<T, const N: usize>(
+        slots: &[AtomicU32; N],
+        tag: u32,
+        one: u32,
+        check: &mut impl FnMut(u32) -> Option<T>,
+    ) -> Option<T> {
+        for s in slots {
+            let x = s.load(Ordering::SeqCst) ^ tag;
+            if x < one
+                && let Some(t) = check(x)
+            {
+                return Some(t);
+            }
+        }
+        None
+    }
+
     /// Loads the home bucket's overflow word (to bring its cache line in early).
     #[inline]
     pub(crate) fn touch(&self, hash: u64) -> u32 {
-        self.buckets[self.home(hash)].overflow.load(Ordering::Relaxed)
+        self.touch_bucket(self.home(hash))
+    }
+
+    /// Loads bucket `b`'s overflow word (0 past the end).
+    #[inline]
+    pub(crate) fn touch_bucket(&self, b: usize) -> u32 {
+        self.buckets
+            .get(b)
+            .map_or(0, |x| x.overflow.load(Ordering::Relaxed))
     }
 
     /// The home bucket's address (for a prefetch).
     #[inline]
     pub(crate) fn home_addr(&self, hash: u64) -> *const u8 {
-        (&self.buckets[self.home(hash)] as *const Bucket).cast()
+        self.bucket_addr(self.home(hash))
+    }
+
+    /// Bucket `b`'s address (for a prefetch; null past the end, which a prefetch ignores).
+    #[inline]
+    pub(crate) fn bucket_addr(&self, b: usize) -> *const u8 {
+        self.buckets
+            .get(b)
+            .map_or(std::ptr::null(), |x| (x as *const Bucket).cast())
     }
 
     /// Loads the overflow word of the bucket after the home bucket.
@@ -205,21 +265,50 @@ impl Index {
         let tag = self.tag(hash);
         let bucket = &self.buckets[self.home(hash)];
         let p = Self::half(hash);
+        let one = self.tag_one;
         let mut found = u32::MAX;
         let mut matches = 0u32;
         let mut scan = |slots: &[AtomicU32]| {
             for s in slots {
-                let v = s.load(Ordering::SeqCst);
-                let hit = v & !self.idx_mask == tag;
-                found = if hit { v & self.idx_mask } else { found };
+                // Below `tag_one` exactly on a tag match, and then the slot number.
+                let x = s.load(Ordering::SeqCst) ^ tag;
+                let hit = x < one;
+                found = if hit { x } else { found };
                 matches += hit as u32;
             }
         };
         scan(Self::half_slots(bucket, p));
-        if (bucket.spill.load(Ordering::SeqCst) >> SPILL_SHIFT[p]) & 0xffff != 0 {
+        if (bucket.spill.load(Ordering::SeqCst) >> spill_shift(p)) & 0xffff != 0 {
             scan(Self::half_slots(bucket, 1 - p));
         }
         (found, matches > 1 || bucket.overflow.load(Ordering::SeqCst) != 0)
+    }
+
+    /// [`home_candidate`](Self::home_candidate) without the "probe further" answer, for a
+    /// lookup that verifies the candidate and probes the whole sequence when it does not
+    /// match: a slot number in home bucket `home` (from [`home`](Self::home)) whose tag
+    /// matches, `u32::MAX` if none. Branch-free over the slots, as `home_candidate`.
+    #[inline]
+    pub(crate) fn home_hint(&self, hash: u64, home: usize) -> u32 {
+        let tag = self.tag(hash);
+        let Some(bucket) = self.buckets.get(home) else {
+            return u32::MAX;
+        };
+        let p = Self::half(hash);
+        let one = self.tag_one;
+        let mut found = u32::MAX;
+        // Half `h` starts at slot `h * HALF` (h is one bit: the indexes stay in bounds).
+        let mut scan = |h: usize| {
+            for i in 0..HALF {
+                let x = bucket.slots[h * HALF + i].load(Ordering::SeqCst) ^ tag;
+                found = if x < one { x } else { found };
+            }
+        };
+        scan(p);
+        if (bucket.spill.load(Ordering::SeqCst) >> spill_shift(p)) & 0xffff != 0 {
+            scan(1 - p);
+        }
+        found
     }
 
     /// Stores `v` in an empty slot of `slots`; true if it did.
@@ -259,16 +348,33 @@ impl Index {
 
     /// Adds `idx` under `hash`. Returns false only if every slot is taken (the table sizes
     /// the index so that this cannot happen while the capacity bound holds).
+    #[inline]
     pub(crate) fn insert(&self, hash: u64, idx: u32) -> bool {
         debug_assert_eq!(idx & !self.idx_mask, 0);
         let v = self.tag(hash) | idx;
         let home = self.home(hash);
         let p = Self::half(hash);
-        let bucket = &self.buckets[home];
-        if Self::put(Self::half_slots(bucket, p), v) {
-            return true;
+        // The usual case inline: an empty slot in the preferred half.
+        if let Some(bucket) = self.buckets.get(home) {
+            for i in 0..HALF {
+                let s = &bucket.slots[(p & 1) * HALF + i];
+                if s.load(Ordering::Relaxed) == 0
+                    && s.compare_exchange(0, v, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    return true;
+                }
+            }
         }
-        let spill = 1 << SPILL_SHIFT[p];
+        self.insert_spilled(home, p, v)
+    }
+
+    /// [`insert`](Self::insert) when the preferred half of home bucket `home` is full:
+    /// the other half, else the next buckets.
+    #[inline(never)]
+    fn insert_spilled(&self, home: usize, p: usize, v: u32) -> bool {
+        let bucket = &self.buckets[home];
+        let spill = 1 << spill_shift(p);
         bucket.spill.fetch_add(spill, Ordering::SeqCst);
         if Self::put(Self::half_slots(bucket, 1 - p), v) {
             return true;
@@ -304,7 +410,7 @@ impl Index {
             return true;
         }
         if Self::take(Self::half_slots(bucket, 1 - p), v) {
-            bucket.spill.fetch_sub(1 << SPILL_SHIFT[p], Ordering::SeqCst);
+            bucket.spill.fetch_sub(1 << spill_shift(p), Ordering::SeqCst);
             return true;
         }
         let mut b = home;
@@ -382,6 +488,30 @@ mod tests {
         assert!(ix.remove(h(9), 99));
         assert_eq!(ix.home_candidate(h(9)), (u32::MAX, false));
         assert_eq!(ix.spill_total(), 0);
+    }
+
+    #[test]
+    fn home_hint_names_the_matching_slot_in_either_half() {
+        let ix = Index::for_keys(64, 8);
+        let h = |t: u64| (5u64 << 32) | (t << 9);
+        let home = ix.home(h(1));
+        assert_eq!(ix.home_hint(h(1), home), u32::MAX);
+        assert!(ix.insert(h(1), 10));
+        assert_eq!(ix.home_hint(h(1), home), 10);
+        assert_eq!(ix.home_hint(h(2), home), u32::MAX);
+        // A key of the other half (odd hash) with the same tag bits is not a match.
+        assert_eq!(ix.home_hint(h(1) | 1, home), u32::MAX);
+        // Fill the preferred half: the next key spills into the other half and the hint
+        // still finds it there.
+        for t in 3..9 {
+            assert!(ix.insert(h(t), 20 + t as u32));
+        }
+        assert!(ix.insert(h(9), 99));
+        assert_eq!(ix.spill_total(), 1);
+        assert_eq!(ix.home_hint(h(9), home), 99);
+        assert_eq!(ix.home_hint(h(4), home), 24);
+        assert!(ix.remove(h(9), 99));
+        assert_eq!(ix.home_hint(h(9), home), u32::MAX);
     }
 
     #[test]

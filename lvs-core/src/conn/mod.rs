@@ -61,20 +61,31 @@
 //!   branches: criterion `conntable/lookup_hit/1M` 40–48 → 28–36 ns, `lookup_miss/1M`
 //!   31–36 → 20–23 ns (A/B, alternated, loaded machine).
 //! * **Bursts.** [`ConnTable::prefetch_in_hinted`] / [`ConnTable::prefetch_out_hinted`] hash
-//!   a burst's keys, bring in their home buckets and candidate entries, and hand
-//!   back a [`LookupHint`] per key (hash + candidate slot); the lookup of that key
+//!   a burst's keys, bring in their home buckets, pick each key's candidate entry and
+//!   bring in its line as soon as the bucket names it, and hand back a [`LookupHint`] per
+//!   key (hash, home bucket, candidate slot); the lookup of that key
 //!   ([`ConnTable::lookup_in_hinted`], [`ConnTable::lookup_out_hinted`]) verifies the
 //!   candidate under the seqlock and probes the index with the kept hash only if it does
 //!   not match, so an entry inserted or removed between prefetch and lookup is seen as
-//!   by a plain lookup. Each key is hashed once and its bucket scanned once per burst.
-//! * **Per packet.** [`ConnTable::on_packet`] is inline: one load of the control word, the
-//!   TCP transition, and one deadline store when the state stays; a state change within
+//!   by a plain lookup. Each key is hashed once and its bucket scanned once per burst; the
+//!   scan matches a tag with one xor and one compare per slot (`slot ^ tag` is below the
+//!   lowest tag bit exactly on a match, and is then the slot number), without branches.
+//! * **Per packet.** [`ConnTable::on_packet`] is inline: one load of the control word, one
+//!   mask test for the common segment (an ACK without SYN/FIN/RST on an ESTABLISHED TCP
+//!   connection) and one deadline store; other packets take the TCP transition, and one
+//!   deadline store when the state stays; a state change within
 //!   the same class (e.g. NONE → SYN_RECV) adds one CAS; a change of class (into or out of
 //!   ESTABLISHED, destination counters to move), a lost race and an earlier deadline go out
-//!   of line. Pipeline figures under callgrind (`benches/examples/pipeline_callgrind.rs`,
-//!   100k connections, instructions per packet, before → after this): NAT established
-//!   1095 → 893, FULLNAT 1151 → 950, DR 1032 → 832, TUN 1280 → 1084, NAT reply 1244 → 972,
-//!   new connection 2591 → 2490.
+//!   of line. The handle ([`ConnRef`]) of an IPv4 connection copies the entry's two address
+//!   words as they are. Pipeline figures under callgrind (`benches/examples/pipeline_callgrind.rs`,
+//!   1M connections, instructions per packet, before → after the fourth round on the
+//!   table): NAT established 829 → 765, FULLNAT 877 → 805, DR 772 → 714, TUN 865 → 812,
+//!   NAT reply 877 → 813, new connection 2422 → 2175 (of which [`ConnTable::insert`] ~700 →
+//!   ~480, its destination's own bookkeeping in `DestState::bind` aside).
+//! * **Insert.** A connection with IPv4 ends is written in 32-bit words straight to its
+//!   one line (both hashes from the same words, the control word's kind bits from one
+//!   table by method and protocol); claiming a slot, the index slots and the duplicate
+//!   check are inline, their rare cases (full table, spilled half, a duplicate) out of line.
 //! * **Destination reference** (`dests.rs`). An entry keeps only its destination's id (27
 //!   bits of a connection's control word, a template's `aux` word). The table's registry
 //!   maps ids to `Arc<DestState>` with a count of the entries referencing each; reads are

@@ -57,10 +57,26 @@ impl ConnState {
     /// The state with discriminant `v` (values out of range map to `Close`).
     #[inline]
     pub fn from_u8(v: u8) -> ConnState {
-        ConnState::ALL
-            .get(v as usize)
-            .copied()
-            .unwrap_or(ConnState::Close)
+        if v < 16 {
+            ConnState::from_nibble(v)
+        } else {
+            ConnState::Close
+        }
+    }
+
+    /// The state with discriminant `v & 15` (12 to 15 map to `Close`): one table load.
+    #[inline]
+    pub(crate) fn from_nibble(v: u8) -> ConnState {
+        const BY_NIBBLE: [ConnState; 16] = {
+            let mut t = [ConnState::Close; 16];
+            let mut i = 0;
+            while i < STATES {
+                t[i] = ConnState::ALL[i];
+                i += 1;
+            }
+            t
+        };
+        BY_NIBBLE[(v & 15) as usize]
     }
 
     /// The name ipvsadm prints in the `state` column.

@@ -40,7 +40,7 @@ const KEY_MASK: u64 = TEMPLATE | AF6 | PROTO_MASK;
 
 #[inline]
 fn state_of(ctl: u64) -> ConnState {
-    ConnState::from_u8(((ctl & STATE_MASK) >> STATE_SHIFT) as u8)
+    ConnState::from_nibble(((ctl & STATE_MASK) >> STATE_SHIFT) as u8)
 }
 #[inline]
 fn with_state(ctl: u64, s: ConnState) -> u64 {
@@ -56,7 +56,7 @@ fn method_of(ctl: u64) -> ForwardMethod {
     }
 }
 #[inline]
-fn method_bits(m: ForwardMethod) -> u64 {
+const fn method_bits(m: ForwardMethod) -> u64 {
     let v = match m {
         ForwardMethod::Masq => 0,
         ForwardMethod::DirectRoute => 1,
@@ -66,7 +66,7 @@ fn method_bits(m: ForwardMethod) -> u64 {
     v << METHOD_SHIFT
 }
 #[inline]
-fn proto_bits(p: Option<Protocol>) -> u64 {
+const fn proto_bits(p: Option<Protocol>) -> u64 {
     let v = match p {
         None => 0,
         Some(Protocol::Tcp) => 1,
@@ -143,6 +143,9 @@ const K: [u64; 6] = [
     0x4528_21e6_38d0_1377,
     0xbe54_66cf_34e9_0c6c,
 ];
+
+/// What the seed of the server-side index is xor-ed with.
+const OUT_SEED: u64 = 0x5bd1_e995_c3a5_c85c;
 
 /// Hash of an IPv6 key: two addresses (four words) and one word of ports and kind bits.
 #[inline]
@@ -279,16 +282,30 @@ pub struct ConnRef {
     gen_: u32,
     ctl: u64,
     ports: u64,
-    caddr: [u64; 2],
-    vaddr: [u64; 2],
-    daddr: [u64; 2],
-    laddr: [u64; 2],
+    /// The addresses. IPv4: `[client | virtual << 32, destination | local << 32, 0, …]`
+    /// (the local address 0 unless FULLNAT), as the entry keeps them, so that a lookup
+    /// copies two words; IPv6: client, virtual, destination and local address, two words
+    /// each (as [`key_addr`] gives them).
+    w: [u64; 8],
 }
 
 impl ConnRef {
     #[inline]
     fn six(&self) -> bool {
         self.ctl & AF6 != 0
+    }
+    /// Address `i` (0 client, 1 virtual, 2 destination, 3 local) as [`key_addr`] words.
+    #[inline]
+    fn words(&self, i: usize) -> [u64; 2] {
+        if self.six() {
+            [self.w[2 * i], self.w[2 * i + 1]]
+        } else {
+            [0, (self.w[i / 2] >> (32 * (i % 2))) & 0xffff_ffff]
+        }
+    }
+    #[inline]
+    fn addr(&self, i: usize) -> IpAddr {
+        words_addr(self.words(i), self.six())
     }
     /// Transport protocol.
     pub fn proto(&self) -> Protocol {
@@ -304,15 +321,15 @@ impl ConnRef {
     }
     /// Client address and port.
     pub fn client(&self) -> SocketAddr {
-        SocketAddr::new(words_addr(self.caddr, self.six()), self.ports as u16)
+        SocketAddr::new(self.addr(0), self.ports as u16)
     }
     /// Virtual address and port.
     pub fn virt(&self) -> SocketAddr {
-        SocketAddr::new(words_addr(self.vaddr, self.six()), (self.ports >> 16) as u16)
+        SocketAddr::new(self.addr(1), (self.ports >> 16) as u16)
     }
     /// Real server address and port.
     pub fn dest_addr(&self) -> SocketAddr {
-        SocketAddr::new(words_addr(self.daddr, self.six()), (self.ports >> 32) as u16)
+        SocketAddr::new(self.addr(2), (self.ports >> 32) as u16)
     }
     /// Id of the destination the connection is bound to ([`DestState::id`], modulo 2^27).
     pub fn dest_id(&self) -> u32 {
@@ -321,7 +338,7 @@ impl ConnRef {
     /// FULLNAT local address and port (`None` for other methods).
     pub fn local(&self) -> Option<SocketAddr> {
         (self.method() == ForwardMethod::FullNat)
-            .then(|| SocketAddr::new(words_addr(self.laddr, self.six()), (self.ports >> 48) as u16))
+            .then(|| SocketAddr::new(self.addr(3), (self.ports >> 48) as u16))
     }
 }
 
@@ -487,13 +504,14 @@ const SEG: usize = 1 << SEG_BITS;
 pub const PREFETCH_BURST: usize = 32;
 
 /// What a hinted prefetch ([`ConnTable::prefetch_in_hinted`],
-/// [`ConnTable::prefetch_out_hinted`]) learnt about one key: its hash and the entry its
-/// home bucket points at, for the lookup of that same key that follows.
+/// [`ConnTable::prefetch_out_hinted`]) learnt about one key: its hash, its home bucket and
+/// the entry that bucket points at, for the lookup of that same key that follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LookupHint {
     hash: u64,
     cand: u32,
-    known: bool,
+    /// The home bucket; `u32::MAX` for no hint.
+    home: u32,
 }
 
 impl LookupHint {
@@ -501,16 +519,13 @@ impl LookupHint {
     pub const NONE: LookupHint = LookupHint {
         hash: 0,
         cand: u32::MAX,
-        known: false,
+        home: u32::MAX,
     };
 
+    /// True if the hint was filled by a prefetch.
     #[inline]
-    fn new(hash: u64) -> LookupHint {
-        LookupHint {
-            hash,
-            cand: u32::MAX,
-            known: true,
-        }
+    fn known(&self) -> bool {
+        self.home != u32::MAX
     }
 }
 
@@ -625,6 +640,47 @@ impl Links for ConnTable {
         &self.slot(i).wlinks
     }
 }
+
+/// A new connection's first state: NONE (TCP), UDP (UDP) or ESTABLISHED (SCTP, minimal).
+const fn first_state(p: Protocol) -> ConnState {
+    match p {
+        Protocol::Tcp => ConnState::None,
+        Protocol::Udp => ConnState::Udp,
+        Protocol::Sctp => ConnState::Established,
+    }
+}
+
+/// The control word bits of a new connection (state, method, protocol, NOOUTPUT for DR
+/// and TUN, HAS_OUT for NAT and FULLNAT) and its first state, by method and protocol (as
+/// `as usize` numbers them): one load instead of a few matches per insert.
+const NEW_KIND: [[(u64, ConnState); 3]; 4] = {
+    let methods = [
+        ForwardMethod::Masq,
+        ForwardMethod::DirectRoute,
+        ForwardMethod::Tunnel,
+        ForwardMethod::FullNat,
+    ];
+    let protos = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+    let mut t = [[(0, ConnState::None); 3]; 4];
+    let mut i = 0;
+    while i < methods.len() {
+        let m = methods[i];
+        let has_out = matches!(m, ForwardMethod::Masq | ForwardMethod::FullNat);
+        let mut j = 0;
+        while j < protos.len() {
+            let p = protos[j];
+            let state = first_state(p);
+            let bits = ((state as u64) << STATE_SHIFT)
+                | method_bits(m)
+                | proto_bits(Some(p))
+                | if has_out { HAS_OUT } else { NOOUTPUT };
+            t[m as usize][p as usize] = (bits, state);
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
 
 /// Entries sampled when looking for a SYN_RECV entry to reclaim on a full table.
 const RECLAIM_SAMPLE: u32 = 32;
@@ -815,7 +871,7 @@ impl ConnTable {
     #[inline]
     fn hash_out_words(&self, kind: u64, d: [u64; 2], a: [u64; 2], dport: u16, port: u16) -> u64 {
         hash_words(
-            self.seed ^ 0x5bd1_e995_c3a5_c85c,
+            self.seed ^ OUT_SEED,
             kind & AF6 != 0,
             d,
             a,
@@ -897,19 +953,31 @@ impl ConnTable {
 
     #[inline]
     fn conn_ref(idx: u32, g1: u64, ports: u64, a: &Addrs) -> ConnRef {
+        let l = if g1 & TEMPLATE == 0 && method_of(g1) == ForwardMethod::FullNat {
+            a.l
+        } else {
+            [0; 2]
+        };
+        let w = if g1 & AF6 != 0 {
+            [a.c[0], a.c[1], a.v[0], a.v[1], a.d[0], a.d[1], l[0], l[1]]
+        } else {
+            [
+                a.c[1] & 0xffff_ffff | a.v[1] << 32,
+                a.d[1] & 0xffff_ffff | l[1] << 32,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ]
+        };
         ConnRef {
             idx,
             gen_: gen_of(g1),
             ctl: g1,
             ports,
-            caddr: a.c,
-            vaddr: a.v,
-            daddr: a.d,
-            laddr: if g1 & TEMPLATE == 0 && method_of(g1) == ForwardMethod::FullNat {
-                a.l
-            } else {
-                [0; 2]
-            },
+            w,
         }
     }
 
@@ -938,7 +1006,9 @@ impl ConnTable {
     /// word, loaded (acquire) first.
     #[inline]
     fn read_in4(&self, idx: u32, e: &Entry, g1: u64, want: u64, cv: u64, pw: u64) -> Option<ConnRef> {
-        if !is_live(g1) || g1 & KEY_MASK != want {
+        // Live (the generation's low bit clear) and of the key's kind, in one test.
+        debug_assert_eq!(want & !KEY_MASK, 0);
+        if g1 & (GEN_ONE | KEY_MASK) != want {
             return None;
         }
         let ecv = e.cv.load(Ordering::Relaxed);
@@ -961,14 +1031,10 @@ impl ConnTable {
             gen_: gen_of(g1),
             ctl: g1,
             ports,
-            caddr: [0, cv & 0xffff_ffff],
-            vaddr: [0, cv >> 32],
-            daddr: [0, dl & 0xffff_ffff],
-            laddr: if g1 & TEMPLATE == 0 && method_of(g1) == ForwardMethod::FullNat {
-                [0, dl >> 32]
-            } else {
-                [0; 2]
-            },
+            // A connection's high half of `dl` is its FULLNAT local address, 0 for the other
+            // methods. (A template keeps its timeout there; a template's handle never leaves
+            // the table, only its destination does, see `TemplateRef`.)
+            w: [cv, dl, 0, 0, 0, 0, 0, 0],
         }
     }
 
@@ -1020,7 +1086,7 @@ impl ConnTable {
                 let want = proto_bits(Some(k.proto)) | AF6;
                 self.hash_in_words(want, key_addr(k.caddr, true), key_addr(k.vaddr, true), pw)
             };
-            *h = LookupHint::new(hash);
+            h.hash = hash;
         }
         self.prefetch_stages(&self.in_ix, &mut hints[..m]);
     }
@@ -1039,35 +1105,52 @@ impl ConnTable {
         for (h, k) in hints[..m].iter_mut().zip(&keys[..m]) {
             let six = k.daddr.is_ipv6();
             let want = proto_bits(Some(k.proto)) | if six { AF6 } else { 0 };
-            *h = LookupHint::new(self.hash_out_words(
+            h.hash = self.hash_out_words(
                 want,
                 key_addr(k.daddr, six),
                 key_addr(k.addr, six),
                 k.dport,
                 k.port,
-            ));
+            );
         }
         self.prefetch_stages(&self.out_ix, &mut hints[..m]);
     }
 
-    /// The stages of a prefetch over hints holding their keys' hashes: home buckets, then
-    /// a candidate of each (kept in the hint), then the candidates' lines.
+    /// The stages of a prefetch over hints holding their keys' hashes: home buckets (kept
+    /// in the hints), then a candidate of each (kept too), then the candidates' lines.
     #[inline]
     fn prefetch_stages(&self, ix: &Index, hints: &mut [LookupHint]) {
         let pf = self.prefetcher();
         let mut sink = 0u64;
         match pf {
-            Some(f) => hints.iter().for_each(|h| fetch(f, ix.home_addr(h.hash))),
-            None => hints.iter().for_each(|h| sink ^= ix.touch(h.hash) as u64),
+            Some(f) => hints.iter_mut().for_each(|h| {
+                let b = ix.home(h.hash);
+                h.home = b as u32;
+                fetch(f, ix.bucket_addr(b));
+            }),
+            None => hints.iter_mut().for_each(|h| {
+                let b = ix.home(h.hash);
+                h.home = b as u32;
+                sink ^= ix.touch_bucket(b) as u64;
+            }),
         }
-        for h in hints.iter_mut() {
-            h.cand = ix.home_candidate(h.hash).0;
-        }
-        for h in hints.iter() {
-            if let Some(e) = self.try_slot(h.cand) {
-                match pf {
-                    Some(f) => fetch(f, line_addr(e)),
-                    None => sink ^= e.ctl.load(Ordering::Relaxed) ^ e.deadline.load(Ordering::Relaxed),
+        match pf {
+            // Each candidate's line is asked for as soon as its bucket names it.
+            Some(f) => hints.iter_mut().for_each(|h| {
+                h.cand = ix.home_hint(h.hash, h.home as usize);
+                if let Some(e) = self.try_slot(h.cand) {
+                    fetch(f, line_addr(e));
+                }
+            }),
+            // Loads would wait for their lines: after every bucket is scanned.
+            None => {
+                for h in hints.iter_mut() {
+                    h.cand = ix.home_hint(h.hash, h.home as usize);
+                }
+                for h in hints.iter() {
+                    if let Some(e) = self.try_slot(h.cand) {
+                        sink ^= e.ctl.load(Ordering::Relaxed) ^ e.deadline.load(Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -1082,7 +1165,7 @@ impl ConnTable {
     /// does a plain `lookup_in`.
     #[inline]
     pub fn lookup_in_hinted(&self, k: &ConnKeyIn, hint: &LookupHint) -> Option<ConnRef> {
-        if !hint.known {
+        if !hint.known() {
             return self.lookup_in(k);
         }
         let pw = k.cport as u64 | (k.vport as u64) << 16;
@@ -1287,7 +1370,7 @@ impl ConnTable {
     /// [`lookup_in_hinted`](Self::lookup_in_hinted) is to `lookup_in`.
     #[inline]
     pub fn lookup_out_hinted(&self, k: &ConnKeyOut, hint: &LookupHint) -> Option<ConnRef> {
-        if !hint.known {
+        if !hint.known() {
             return self.lookup_out(k);
         }
         let six = k.daddr.is_ipv6();
@@ -1445,7 +1528,23 @@ impl ConnTable {
     }
 
     /// Takes a free slot of the family for writing; undoes the reservation on failure.
+    #[inline]
     fn alloc(&self, six: bool) -> Result<u32, TableFull> {
+        // The usual case inline: room in the table and an IPv4 slot on the free list.
+        if !six {
+            if self.live.fetch_add(1, Ordering::AcqRel) < self.capacity as u64
+                && let Some(i) = self.free4.pop(|i| &self.narrow[i as usize].gc_next)
+            {
+                return Ok(i);
+            }
+            self.live.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.alloc_slow(six)
+    }
+
+    /// [`alloc`](Self::alloc) for an IPv6 slot, a full table or an empty free list.
+    #[inline(never)]
+    fn alloc_slow(&self, six: bool) -> Result<u32, TableFull> {
         self.reserve()?;
         let mut slot = self.pop_free(six);
         if slot.is_none() {
@@ -1585,6 +1684,176 @@ impl ConnTable {
     /// entry survives and it is the one returned to both. Refused with [`TableFull`] (and
     /// counted) when the table is full and no SYN_RECV entry could be reclaimed.
     pub fn insert(&self, nc: NewConn<'_>, now: Time) -> Result<ConnRef, TableFull> {
+        // IPv4 ends (the usual case) in 32-bit words, straight to the one line of the entry.
+        if let (IpAddr::V4(c), IpAddr::V4(v), IpAddr::V4(d)) = (nc.key.caddr, nc.key.vaddr, nc.dest_addr.ip())
+        {
+            let local = if nc.method != ForwardMethod::FullNat {
+                Some((0, 0))
+            } else {
+                match nc.local {
+                    Some(SocketAddr::V4(sa)) => Some((u32::from(*sa.ip()), sa.port())),
+                    Some(SocketAddr::V6(_)) => None,
+                    None => Some((0, 0)),
+                }
+            };
+            if let Some((l, lport)) = local {
+                let cv = u32::from(c) as u64 | (u32::from(v) as u64) << 32;
+                let dl = u32::from(d) as u64 | (l as u64) << 32;
+                return self.insert4(&nc, cv, dl, lport, now);
+            }
+        }
+        self.insert_any(nc, now)
+    }
+
+    /// Fields of a new connection's control word (below the generation) and its timeout
+    /// state.
+    #[inline]
+    fn new_fields(nc: &NewConn<'_>, six: bool) -> (u64, ConnState) {
+        let (kind, state) = NEW_KIND[nc.method as usize][nc.key.proto as usize];
+        // A connection's low bits (a template's count of connections) carry the
+        // destination's id: the packet path finds its counters through it.
+        let fields = kind | if six { AF6 } else { 0 } | (nc.dest.id() as u64 & NCTL_MASK);
+        (fields, state)
+    }
+
+    /// [`insert`](Self::insert) of a connection with IPv4 ends: `cv` = client | virtual
+    /// address << 32, `dl` = destination | FULLNAT local address << 32 (0 if none).
+    #[inline]
+    fn insert4(
+        &self,
+        nc: &NewConn<'_>,
+        cv: u64,
+        dl: u64,
+        lport: u16,
+        now: Time,
+    ) -> Result<ConnRef, TableFull> {
+        let (fields, state) = Self::new_fields(nc, false);
+        let ports = nc.key.cport as u64
+            | (nc.key.vport as u64) << 16
+            | (nc.dest_addr.port() as u64) << 32
+            | (lport as u64) << 48;
+        let want = fields & KEY_MASK;
+        let pw = ports & 0xffff_ffff;
+        let hin = hash4(self.seed, cv, pw | want);
+        let has_out = fields & HAS_OUT != 0;
+        // The server side's key: the reply goes to the FULLNAT local address, else to the
+        // client (as `entry_hash_out`).
+        let (ra, rp) = if nc.method == ForwardMethod::FullNat {
+            (dl >> 32, lport)
+        } else {
+            (cv & 0xffff_ffff, nc.key.cport)
+        };
+        let hout = hash4(
+            self.seed ^ OUT_SEED,
+            (dl & 0xffff_ffff) | ra << 32,
+            (ports >> 32 & 0xffff) | (rp as u64) << 16 | (fields & (AF6 | PROTO_MASK)),
+        );
+        #[cfg(debug_assertions)]
+        {
+            let a = Addrs {
+                c: [0, cv & 0xffff_ffff],
+                v: [0, cv >> 32],
+                d: [0, dl & 0xffff_ffff],
+                l: [0, dl >> 32],
+            };
+            debug_assert_eq!(hin, self.hash_in_words(fields, a.c, a.v, ports));
+            debug_assert!(!has_out || hout == self.entry_hash_out(fields, &a, ports));
+        }
+        let deadline = now.as_millis() + self.timeouts.millis(state);
+        loop {
+            let idx = self.alloc(false)?;
+            let e = &self.narrow[idx as usize];
+            let old = begin_write(&e.ctl);
+            e.cv.store(cv, Ordering::Relaxed);
+            e.dl.store(dl, Ordering::Relaxed);
+            e.ports.store(ports, Ordering::Relaxed);
+            e.deadline.store(deadline, Ordering::Relaxed);
+            let aux = nc.template.map_or(0, |t| self.acquire_template(&t, now));
+            e.aux.store(aux, Ordering::Relaxed);
+            e.link.store(L_PENDING, Ordering::Relaxed);
+            if self.dests.acquire(nc.dest).is_err() {
+                if aux != 0 {
+                    self.release_template(aux, Some(now));
+                }
+                self.unalloc(idx);
+                return Err(TableFull);
+            }
+            let ctl = next_live(old, fields);
+            nc.dest.bind(class_of(ctl));
+            // Publish: the generation becomes even (live).
+            publish(&e.ctl, ctl);
+            let gen_ = gen_of(ctl);
+            let ok_in = self.in_ix.insert(hin, idx);
+            let ok_out = !has_out || self.out_ix.insert(hout, idx);
+            self.pending.push(idx, &e.gc_next);
+            if !(ok_in && ok_out) {
+                return Err(self.insert_failed(idx, gen_, now));
+            }
+            self.stats.inserted.fetch_add(1, Ordering::Relaxed);
+            // Duplicate race: the lowest slot number wins; whoever sees a pair kills the other one.
+            let dup = self.in_ix.find(hin, |j| {
+                if j == idx {
+                    return None;
+                }
+                let o = self.narrow.get(j as usize)?;
+                self.read_in4(j, o, read_begin(&o.ctl), want, cv, pw)
+            });
+            if dup.is_none() && gen_of(e.ctl.load(Ordering::Acquire)) == gen_ {
+                return Ok(Self::conn_ref4(idx, ctl, cv, dl, ports));
+            }
+            if let Some(r) = self.settle_duplicate(idx, gen_, dup, now) {
+                return Ok(r);
+            }
+            match self.read_in4(idx, e, read_begin(&e.ctl), want, cv, pw) {
+                Some(r) => return Ok(r),
+                // Killed by a concurrent duplicate resolution: return the survivor.
+                None => {
+                    if let Some(r) = self.lookup_in(&nc.key) {
+                        return Ok(r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// After an index refused a just published entry (cannot happen while the capacity
+    /// bound holds): the entry is killed again, the insert refused.
+    #[cold]
+    fn insert_failed(&self, idx: u32, gen_: u32, now: Time) -> TableFull {
+        if self.kill(idx, gen_, Some(now)) {
+            self.handoff(idx);
+        }
+        self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
+        TableFull
+    }
+
+    /// The duplicate race of an insert that published slot `idx` (generation `gen_`) and
+    /// found `dup` (or nothing, if it was killed since): the higher slot is killed.
+    /// `Some(survivor)` if it is the other entry; `None` to read back its own.
+    #[inline(never)]
+    fn settle_duplicate(&self, idx: u32, gen_: u32, dup: Option<ConnRef>, now: Time) -> Option<ConnRef> {
+        match dup {
+            None => None,
+            Some(other) if other.idx > idx => {
+                if self.kill(other.idx, other.gen_, Some(now)) {
+                    self.handoff(other.idx);
+                    self.stats.removed.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+            Some(other) => {
+                if self.kill(idx, gen_, Some(now)) {
+                    self.handoff(idx);
+                    self.stats.removed.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(other)
+            }
+        }
+    }
+
+    /// [`insert`](Self::insert) for IPv6 ends (or mixed families).
+    #[inline(never)]
+    fn insert_any(&self, nc: NewConn<'_>, now: Time) -> Result<ConnRef, TableFull> {
         let six = nc.key.caddr.is_ipv6();
         let (l, lport) = match (nc.method, nc.local) {
             (ForwardMethod::FullNat, Some(sa)) => (key_addr(sa.ip(), six), sa.port()),
@@ -1596,26 +1865,12 @@ impl ConnTable {
             d: key_addr(nc.dest_addr.ip(), six),
             l,
         };
-        let state = match nc.key.proto {
-            Protocol::Tcp => ConnState::None,
-            Protocol::Udp => ConnState::Udp,
-            Protocol::Sctp => ConnState::Established,
-        };
+        let (fields, state) = Self::new_fields(&nc, six);
         let ports = nc.key.cport as u64
             | (nc.key.vport as u64) << 16
             | (nc.dest_addr.port() as u64) << 32
             | (lport as u64) << 48;
-        let has_out = matches!(nc.method, ForwardMethod::Masq | ForwardMethod::FullNat);
-        let nooutput = matches!(nc.method, ForwardMethod::DirectRoute | ForwardMethod::Tunnel);
-        let fields = ((state as u64) << STATE_SHIFT)
-            | method_bits(nc.method)
-            | if six { AF6 } else { 0 }
-            | proto_bits(Some(nc.key.proto))
-            | if nooutput { NOOUTPUT } else { 0 }
-            | if has_out { HAS_OUT } else { 0 }
-            // A connection's low bits (a template's count of connections) carry the
-            // destination's id: the packet path finds its counters through it.
-            | (nc.dest.id() as u64 & NCTL_MASK);
+        let has_out = fields & HAS_OUT != 0;
         let want = fields & KEY_MASK;
         let pw = ports & 0xffff_ffff;
         let hin = self.hash_in_words(fields, a.c, a.v, ports);
@@ -1647,12 +1902,7 @@ impl ConnTable {
             let ok_out = hout.is_none_or(|h| self.out_ix.insert(h, idx));
             self.pending.push(idx, &e.gc_next);
             if !(ok_in && ok_out) {
-                // Cannot happen while the capacity bound holds; fail safe.
-                if self.kill(idx, gen_, Some(now)) {
-                    self.handoff(idx);
-                }
-                self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
-                return Err(TableFull);
+                return Err(self.insert_failed(idx, gen_, now));
             }
             self.stats.inserted.fetch_add(1, Ordering::Relaxed);
             // Duplicate race: the lowest slot number wins; whoever sees a pair kills the other one.
@@ -1663,39 +1913,12 @@ impl ConnTable {
                     None
                 }
             });
-            match dup {
-                None => {
-                    let mine = ConnRef {
-                        idx,
-                        gen_,
-                        ctl,
-                        ports,
-                        caddr: a.c,
-                        vaddr: a.v,
-                        daddr: a.d,
-                        laddr: if nc.method == ForwardMethod::FullNat {
-                            a.l
-                        } else {
-                            [0; 2]
-                        },
-                    };
-                    // Still ours unless a concurrent duplicate resolution killed it.
-                    if gen_of(e.ctl.load(Ordering::Acquire)) == gen_ {
-                        return Ok(mine);
-                    }
-                }
-                Some(other) if other.idx > idx && self.kill(other.idx, other.gen_, Some(now)) => {
-                    self.handoff(other.idx);
-                    self.stats.removed.fetch_add(1, Ordering::Relaxed);
-                }
-                Some(other) if other.idx > idx => {}
-                Some(other) => {
-                    if self.kill(idx, gen_, Some(now)) {
-                        self.handoff(idx);
-                        self.stats.removed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return Ok(other);
-                }
+            if dup.is_none() && gen_of(e.ctl.load(Ordering::Acquire)) == gen_ {
+                // Still ours: no concurrent duplicate resolution killed it.
+                return Ok(Self::conn_ref(idx, ctl, ports, &a));
+            }
+            if let Some(r) = self.settle_duplicate(idx, gen_, dup, now) {
+                return Ok(r);
             }
             match self.read_in(idx, want, a.c, a.v, pw) {
                 Some(r) => return Ok(r),
@@ -1725,6 +1948,20 @@ impl ConnTable {
         let cur = e.ctl.load(Ordering::Acquire);
         if gen_of(cur) != c.gen_ {
             return None;
+        }
+        // The common segment first: TCP in ESTABLISHED and an ACK without SYN/FIN/RST keeps
+        // ESTABLISHED in all three tables (and leaves NOOUTPUT as it is): one mask test,
+        // then the deadline.
+        const TCP_EST: u64 = (1 << PROTO_SHIFT) | (ConnState::Established as u64) << STATE_SHIFT;
+        const FLAGS: u8 = TcpFlags::ACK.0 | TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::RST.0;
+        if cur & (PROTO_MASK | STATE_MASK) == TCP_EST
+            && flags.0 & FLAGS == TcpFlags::ACK.0
+            && (dir == Direction::Input || cur & NOOUTPUT == 0)
+        {
+            debug_assert_eq!(proto_of(cur), Some(Protocol::Tcp));
+            let ms = self.timeouts.millis(ConnState::Established);
+            self.set_deadline(c.idx, e, now.as_millis() + ms);
+            return Some(ConnState::Established);
         }
         let st = state_of(cur);
         let (ns, next_ctl) = if cur & PROTO_MASK != proto_bits(Some(Protocol::Tcp)) {
@@ -1883,7 +2120,7 @@ impl ConnTable {
                 idx: r.idx,
                 gen_: r.gen_,
                 six,
-                daddr: r.daddr,
+                daddr: r.words(2),
                 dport: (r.ports >> 32) as u16,
             })
         })
@@ -1963,7 +2200,7 @@ impl ConnTable {
                     idx: o.idx,
                     gen_: o.gen_,
                     six,
-                    daddr: o.daddr,
+                    daddr: o.words(2),
                     dport: (o.ports >> 32) as u16,
                 })
             }
