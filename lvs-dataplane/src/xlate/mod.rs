@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::verdict::DropReason;
 use crate::wire::{checksum, ip_proto, ipv4, ipv6, tcp, udp};
 use lvs_core::Protocol;
-use lvs_core::conn::{ConnKeyIn, ConnKeyOut};
+use lvs_core::conn::{ConnKeyIn, ConnKeyIn4, ConnKeyOut, ConnKeyOut4};
 
 pub mod icmp;
 pub mod lip;
@@ -224,6 +224,30 @@ impl Fast4 {
             cport: self.sport,
             vaddr: IpAddr::V4(Ipv4Addr::from(self.dst)),
             vport: self.dport,
+        }
+    }
+
+    /// [`key_in`](Self::key_in) in the IPv4 form the table's IPv4 calls take.
+    #[inline(always)]
+    pub fn key_in4(&self) -> ConnKeyIn4 {
+        ConnKeyIn4 {
+            proto: self.protocol(),
+            caddr: self.src,
+            cport: self.sport,
+            vaddr: self.dst,
+            vport: self.dport,
+        }
+    }
+
+    /// [`key_out`](Self::key_out) in the IPv4 form the table's IPv4 calls take.
+    #[inline(always)]
+    pub fn key_out4(&self) -> ConnKeyOut4 {
+        ConnKeyOut4 {
+            proto: self.protocol(),
+            daddr: self.src,
+            dport: self.sport,
+            addr: self.dst,
+            port: self.dport,
         }
     }
 
