@@ -183,27 +183,38 @@ impl ConnTable {
     /// [`lookup_in_hinted`](Self::lookup_in_hinted) of an IPv4 key (`hint` from
     /// [`prefetch_in4`](Self::prefetch_in4) for the same key, or [`LookupHint::NONE`]):
     /// the same connection, as a [`Conn4`].
+    ///
+    /// The hinted entry is read inline; when it is not the key's, the index probe (out of
+    /// line) names the slot that matched and that slot is read again by the same inline
+    /// code (again probed if it changed in between), so the handle comes out of one place
+    /// and stays in registers.
     #[inline(always)]
     pub fn lookup_in4(&self, k: &ConnKeyIn4, hint: &LookupHint) -> Option<Conn4> {
         let (want, cv, pw) = k.words();
-        if !hint.known() {
-            return self.probe_in4_by(hash4(self.seed, cv, pw | want), want, cv, pw);
+        let hash = if hint.known() {
+            debug_assert_eq!(hint.hash, hash4(self.seed, cv, pw | want), "hint of another key");
+            hint.hash
+        } else {
+            hash4(self.seed, cv, pw | want)
+        };
+        let mut idx = hint.cand;
+        loop {
+            if let Some(e) = self.narrow.get(idx as usize)
+                && let Some(c) = Self::read4_in(idx, e, want, cv, pw)
+            {
+                return Some(c);
+            }
+            idx = self.probe_in4_slot(hash, want, cv, pw)?;
         }
-        debug_assert_eq!(hint.hash, hash4(self.seed, cv, pw | want), "hint of another key");
-        if let Some(e) = self.narrow.get(hint.cand as usize)
-            && let Some(c) = Self::read4_in(hint.cand, e, want, cv, pw)
-        {
-            return Some(c);
-        }
-        self.probe_in4_by(hint.hash, want, cv, pw)
     }
 
-    /// The index probe of [`lookup_in4`](Self::lookup_in4), out of line.
+    /// The index probe of [`lookup_in4`](Self::lookup_in4), out of line: the slot of the
+    /// key's live entry.
     #[inline(never)]
-    fn probe_in4_by(&self, hash: u64, want: u64, cv: u64, pw: u64) -> Option<Conn4> {
+    fn probe_in4_slot(&self, hash: u64, want: u64, cv: u64, pw: u64) -> Option<u32> {
         self.in_ix.find(hash, |idx| {
             let e = self.narrow.get(idx as usize)?;
-            Self::read4_in(idx, e, want, cv, pw)
+            Self::read4_in(idx, e, want, cv, pw).map(|_| idx)
         })
     }
 
@@ -235,22 +246,29 @@ impl ConnTable {
 
     /// [`lookup_out_hinted`](Self::lookup_out_hinted) of an IPv4 key (`hint` from
     /// [`prefetch_out4`](Self::prefetch_out4) for the same key, or [`LookupHint::NONE`]).
+    /// Built as [`lookup_in4`](Self::lookup_in4).
     #[inline(always)]
     pub fn lookup_out4(&self, k: &ConnKeyOut4, hint: &LookupHint) -> Option<Conn4> {
-        if !hint.known() {
-            return self.probe_out4_by(k.hash(self.seed), k);
+        let hash = if hint.known() {
+            debug_assert_eq!(hint.hash, k.hash(self.seed), "hint of another key");
+            hint.hash
+        } else {
+            k.hash(self.seed)
+        };
+        let mut idx = hint.cand;
+        loop {
+            if let Some(c) = self.read4_out(idx, k) {
+                return Some(c);
+            }
+            idx = self.probe_out4_slot(hash, k)?;
         }
-        debug_assert_eq!(hint.hash, k.hash(self.seed), "hint of another key");
-        if let Some(c) = self.read4_out(hint.cand, k) {
-            return Some(c);
-        }
-        self.probe_out4_by(hint.hash, k)
     }
 
-    /// The index probe of [`lookup_out4`](Self::lookup_out4), out of line.
+    /// The index probe of [`lookup_out4`](Self::lookup_out4), out of line: the slot of the
+    /// key's live entry.
     #[inline(never)]
-    fn probe_out4_by(&self, hash: u64, k: &ConnKeyOut4) -> Option<Conn4> {
-        self.out_ix.find(hash, |idx| self.read4_out(idx, k))
+    fn probe_out4_slot(&self, hash: u64, k: &ConnKeyOut4) -> Option<u32> {
+        self.out_ix.find(hash, |idx| self.read4_out(idx, k).map(|_| idx))
     }
 
     /// The seqlock read of IPv4 slot `idx` against a server-side key (as `read_out4`).
@@ -308,13 +326,22 @@ impl ConnTable {
             self.set_deadline(c.idx, e, now.as_millis() + ms);
             return Some(ConnState::Established);
         }
-        self.on_packet4_other(c, dir, flags, now)
+        self.on_packet4_other(c.idx, c.ctl, dir, flags, now)
     }
 
-    /// The rest of [`on_packet4`](Self::on_packet4): [`on_packet`](Self::on_packet).
+    /// The rest of [`on_packet4`](Self::on_packet4) for the connection in slot `idx` whose
+    /// control word was `ctl` at lookup: [`on_packet`](Self::on_packet), which reads only
+    /// the slot and the generation of its handle (so the addresses are not passed).
     #[inline(never)]
-    fn on_packet4_other(&self, c: Conn4, dir: Direction, flags: TcpFlags, now: Time) -> Option<ConnState> {
-        self.on_packet(&c.conn_ref(), dir, flags, now)
+    fn on_packet4_other(
+        &self,
+        idx: u32,
+        ctl: u64,
+        dir: Direction,
+        flags: TcpFlags,
+        now: Time,
+    ) -> Option<ConnState> {
+        self.on_packet(&ConnTable::conn_ref4(idx, ctl, 0, 0, 0), dir, flags, now)
     }
 }
 
