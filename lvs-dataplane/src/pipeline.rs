@@ -45,8 +45,8 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, Cache};
 use lvs_core::conn::{
-    Conn4, ConnKeyIn, ConnKeyIn4, ConnKeyOut, ConnKeyOut4, ConnRef, ConnState, ConnTable, Direction,
-    LookupHint, NewConn, PREFETCH_BURST, TcpFlags, TemplateKey,
+    Conn4, ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, LookupHint, NewConn,
+    PREFETCH_BURST, TcpFlags, TemplateKey,
 };
 use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable, VirtualService};
 use lvs_core::stats::StatsWriter;
@@ -533,12 +533,12 @@ enum Stage {
     /// Parsed by the general parser (its headers in the scratch's `infos` at the same
     /// position); to a VIP or not when that is known (TCP/UDP/SCTP with its ports).
     Slow(Option<bool>),
-    /// Parsed by the fixed-offset parser, to a VIP: its key and hint at this position of
-    /// `kin4`/`hin`; [`Worker::established4`] may take it.
-    FastVip(Fast4, u8),
-    /// Parsed by the fixed-offset parser, not to a VIP: its key and hint at this position
-    /// of `kout4`/`hout`; [`Worker::reply4`] may take it.
-    FastNotVip(Fast4, u8),
+    /// Parsed by the fixed-offset parser, to a VIP: its headers and hint at this position
+    /// of `fin`/`hin`; [`Worker::established4`] may take it.
+    FastVip(u8),
+    /// Parsed by the fixed-offset parser, not to a VIP: its headers and hint at this
+    /// position of `fout`/`hout`; [`Worker::reply4`] may take it.
+    FastNotVip(u8),
 }
 
 const NO_KEY_IN: ConnKeyIn = ConnKeyIn {
@@ -549,20 +549,17 @@ const NO_KEY_IN: ConnKeyIn = ConnKeyIn {
     vport: 0,
 };
 
-const NO_KEY_IN4: ConnKeyIn4 = ConnKeyIn4 {
-    proto: Protocol::Tcp,
-    caddr: 0,
-    cport: 0,
-    vaddr: 0,
-    vport: 0,
-};
-
-const NO_KEY_OUT4: ConnKeyOut4 = ConnKeyOut4 {
-    proto: Protocol::Tcp,
-    daddr: 0,
+/// Filler of the scratch's fixed-offset header slots (each burst writes a slot before
+/// reading it).
+const NO_FAST4: Fast4 = Fast4 {
+    src: 0,
+    dst: 0,
+    sport: 0,
     dport: 0,
-    addr: 0,
-    port: 0,
+    total: 0,
+    proto: 0,
+    tcp_flags: 0,
+    ttl: 0,
 };
 
 const NO_KEY_OUT: ConnKeyOut = ConnKeyOut {
@@ -601,10 +598,10 @@ struct Scratch {
     kin: [ConnKeyIn; PREFETCH_BURST],
     /// Reply-side keys of its other TCP/UDP/SCTP frames, in frame order.
     kout: [ConnKeyOut; PREFETCH_BURST],
-    /// The keys of the fixed-offset parser's frames (IPv4), to a VIP and not, in frame
-    /// order; their prefetch hints.
-    kin4: [ConnKeyIn4; PREFETCH_BURST],
-    kout4: [ConnKeyOut4; PREFETCH_BURST],
+    /// Headers of the fixed-offset parser's frames (IPv4), to a VIP and not, in frame
+    /// order (their keys are prefetched from here); their prefetch hints.
+    fin: [Fast4; PREFETCH_BURST],
+    fout: [Fast4; PREFETCH_BURST],
     hin: [LookupHint; PREFETCH_BURST],
     hout: [LookupHint; PREFETCH_BURST],
 }
@@ -616,8 +613,8 @@ impl Scratch {
             infos: [NO_INFO; PREFETCH_BURST],
             kin: [NO_KEY_IN; PREFETCH_BURST],
             kout: [NO_KEY_OUT; PREFETCH_BURST],
-            kin4: [NO_KEY_IN4; PREFETCH_BURST],
-            kout4: [NO_KEY_OUT4; PREFETCH_BURST],
+            fin: [NO_FAST4; PREFETCH_BURST],
+            fout: [NO_FAST4; PREFETCH_BURST],
             hin: [LookupHint::NONE; PREFETCH_BURST],
             hout: [LookupHint::NONE; PREFETCH_BURST],
         })
@@ -743,10 +740,10 @@ impl Worker {
             // The prefetch of the fast paths' keys hands back each key's hash and candidate
             // entry, which their lookups start from instead of hashing and probing again.
             if nin4 != 0 {
-                conns.prefetch_in4(&s.kin4[..nin4], &mut s.hin);
+                conns.prefetch_in4_of(&s.fin[..nin4], Fast4::key_in4, &mut s.hin);
             }
             if nout4 != 0 {
-                conns.prefetch_out4(&s.kout4[..nout4], &mut s.hout);
+                conns.prefetch_out4_of(&s.fout[..nout4], Fast4::key_out4, &mut s.hout);
             }
             if nin != 0 {
                 conns.prefetch_in(&s.kin[..nin]);
@@ -771,10 +768,11 @@ impl Worker {
                 }
                 let out = match st {
                     // The fast paths read the parsed headers where the first pass left them.
-                    &Stage::FastVip(ref h, a) => {
+                    &Stage::FastVip(a) => {
                         let a = a as usize % PREFETCH_BURST;
+                        let h = &s.fin[a];
                         let mut looked = None;
-                        match self.established4(fb, h, &s.kin4[a], &s.hin[a], &mut looked, ingress, now) {
+                        match self.established4(fb, h, &s.hin[a], &mut looked, ingress, now) {
                             Some(v) => {
                                 fwd_in += matches!(v, Verdict::Forward { .. }) as u64;
                                 v
@@ -782,9 +780,10 @@ impl Worker {
                             None => self.ip_looked(fb, &mut h.info(), looked, ingress, now),
                         }
                     }
-                    &Stage::FastNotVip(ref h, a) => {
+                    &Stage::FastNotVip(a) => {
                         let a = a as usize % PREFETCH_BURST;
-                        match self.reply4(fb, h, &s.kout4[a], &s.hout[a], now) {
+                        let h = &s.fout[a];
+                        match self.reply4(fb, h, &s.hout[a], now) {
                             Some(v) => {
                                 fwd_out += matches!(v, Verdict::Forward { .. }) as u64;
                                 v
@@ -819,8 +818,9 @@ impl Worker {
     /// The first pass over a burst chunk (at most [`PREFETCH_BURST`] frames): parses each
     /// frame (the common case in a few fixed-offset loads, else the general parser) into
     /// `s.stage` (and `s.infos`), and puts the connection keys of TCP/UDP/SCTP frames to a
-    /// VIP in `s.kin` (`s.kin4` for the fixed-offset parser's), the others' in `s.kout`
-    /// (`s.kout4`). Returns how many of each: `[kin, kout, kin4, kout4]`.
+    /// VIP in `s.kin`, the others' in `s.kout` (the fixed-offset parser's frames: their
+    /// headers in `s.fin` and `s.fout`). Returns how many of each: `[kin, kout, fin,
+    /// fout]`.
     #[inline(always)]
     fn stage_burst(&self, chunk: &[FrameBuf<'_>], s: &mut Scratch) -> [usize; 4] {
         let (mut nin, mut nout) = (0usize, 0usize);
@@ -828,15 +828,15 @@ impl Worker {
         for ((st, info), fb) in s.stage.iter_mut().zip(&mut s.infos).zip(chunk) {
             if let Some(h) = xlate::parse_fast4(fb.frame()) {
                 if self.is_vip4(h.dst) {
-                    *st = Stage::FastVip(h, nin4 as u8);
-                    if let Some(k) = s.kin4.get_mut(nin4) {
-                        *k = h.key_in4();
+                    *st = Stage::FastVip(nin4 as u8);
+                    if let Some(k) = s.fin.get_mut(nin4) {
+                        *k = h;
                     }
                     nin4 += 1;
                 } else {
-                    *st = Stage::FastNotVip(h, nout4 as u8);
-                    if let Some(k) = s.kout4.get_mut(nout4) {
-                        *k = h.key_out4();
+                    *st = Stage::FastNotVip(nout4 as u8);
+                    if let Some(k) = s.fout.get_mut(nout4) {
+                        *k = h;
                     }
                     nout4 += 1;
                 }
@@ -1218,7 +1218,7 @@ impl Worker {
     /// rewrite in one pass ([`forward4`](Self::forward4)). What it does not cover (no
     /// connection yet, a SYN reopening a finished connection, `expire_nodest_conn`) is
     /// handed back (`None`) before any side effect, with what the lookup found in `looked`,
-    /// for the general path. `key` is its client-side key, `hint` what the burst's prefetch
+    /// for the general path. `hint` is what the burst's prefetch
     /// learnt about it. The fuzz tests check that a
     /// burst and single frames (the general path) agree.
     #[inline(always)]
@@ -1227,7 +1227,6 @@ impl Worker {
         &self,
         fb: &mut FrameBuf<'_>,
         h: &Fast4,
-        key: &ConnKeyIn4,
         hint: &LookupHint,
         looked: &mut Option<ConnRef>,
         ingress: u16,
@@ -1235,11 +1234,10 @@ impl Worker {
     ) -> Option<Verdict> {
         let tcp = h.proto == ip_proto::TCP;
         let is_syn = tcp && h.tcp_flags & (TcpFlags::SYN.0 | TcpFlags::ACK.0) == TcpFlags::SYN.0;
-        debug_assert_eq!(*key, h.key_in4());
         let conns = &self.p.tables.conns;
         // The IPv4 handle, by value (kept in registers, not copied out and read back).
         // No connection yet: handed back with nothing found.
-        let c = conns.lookup_in4(key, hint)?;
+        let c = conns.lookup_in4(&h.key_in4(), hint)?;
         let before = c.state();
         if (is_syn && matches!(before, ConnState::TimeWait | ConnState::Close))
             || self.p.expire_nodest_conn.load(Ordering::Relaxed)
@@ -1370,14 +1368,7 @@ impl Worker {
     /// `expire_nodest_conn`, an expiring TTL, DR/TUN entries, IPv6 ends. The fuzz
     /// tests check that a burst and single frames agree.
     #[inline(always)]
-    fn reply4(
-        &self,
-        fb: &mut FrameBuf<'_>,
-        h: &Fast4,
-        key: &ConnKeyOut4,
-        hint: &LookupHint,
-        now: Time,
-    ) -> Option<Verdict> {
+    fn reply4(&self, fb: &mut FrameBuf<'_>, h: &Fast4, hint: &LookupHint, now: Time) -> Option<Verdict> {
         let marks = &self.snap.fwmarks;
         let dst = IpAddr::V4(Ipv4Addr::from(h.dst));
         if !marks.is_empty()
@@ -1385,9 +1376,8 @@ impl Worker {
         {
             return None;
         }
-        debug_assert_eq!(*key, h.key_out4());
         let conns = &self.p.tables.conns;
-        let Some(c) = conns.lookup_out4(key, hint) else {
+        let Some(c) = conns.lookup_out4(&h.key_out4(), hint) else {
             // Not a reply of ours: to a LIP it is dropped, anything else is the kernel's.
             return Some(if lip::contains(&self.snap.lips, dst) {
                 Verdict::Drop(DropReason::NoConnection)

@@ -162,9 +162,16 @@ impl ConnTable {
     /// [`lookup_in4`](Self::lookup_in4). At most `min(keys.len(), hints.len(),
     /// PREFETCH_BURST)` keys are used.
     pub fn prefetch_in4(&self, keys: &[ConnKeyIn4], hints: &mut [LookupHint]) {
-        let m = keys.len().min(hints.len()).min(PREFETCH_BURST);
-        for (h, k) in hints[..m].iter_mut().zip(&keys[..m]) {
-            let (want, cv, pw) = k.words();
+        self.prefetch_in4_of(keys, |k| *k, hints);
+    }
+
+    /// [`prefetch_in4`](Self::prefetch_in4) over the keys `key` makes of `items` (e.g. a
+    /// burst's parsed headers, without copying their keys out to an array first).
+    #[inline(always)]
+    pub fn prefetch_in4_of<T>(&self, items: &[T], key: impl Fn(&T) -> ConnKeyIn4, hints: &mut [LookupHint]) {
+        let m = items.len().min(hints.len()).min(PREFETCH_BURST);
+        for (h, t) in hints[..m].iter_mut().zip(&items[..m]) {
+            let (want, cv, pw) = key(t).words();
             h.hash = hash4(self.seed, cv, pw | want);
         }
         self.prefetch_stages(&self.in_ix, &mut hints[..m]);
@@ -173,9 +180,20 @@ impl ConnTable {
     /// [`prefetch_out_hinted`](Self::prefetch_out_hinted) for IPv4 keys, ahead of
     /// [`lookup_out4`](Self::lookup_out4).
     pub fn prefetch_out4(&self, keys: &[ConnKeyOut4], hints: &mut [LookupHint]) {
-        let m = keys.len().min(hints.len()).min(PREFETCH_BURST);
-        for (h, k) in hints[..m].iter_mut().zip(&keys[..m]) {
-            h.hash = k.hash(self.seed);
+        self.prefetch_out4_of(keys, |k| *k, hints);
+    }
+
+    /// [`prefetch_out4`](Self::prefetch_out4) over the keys `key` makes of `items`.
+    #[inline(always)]
+    pub fn prefetch_out4_of<T>(
+        &self,
+        items: &[T],
+        key: impl Fn(&T) -> ConnKeyOut4,
+        hints: &mut [LookupHint],
+    ) {
+        let m = items.len().min(hints.len()).min(PREFETCH_BURST);
+        for (h, t) in hints[..m].iter_mut().zip(&items[..m]) {
+            h.hash = key(t).hash(self.seed);
         }
         self.prefetch_stages(&self.out_ix, &mut hints[..m]);
     }
@@ -400,6 +418,11 @@ mod tests {
         let keys: Vec<ConnKeyIn4> = conns.iter().map(|c| c.1).collect();
         let mut hints = [LookupHint::NONE; PREFETCH_BURST];
         t.prefetch_in4(&keys, &mut hints);
+        // The same hints from items the keys are made of.
+        let mut of = [LookupHint::NONE; PREFETCH_BURST];
+        let items: Vec<(u8, ConnKeyIn4)> = keys.iter().map(|k| (7, *k)).collect();
+        t.prefetch_in4_of(&items, |i| i.1, &mut of);
+        assert_eq!(of, hints);
         for (i, (m, k, c)) in conns.iter().enumerate() {
             for hint in [&hints[i], &LookupHint::NONE] {
                 let found = t.lookup_in4(k, hint).expect("found");
@@ -428,6 +451,9 @@ mod tests {
             };
             let mut oh = [LookupHint::NONE; 1];
             t.prefetch_out4(&[out], &mut oh);
+            let mut of = [LookupHint::NONE; 1];
+            t.prefetch_out4_of(&[(out, 7u8)], |i| i.0, &mut of);
+            assert_eq!(of, oh);
             for hint in [&oh[0], &LookupHint::NONE] {
                 let general = t.lookup_out(&out.key());
                 assert_eq!(t.lookup_out4(&out, hint).map(|f| f.conn_ref()), general);
