@@ -591,10 +591,14 @@ fn rewrite_v4(
     true
 }
 
-/// One's-complement sum (RFC 1624 eqn. 3) of the change from `o` to `n` in a 32-bit field.
+/// One's-complement sum (RFC 1624 eqn. 3) of the change from `o` to `n` in a 32-bit field:
+/// `~o + n` summed as 32-bit words, folded once (below 2^18). Congruent modulo 0xffff to the
+/// sum of the four 16-bit halves, and 0 exactly when that sum is, so the checksum it leads
+/// to is the same.
 #[inline(always)]
 fn delta32(o: u32, n: u32) -> u64 {
-    (!(o >> 16) & 0xffff) as u64 + (!o & 0xffff) as u64 + (n >> 16) as u64 + (n & 0xffff) as u64
+    let x = (!o) as u64 + n as u64;
+    (x & 0xffff) + (x >> 16)
 }
 
 /// RFC 1624 eqn. 3: checksum `hc` after fields changed by the summed `delta` (a sum of at
