@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::Ordering;
 
 use super::{
-    ConnKeyIn, ConnKeyOut, ConnRef, ConnTable, Entry, GEN_ONE, HAS_OUT, KEY_MASK, LookupHint, NCTL_MASK,
+    AF6, ConnKeyIn, ConnKeyOut, ConnRef, ConnTable, Entry, GEN_ONE, HAS_OUT, KEY_MASK, LookupHint, NCTL_MASK,
     NOOUTPUT, OUT_SEED, PREFETCH_BURST, PROTO_MASK, STATE_MASK, STATE_SHIFT, hash4, method_of, proto_bits,
     state_of,
 };
@@ -154,6 +154,20 @@ impl Conn4 {
     #[inline]
     pub fn conn_ref(&self) -> ConnRef {
         ConnTable::conn_ref4(self.idx, self.ctl, self.cv, self.dl, self.ports)
+    }
+}
+
+impl ConnRef {
+    /// The IPv4 handle of this connection (`None` for an IPv6 one).
+    #[inline]
+    pub fn v4(&self) -> Option<Conn4> {
+        (self.ctl & AF6 == 0).then_some(Conn4 {
+            idx: self.idx,
+            ctl: self.ctl,
+            cv: self.w[0],
+            dl: self.w[1],
+            ports: self.ports,
+        })
     }
 }
 
@@ -404,6 +418,9 @@ mod tests {
                     nc.local = Some(v4(0xc0a8_6401, 5000 + j as u16));
                 }
                 let c = t.insert(nc, now).expect("room");
+                let c4 = c.v4().expect("an IPv4 connection");
+                assert_eq!(c4.conn_ref(), c);
+                assert_eq!(t.lookup_in4(&k4, &LookupHint::NONE), Some(c4));
                 out.push((m, k4, c));
             }
         }
@@ -488,6 +505,17 @@ mod tests {
             let (want, cv, pw) = k.words();
             hash4(self.seed, cv, pw | want)
         }
+    }
+
+    #[test]
+    fn an_ipv6_connection_has_no_ipv4_handle() {
+        let t = ConnTable::with_capacity(8);
+        let dest = Arc::new(DestState::new(0, 0));
+        let six = |a: u128, p: u16| SocketAddr::new(IpAddr::V6(a.into()), p);
+        let key = ConnKeyIn::new(Protocol::Tcp, six(1, 1000), six(2, 80));
+        let nc = NewConn::new(key, ForwardMethod::Masq, six(3, 8080), &dest);
+        let c = t.insert(nc, Time::from_millis(1)).expect("room");
+        assert_eq!(c.v4(), None);
     }
 
     #[test]
