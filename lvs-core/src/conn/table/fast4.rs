@@ -244,8 +244,10 @@ impl ConnTable {
     /// key's live entry.
     #[inline(never)]
     fn probe_in4_slot(&self, hash: u64, want: u64, cv: u64, pw: u64) -> Option<u32> {
-        self.in_ix.find(hash, |idx| {
-            let e = self.narrow.get(idx as usize)?;
+        // Captured by value: the closure's words are not reached through pointers.
+        let narrow = &self.narrow;
+        self.in_ix.find(hash, move |idx| {
+            let e = narrow.get(idx as usize)?;
             Self::read4_in(idx, e, want, cv, pw).map(|_| idx)
         })
     }
