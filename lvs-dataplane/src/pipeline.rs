@@ -1236,14 +1236,16 @@ impl Worker {
         ingress: u16,
         now: Time,
     ) -> Option<Verdict> {
-        let tcp = h.proto == ip_proto::TCP;
-        let is_syn = tcp && h.tcp_flags & (TcpFlags::SYN.0 | TcpFlags::ACK.0) == TcpFlags::SYN.0;
         let conns = &self.p.tables.conns;
         // The IPv4 handle, by value (kept in registers, not copied out and read back).
         // No connection yet: handed back with nothing found.
         let c = conns.lookup_in4(&h.key_in4(), hint)?;
         let before = c.state();
-        if (is_syn && matches!(before, ConnState::TimeWait | ConnState::Close))
+        // The packet's flags are looked at only for the rare states that need them.
+        let tcp = h.proto == ip_proto::TCP;
+        if (matches!(before, ConnState::TimeWait | ConnState::Close)
+            && tcp
+            && h.tcp_flags & (TcpFlags::SYN.0 | TcpFlags::ACK.0) == TcpFlags::SYN.0)
             || self.p.expire_nodest_conn.load(Ordering::Relaxed)
         {
             *looked = Some(c.conn_ref());
@@ -1255,8 +1257,8 @@ impl Worker {
             .on_packet4(c, Direction::Input, TcpFlags(h.tcp_flags), now)
             .unwrap_or(before);
         self.account(c.dest_id(), true, h.ip_len());
-        let toa = tcp
-            && method == ForwardMethod::FullNat
+        let toa = method == ForwardMethod::FullNat
+            && tcp
             && before != ConnState::Established
             && after == ConnState::Established
             && self.p.toa.load(Ordering::Relaxed);
