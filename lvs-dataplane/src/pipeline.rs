@@ -1375,17 +1375,18 @@ impl Worker {
     /// tests check that a burst and single frames agree.
     #[inline(always)]
     fn reply4(&self, fb: &mut FrameBuf<'_>, h: &Fast4, hint: &LookupHint, now: Time) -> Option<Verdict> {
+        // The destination as an address only where it is asked for (rare branches).
+        let dst = || IpAddr::V4(Ipv4Addr::from(h.dst));
         let marks = &self.snap.fwmarks;
-        let dst = IpAddr::V4(Ipv4Addr::from(h.dst));
         if !marks.is_empty()
-            && (self.fwmark_of(h.protocol(), dst, h.dport).is_some() || marks.iter().any(|r| r.addr == dst))
+            && (self.fwmark_of(h.protocol(), dst(), h.dport).is_some() || marks.iter().any(|r| r.addr == dst()))
         {
             return None;
         }
         let conns = &self.p.tables.conns;
         let Some(c) = conns.lookup_out4(&h.key_out4(), hint) else {
             // Not a reply of ours: to a LIP it is dropped, anything else is the kernel's.
-            return Some(if lip::contains(&self.snap.lips, dst) {
+            return Some(if lip::contains(&self.snap.lips, dst()) {
                 Verdict::Drop(DropReason::NoConnection)
             } else {
                 Verdict::Pass
