@@ -1379,7 +1379,8 @@ impl Worker {
         let dst = || IpAddr::V4(Ipv4Addr::from(h.dst));
         let marks = &self.snap.fwmarks;
         if !marks.is_empty()
-            && (self.fwmark_of(h.protocol(), dst(), h.dport).is_some() || marks.iter().any(|r| r.addr == dst()))
+            && (self.fwmark_of(h.protocol(), dst(), h.dport).is_some()
+                || marks.iter().any(|r| r.addr == dst()))
         {
             return None;
         }

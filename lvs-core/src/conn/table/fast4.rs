@@ -289,28 +289,37 @@ impl ConnTable {
         } else {
             k.hash(self.seed)
         };
+        // The key as words, passed by value (not stored for the probe's call).
+        let (want, da, pp) = (
+            proto_bits(Some(k.proto)),
+            k.daddr as u64 | (k.addr as u64) << 32,
+            k.dport as u32 | (k.port as u32) << 16,
+        );
         let mut idx = hint.cand;
         loop {
-            if let Some(c) = self.read4_out(idx, k) {
+            if let Some(c) = self.read4_out(idx, want, da, pp) {
                 return Some(c);
             }
-            idx = self.probe_out4_slot(hash, k)?;
+            idx = self.probe_out4_slot(hash, want, da, pp)?;
         }
     }
 
     /// The index probe of [`lookup_out4`](Self::lookup_out4), out of line: the slot of the
     /// key's live entry.
     #[inline(never)]
-    fn probe_out4_slot(&self, hash: u64, k: &ConnKeyOut4) -> Option<u32> {
-        self.out_ix.find(hash, |idx| self.read4_out(idx, k).map(|_| idx))
+    fn probe_out4_slot(&self, hash: u64, want: u64, da: u64, pp: u32) -> Option<u32> {
+        self.out_ix
+            .find(hash, move |idx| self.read4_out(idx, want, da, pp).map(|_| idx))
     }
 
-    /// The seqlock read of IPv4 slot `idx` against a server-side key (as `read_out4`).
+    /// The seqlock read of IPv4 slot `idx` against a server-side key (as `read_out4`): kind
+    /// bits `want`, `da` = server | reply destination address << 32, `pp` = server port |
+    /// reply destination port << 16.
     #[inline(always)]
-    fn read4_out(&self, idx: u32, k: &ConnKeyOut4) -> Option<Conn4> {
+    fn read4_out(&self, idx: u32, want: u64, da: u64, pp: u32) -> Option<Conn4> {
         let e = self.narrow.get(idx as usize)?;
         let g1 = read_begin(&e.ctl);
-        if !is_live(g1) || g1 & HAS_OUT == 0 || g1 & KEY_MASK != proto_bits(Some(k.proto)) {
+        if !is_live(g1) || g1 & HAS_OUT == 0 || g1 & KEY_MASK != want {
             return None;
         }
         let cv = e.cv.load(Ordering::Relaxed);
@@ -322,10 +331,10 @@ impl ConnTable {
         } else {
             (cv & 0xffff_ffff, ports as u16)
         };
-        if dl & 0xffff_ffff != k.daddr as u64
-            || (ports >> 32) as u16 != k.dport
-            || ra != k.addr as u64
-            || rp != k.port
+        if dl & 0xffff_ffff != da & 0xffff_ffff
+            || (ports >> 32) as u16 != pp as u16
+            || ra != da >> 32
+            || rp != (pp >> 16) as u16
         {
             return None;
         }
