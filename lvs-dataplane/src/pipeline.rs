@@ -715,8 +715,10 @@ impl Worker {
     /// return for `frames[i]` and each frame is rewritten the same way, in order. First the
     /// headers of up to 32 frames are parsed (the common case, IPv4 TCP/UDP without options,
     /// in a few fixed-offset loads) and the connection-table lines their lookups will read
-    /// are brought into cache together ([`ConnTable::prefetch_in`] and
-    /// [`ConnTable::prefetch_out`]), so the burst pays its cache and TLB misses in parallel
+    /// are brought into cache together ([`ConnTable::prefetch_in4_of`] and
+    /// [`ConnTable::prefetch_out4_of`] over the fixed-offset parser's headers,
+    /// [`ConnTable::prefetch_in`] and [`ConnTable::prefetch_out`] over the general parser's
+    /// keys), so the burst pays its cache and TLB misses in parallel
     /// rather than one packet after another; then each frame is processed from its parsed
     /// headers. No allocation. Only `min(frames.len(), verdicts.len())` frames are processed.
     ///
