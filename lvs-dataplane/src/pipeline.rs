@@ -45,8 +45,8 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, Cache};
 use lvs_core::conn::{
-    ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, LookupHint, NewConn, PREFETCH_BURST,
-    TcpFlags, TemplateKey,
+    Conn4, ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, LookupHint, NewConn,
+    PREFETCH_BURST, TcpFlags, TemplateKey,
 };
 use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable, VirtualService};
 use lvs_core::stats::StatsWriter;
@@ -533,12 +533,12 @@ enum Stage {
     /// Parsed by the general parser (its headers in the scratch's `infos` at the same
     /// position); to a VIP or not when that is known (TCP/UDP/SCTP with its ports).
     Slow(Option<bool>),
-    /// Parsed by the fixed-offset parser, to a VIP: its key and hint at this position of
-    /// `kin`/`hin`; [`Worker::established4`] may take it.
-    FastVip(Fast4, u8),
-    /// Parsed by the fixed-offset parser, not to a VIP: its key and hint at this position
-    /// of `kout`/`hout`; [`Worker::reply4`] may take it.
-    FastNotVip(Fast4, u8),
+    /// Parsed by the fixed-offset parser, to a VIP: its headers and hint at this position
+    /// of `fin`/`hin`; [`Worker::established4`] may take it.
+    FastVip(u8),
+    /// Parsed by the fixed-offset parser, not to a VIP: its headers and hint at this
+    /// position of `fout`/`hout`; [`Worker::reply4`] may take it.
+    FastNotVip(u8),
 }
 
 const NO_KEY_IN: ConnKeyIn = ConnKeyIn {
@@ -547,6 +547,19 @@ const NO_KEY_IN: ConnKeyIn = ConnKeyIn {
     cport: 0,
     vaddr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     vport: 0,
+};
+
+/// Filler of the scratch's fixed-offset header slots (each burst writes a slot before
+/// reading it).
+const NO_FAST4: Fast4 = Fast4 {
+    src: 0,
+    dst: 0,
+    sport: 0,
+    dport: 0,
+    total: 0,
+    proto: 0,
+    tcp_flags: 0,
+    ttl: 0,
 };
 
 const NO_KEY_OUT: ConnKeyOut = ConnKeyOut {
@@ -581,10 +594,14 @@ struct Scratch {
     stage: [Stage; PREFETCH_BURST],
     /// Headers of the frames the general parser read (`Stage::Slow`), by position.
     infos: [IpInfo; PREFETCH_BURST],
-    /// Client-side keys of the frames to a VIP, in frame order; their prefetch hints.
+    /// Client-side keys of the general parser's frames to a VIP, in frame order.
     kin: [ConnKeyIn; PREFETCH_BURST],
-    /// Reply-side keys of the other TCP/UDP/SCTP frames, in frame order.
+    /// Reply-side keys of its other TCP/UDP/SCTP frames, in frame order.
     kout: [ConnKeyOut; PREFETCH_BURST],
+    /// Headers of the fixed-offset parser's frames (IPv4), to a VIP and not, in frame
+    /// order (their keys are prefetched from here); their prefetch hints.
+    fin: [Fast4; PREFETCH_BURST],
+    fout: [Fast4; PREFETCH_BURST],
     hin: [LookupHint; PREFETCH_BURST],
     hout: [LookupHint; PREFETCH_BURST],
 }
@@ -596,6 +613,8 @@ impl Scratch {
             infos: [NO_INFO; PREFETCH_BURST],
             kin: [NO_KEY_IN; PREFETCH_BURST],
             kout: [NO_KEY_OUT; PREFETCH_BURST],
+            fin: [NO_FAST4; PREFETCH_BURST],
+            fout: [NO_FAST4; PREFETCH_BURST],
             hin: [LookupHint::NONE; PREFETCH_BURST],
             hout: [LookupHint::NONE; PREFETCH_BURST],
         })
@@ -696,10 +715,16 @@ impl Worker {
     /// return for `frames[i]` and each frame is rewritten the same way, in order. First the
     /// headers of up to 32 frames are parsed (the common case, IPv4 TCP/UDP without options,
     /// in a few fixed-offset loads) and the connection-table lines their lookups will read
-    /// are brought into cache together ([`ConnTable::prefetch_in`] and
-    /// [`ConnTable::prefetch_out`]), so the burst pays its cache and TLB misses in parallel
+    /// are brought into cache together ([`ConnTable::prefetch_in4_of`] and
+    /// [`ConnTable::prefetch_out4_of`] over the fixed-offset parser's headers,
+    /// [`ConnTable::prefetch_in`] and [`ConnTable::prefetch_out`] over the general parser's
+    /// keys), so the burst pays its cache and TLB misses in parallel
     /// rather than one packet after another; then each frame is processed from its parsed
     /// headers. No allocation. Only `min(frames.len(), verdicts.len())` frames are processed.
+    ///
+    /// Never inlined: once per burst, a call costs nothing, and the code of the burst loop
+    /// (and its instruction count under callgrind) does not change with its caller's.
+    #[inline(never)]
     pub fn process_burst(
         &mut self,
         frames: &mut [FrameBuf<'_>],
@@ -716,15 +741,21 @@ impl Worker {
             let m = (n - start).min(PREFETCH_BURST);
             self.refresh_snap();
             let chunk = &mut frames[start..start + m];
-            let (nin, nout) = self.stage_burst(chunk, s);
+            let [nin, nout, nin4, nout4] = self.stage_burst(chunk, s);
             let conns = &self.p.tables.conns;
-            // The prefetch hands back each key's hash and candidate entry, which the fast
-            // paths' lookups start from instead of hashing and probing again.
+            // The prefetch of the fast paths' keys hands back each key's hash and candidate
+            // entry, which their lookups start from instead of hashing and probing again.
+            if nin4 != 0 {
+                conns.prefetch_in4_of(&s.fin[..nin4], Fast4::key_in4, &mut s.hin);
+            }
+            if nout4 != 0 {
+                conns.prefetch_out4_of(&s.fout[..nout4], Fast4::key_out4, &mut s.hout);
+            }
             if nin != 0 {
-                conns.prefetch_in_hinted(&s.kin[..nin], &mut s.hin);
+                conns.prefetch_in(&s.kin[..nin]);
             }
             if nout != 0 {
-                conns.prefetch_out_hinted(&s.kout[..nout], &mut s.hout);
+                conns.prefetch_out(&s.kout[..nout]);
             }
             let f = &self.stats.frames;
             f.store(f.load(Ordering::Relaxed) + m as u64, Ordering::Relaxed);
@@ -743,10 +774,11 @@ impl Worker {
                 }
                 let out = match st {
                     // The fast paths read the parsed headers where the first pass left them.
-                    &Stage::FastVip(ref h, a) => {
+                    &Stage::FastVip(a) => {
                         let a = a as usize % PREFETCH_BURST;
+                        let h = &s.fin[a];
                         let mut looked = None;
-                        match self.established4(fb, h, &s.kin[a], &s.hin[a], &mut looked, ingress, now) {
+                        match self.established4(fb, h, &s.hin[a], &mut looked, ingress, now) {
                             Some(v) => {
                                 fwd_in += matches!(v, Verdict::Forward { .. }) as u64;
                                 v
@@ -754,9 +786,10 @@ impl Worker {
                             None => self.ip_looked(fb, &mut h.info(), looked, ingress, now),
                         }
                     }
-                    &Stage::FastNotVip(ref h, a) => {
+                    &Stage::FastNotVip(a) => {
                         let a = a as usize % PREFETCH_BURST;
-                        match self.reply4(fb, h, &s.kout[a], &s.hout[a], now) {
+                        let h = &s.fout[a];
+                        match self.reply4(fb, h, &s.hout[a], now) {
                             Some(v) => {
                                 fwd_out += matches!(v, Verdict::Forward { .. }) as u64;
                                 v
@@ -791,24 +824,27 @@ impl Worker {
     /// The first pass over a burst chunk (at most [`PREFETCH_BURST`] frames): parses each
     /// frame (the common case in a few fixed-offset loads, else the general parser) into
     /// `s.stage` (and `s.infos`), and puts the connection keys of TCP/UDP/SCTP frames to a
-    /// VIP in `s.kin`, the others' in `s.kout`. Returns how many of each.
+    /// VIP in `s.kin`, the others' in `s.kout` (the fixed-offset parser's frames: their
+    /// headers in `s.fin` and `s.fout`). Returns how many of each: `[kin, kout, fin,
+    /// fout]`.
     #[inline(always)]
-    fn stage_burst(&self, chunk: &[FrameBuf<'_>], s: &mut Scratch) -> (usize, usize) {
+    fn stage_burst(&self, chunk: &[FrameBuf<'_>], s: &mut Scratch) -> [usize; 4] {
         let (mut nin, mut nout) = (0usize, 0usize);
+        let (mut nin4, mut nout4) = (0usize, 0usize);
         for ((st, info), fb) in s.stage.iter_mut().zip(&mut s.infos).zip(chunk) {
             if let Some(h) = xlate::parse_fast4(fb.frame()) {
                 if self.is_vip4(h.dst) {
-                    *st = Stage::FastVip(h, nin as u8);
-                    if let Some(k) = s.kin.get_mut(nin) {
-                        *k = h.key_in();
+                    *st = Stage::FastVip(nin4 as u8);
+                    if let Some(k) = s.fin.get_mut(nin4) {
+                        *k = h;
                     }
-                    nin += 1;
+                    nin4 += 1;
                 } else {
-                    *st = Stage::FastNotVip(h, nout as u8);
-                    if let Some(k) = s.kout.get_mut(nout) {
-                        *k = h.key_out();
+                    *st = Stage::FastNotVip(nout4 as u8);
+                    if let Some(k) = s.fout.get_mut(nout4) {
+                        *k = h;
                     }
-                    nout += 1;
+                    nout4 += 1;
                 }
                 continue;
             }
@@ -844,7 +880,7 @@ impl Worker {
             *info = ip;
             *st = Stage::Slow(vip);
         }
-        (nin.min(PREFETCH_BURST), nout.min(PREFETCH_BURST))
+        [nin, nout, nin4, nout4].map(|n| n.min(PREFETCH_BURST))
     }
 
     #[inline]
@@ -1188,7 +1224,7 @@ impl Worker {
     /// rewrite in one pass ([`forward4`](Self::forward4)). What it does not cover (no
     /// connection yet, a SYN reopening a finished connection, `expire_nodest_conn`) is
     /// handed back (`None`) before any side effect, with what the lookup found in `looked`,
-    /// for the general path. `key` is its client-side key, `hint` what the burst's prefetch
+    /// for the general path. `hint` is what the burst's prefetch
     /// learnt about it. The fuzz tests check that a
     /// burst and single frames (the general path) agree.
     #[inline(always)]
@@ -1197,35 +1233,34 @@ impl Worker {
         &self,
         fb: &mut FrameBuf<'_>,
         h: &Fast4,
-        key: &ConnKeyIn,
         hint: &LookupHint,
         looked: &mut Option<ConnRef>,
         ingress: u16,
         now: Time,
     ) -> Option<Verdict> {
-        let tcp = h.proto == ip_proto::TCP;
-        let is_syn = tcp && h.tcp_flags & (TcpFlags::SYN.0 | TcpFlags::ACK.0) == TcpFlags::SYN.0;
-        debug_assert_eq!(*key, h.key_in());
         let conns = &self.p.tables.conns;
-        // Matched by reference: the entry's copy is not moved again.
-        let found = conns.lookup_in_hinted(key, hint);
+        // The IPv4 handle, by value (kept in registers, not copied out and read back).
         // No connection yet: handed back with nothing found.
-        let c = found.as_ref()?;
+        let c = conns.lookup_in4(&h.key_in4(), hint)?;
         let before = c.state();
-        if (is_syn && matches!(before, ConnState::TimeWait | ConnState::Close))
+        // The packet's flags are looked at only for the rare states that need them.
+        let tcp = h.proto == ip_proto::TCP;
+        if (matches!(before, ConnState::TimeWait | ConnState::Close)
+            && tcp
+            && h.tcp_flags & (TcpFlags::SYN.0 | TcpFlags::ACK.0) == TcpFlags::SYN.0)
             || self.p.expire_nodest_conn.load(Ordering::Relaxed)
         {
-            *looked = found;
+            *looked = Some(c.conn_ref());
             return None;
         }
         // From here on as `inbound`: state, counters, then the forwarding method.
         let method = c.method();
         let after = conns
-            .on_packet(c, Direction::Input, TcpFlags(h.tcp_flags), now)
+            .on_packet4(c, Direction::Input, TcpFlags(h.tcp_flags), now)
             .unwrap_or(before);
         self.account(c.dest_id(), true, h.ip_len());
-        let toa = tcp
-            && method == ForwardMethod::FullNat
+        let toa = method == ForwardMethod::FullNat
+            && tcp
             && before != ConnState::Established
             && after == ConnState::Established
             && self.p.toa.load(Ordering::Relaxed);
@@ -1242,26 +1277,21 @@ impl Worker {
         &self,
         fb: &mut FrameBuf<'_>,
         h: &Fast4,
-        c: &ConnRef,
+        c: Conn4,
         method: ForwardMethod,
         toa: bool,
         ingress: u16,
     ) -> Verdict {
-        if !toa
-            && h.ttl > 1
-            && let SocketAddr::V4(d) = c.dest_addr()
-        {
-            let dest = (u32::from(*d.ip()), d.port());
+        if !toa && h.ttl > 1 {
+            let dest = c.dest();
             let local = match method {
                 ForwardMethod::Masq | ForwardMethod::DirectRoute => None,
-                ForwardMethod::FullNat => match c.local() {
-                    Some(SocketAddr::V4(l)) => Some((u32::from(*l.ip()), l.port())),
-                    _ => return self.forward_conn(fb, &mut h.info(), c, toa, ingress),
-                },
+                // Always there for FULLNAT.
+                ForwardMethod::FullNat => c.local(),
                 ForwardMethod::Tunnel => {
-                    return match self.tunnel_fast4(fb, h, *d.ip()) {
+                    return match self.tunnel_fast4(fb, h, Ipv4Addr::from(dest.0)) {
                         Some(v) => v,
-                        None => self.forward_conn(fb, &mut h.info(), c, toa, ingress),
+                        None => self.forward_conn(fb, &mut h.info(), &c.conn_ref(), toa, ingress),
                     };
                 }
             };
@@ -1272,10 +1302,10 @@ impl Worker {
                 Some(dest)
             };
             if xlate::forward_fast4(fb.frame_mut(), h, local, to) {
-                return self.l2_out_v4(fb, *d.ip());
+                return self.l2_out_v4(fb, Ipv4Addr::from(dest.0));
             }
         }
-        self.forward_conn(fb, &mut h.info(), c, toa, ingress)
+        self.forward_conn(fb, &mut h.info(), &c.conn_ref(), toa, ingress)
     }
 
     /// [`forward_in`](Self::forward_in) for connection `c`, with NAT, FULLNAT and DR between
@@ -1346,27 +1376,20 @@ impl Worker {
     /// `expire_nodest_conn`, an expiring TTL, DR/TUN entries, IPv6 ends. The fuzz
     /// tests check that a burst and single frames agree.
     #[inline(always)]
-    fn reply4(
-        &self,
-        fb: &mut FrameBuf<'_>,
-        h: &Fast4,
-        key: &ConnKeyOut,
-        hint: &LookupHint,
-        now: Time,
-    ) -> Option<Verdict> {
+    fn reply4(&self, fb: &mut FrameBuf<'_>, h: &Fast4, hint: &LookupHint, now: Time) -> Option<Verdict> {
+        // The destination as an address only where it is asked for (rare branches).
+        let dst = || IpAddr::V4(Ipv4Addr::from(h.dst));
         let marks = &self.snap.fwmarks;
-        let dst = IpAddr::V4(Ipv4Addr::from(h.dst));
         if !marks.is_empty()
-            && (self.fwmark_of(h.protocol(), dst, h.dport).is_some() || marks.iter().any(|r| r.addr == dst))
+            && (self.fwmark_of(h.protocol(), dst(), h.dport).is_some()
+                || marks.iter().any(|r| r.addr == dst()))
         {
             return None;
         }
-        debug_assert_eq!(*key, h.key_out());
         let conns = &self.p.tables.conns;
-        let found = conns.lookup_out_hinted(key, hint);
-        let Some(c) = found.as_ref() else {
+        let Some(c) = conns.lookup_out4(&h.key_out4(), hint) else {
             // Not a reply of ours: to a LIP it is dropped, anything else is the kernel's.
-            return Some(if lip::contains(&self.snap.lips, dst) {
+            return Some(if lip::contains(&self.snap.lips, dst()) {
                 Verdict::Drop(DropReason::NoConnection)
             } else {
                 Verdict::Pass
@@ -1375,20 +1398,15 @@ impl Worker {
         if h.ttl <= 1 || self.p.expire_nodest_conn.load(Ordering::Relaxed) {
             return None;
         }
-        let SocketAddr::V4(virt) = c.virt() else {
-            return None;
-        };
-        let src = (u32::from(*virt.ip()), virt.port());
-        let (to_client, to) = match (c.method(), c.client()) {
-            (ForwardMethod::Masq, client) => (None, client.ip()),
-            (ForwardMethod::FullNat, SocketAddr::V4(client)) => (
-                Some((u32::from(*client.ip()), client.port())),
-                IpAddr::V4(*client.ip()),
-            ),
+        let src = c.virt();
+        let client = c.client();
+        let to_client = match c.method() {
+            ForwardMethod::Masq => None,
+            ForwardMethod::FullNat => Some(client),
             _ => return None,
         };
         // From here on as `reply`: state, counters, rewrite, next hop.
-        conns.on_packet(c, Direction::Output, TcpFlags(h.tcp_flags), now);
+        conns.on_packet4(c, Direction::Output, TcpFlags(h.tcp_flags), now);
         self.account(c.dest_id(), false, h.ip_len());
         fb.set_len(h.end());
         if !xlate::forward_fast4(fb.frame_mut(), h, Some(src), to_client) {
@@ -1396,15 +1414,12 @@ impl Worker {
             let mut ip = h.info();
             let f = fb.frame_mut();
             xlate::decrement_ttl(f, &mut ip);
-            xlate::rewrite(f, &mut ip, End::Src, IpAddr::V4(*virt.ip()), src.1);
+            xlate::rewrite(f, &mut ip, End::Src, IpAddr::V4(Ipv4Addr::from(src.0)), src.1);
             if let Some((a, p)) = to_client {
                 xlate::rewrite(f, &mut ip, End::Dst, IpAddr::V4(Ipv4Addr::from(a)), p);
             }
         }
-        Some(match to {
-            IpAddr::V4(a) => self.l2_out_client4(fb, a),
-            IpAddr::V6(_) => self.l2_out(fb, to),
-        })
+        Some(self.l2_out_client4(fb, Ipv4Addr::from(client.0)))
     }
 
     #[allow(clippy::too_many_arguments)]

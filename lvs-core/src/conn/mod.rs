@@ -166,6 +166,6 @@ mod wheel;
 pub use list::{ConnInfo, listing, listing_header, listing_row};
 pub use state::{ConnState, DEFAULT_TIMEOUTS, Direction, STATES, TcpFlags, Timeouts, tcp_transition};
 pub use table::{
-    ConnCounters, ConnKeyIn, ConnKeyOut, ConnRef, ConnTable, ENTRY_BYTES, ENTRY_BYTES_V6, LookupHint,
-    NewConn, PREFETCH_BURST, Prefetch, TableFull, TemplateKey, TemplateRef,
+    Conn4, ConnCounters, ConnKeyIn, ConnKeyIn4, ConnKeyOut, ConnKeyOut4, ConnRef, ConnTable, ENTRY_BYTES,
+    ENTRY_BYTES_V6, LookupHint, NewConn, PREFETCH_BURST, Prefetch, TableFull, TemplateKey, TemplateRef,
 };

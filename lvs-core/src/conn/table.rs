@@ -22,6 +22,9 @@ use crate::dest::{ConnClass, DestState, Destination, ForwardMethod};
 use crate::service::{AddrFamily, PersistNetmask, Protocol};
 use crate::time::Time;
 
+mod fast4;
+pub use fast4::{Conn4, ConnKeyIn4, ConnKeyOut4};
+
 // ---- control word layout -------------------------------------------------------------
 // Bits 40..64: seqlock generation (see `seqlock.rs`).
 const STATE_SHIFT: u32 = 36;

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::verdict::DropReason;
 use crate::wire::{checksum, ip_proto, ipv4, ipv6, tcp, udp};
 use lvs_core::Protocol;
-use lvs_core::conn::{ConnKeyIn, ConnKeyOut};
+use lvs_core::conn::{ConnKeyIn, ConnKeyIn4, ConnKeyOut, ConnKeyOut4};
 
 pub mod icmp;
 pub mod lip;
@@ -224,6 +224,30 @@ impl Fast4 {
             cport: self.sport,
             vaddr: IpAddr::V4(Ipv4Addr::from(self.dst)),
             vport: self.dport,
+        }
+    }
+
+    /// [`key_in`](Self::key_in) in the IPv4 form the table's IPv4 calls take.
+    #[inline(always)]
+    pub fn key_in4(&self) -> ConnKeyIn4 {
+        ConnKeyIn4 {
+            proto: self.protocol(),
+            caddr: self.src,
+            cport: self.sport,
+            vaddr: self.dst,
+            vport: self.dport,
+        }
+    }
+
+    /// [`key_out`](Self::key_out) in the IPv4 form the table's IPv4 calls take.
+    #[inline(always)]
+    pub fn key_out4(&self) -> ConnKeyOut4 {
+        ConnKeyOut4 {
+            proto: self.protocol(),
+            daddr: self.src,
+            dport: self.sport,
+            addr: self.dst,
+            port: self.dport,
         }
     }
 
@@ -567,10 +591,14 @@ fn rewrite_v4(
     true
 }
 
-/// One's-complement sum (RFC 1624 eqn. 3) of the change from `o` to `n` in a 32-bit field.
+/// One's-complement sum (RFC 1624 eqn. 3) of the change from `o` to `n` in a 32-bit field:
+/// `~o + n` summed as 32-bit words, folded once (below 2^18). Congruent modulo 0xffff to the
+/// sum of the four 16-bit halves, and 0 exactly when that sum is, so the checksum it leads
+/// to is the same.
 #[inline(always)]
 fn delta32(o: u32, n: u32) -> u64 {
-    (!(o >> 16) & 0xffff) as u64 + (!o & 0xffff) as u64 + (n >> 16) as u64 + (n & 0xffff) as u64
+    let x = (!o) as u64 + n as u64;
+    (x & 0xffff) + (x >> 16)
 }
 
 /// RFC 1624 eqn. 3: checksum `hc` after fields changed by the summed `delta` (a sum of at

@@ -219,3 +219,27 @@ proptest! {
         }
     }
 }
+
+/// The RFC 1624 change of a 32-bit field summed from its four 16-bit halves (the
+/// textbook form `delta32` replaces).
+fn delta32_by_halves(o: u32, n: u32) -> u64 {
+    (!(o >> 16) & 0xffff) as u64 + (!o & 0xffff) as u64 + (n >> 16) as u64 + (n & 0xffff) as u64
+}
+
+proptest! {
+    /// `delta32` (two 32-bit words, folded once) updates any checksum to the same value as
+    /// the sum of 16-bit halves, alone or with other changes (the TTL's 0xfeff, a port).
+    #[test]
+    fn delta32_updates_checksums_as_the_sum_of_halves(
+        o in any::<u32>(), n in any::<u32>(), o2 in any::<u32>(), n2 in any::<u32>(),
+        hc in any::<u16>(), extra in 0u64..0x2_0000,
+    ) {
+        for (a, b) in [(o, n), (0xffff_ffff, 0), (0, 0xffff_ffff), (o, o), (0xffff_0000, 0x0000_ffff)] {
+            prop_assert!(delta32(a, b) < 1 << 18);
+            prop_assert_eq!(apply_delta(hc, delta32(a, b)), apply_delta(hc, delta32_by_halves(a, b)));
+            let two = delta32(a, b) + delta32(o2, n2) + extra;
+            let two_halves = delta32_by_halves(a, b) + delta32_by_halves(o2, n2) + extra;
+            prop_assert_eq!(apply_delta(hc, two), apply_delta(hc, two_halves));
+        }
+    }
+}
