@@ -1909,38 +1909,39 @@ impl Worker {
     /// cache, and one that is finds no gateway.
     #[inline(always)]
     fn l2_out_client4(&self, fb: &mut FrameBuf<'_>, to: Ipv4Addr) -> Verdict {
-        let a = u32::from(to);
-        if let Some((iface, g)) = self.routes_v4.lookup_u32(a)
-            && g != a
-        {
-            let (k, i, macs) = self.gw4[hop4_slot(g) % GW_CACHE].get();
-            if k == g
-                && i == iface
-                && let Some(e) = fb.frame_mut().get_mut(..12)
-            {
-                e.copy_from_slice(&macs);
-                return Verdict::Forward { egress: iface };
-            }
-            return self.l2_out(fb, IpAddr::V4(to));
+        match self.via_cached_gateway4(fb, u32::from(to)) {
+            Some(Some(v)) => v,
+            Some(None) => self.l2_out(fb, IpAddr::V4(to)),
+            None => self.l2_out_v4(fb, to),
         }
-        self.l2_out_v4(fb, to)
+    }
+
+    /// For an address routed through a gateway other than itself: `Some(Some(verdict))`
+    /// with the frame's MACs written when the gateway's next hop is cached for the route's
+    /// interface, `Some(None)` when it is not. `None` for an address on a link (or without
+    /// a route).
+    #[inline(always)]
+    fn via_cached_gateway4(&self, fb: &mut FrameBuf<'_>, a: u32) -> Option<Option<Verdict>> {
+        let (iface, g) = self.routes_v4.lookup_u32(a)?;
+        if g == a {
+            return None;
+        }
+        let (k, i, macs) = self.gw4[hop4_slot(g) % GW_CACHE].get();
+        if k == g
+            && i == iface
+            && let Some(e) = fb.frame_mut().get_mut(..12)
+        {
+            e.copy_from_slice(&macs);
+            return Some(Some(Verdict::Forward { egress: iface }));
+        }
+        Some(None)
     }
 
     /// The rest of [`l2_out_v4`](Self::l2_out_v4): through a cached gateway, else `l2_out`.
     #[inline(never)]
     fn l2_out_gw4(&self, fb: &mut FrameBuf<'_>, to: Ipv4Addr) -> Verdict {
-        let a = u32::from(to);
-        if let Some((iface, g)) = self.routes_v4.lookup_u32(a)
-            && g != a
-        {
-            let (k, i, macs) = self.gw4[hop4_slot(g) % GW_CACHE].get();
-            if k == g
-                && i == iface
-                && let Some(e) = fb.frame_mut().get_mut(..12)
-            {
-                e.copy_from_slice(&macs);
-                return Verdict::Forward { egress: iface };
-            }
+        if let Some(Some(v)) = self.via_cached_gateway4(fb, u32::from(to)) {
+            return v;
         }
         self.l2_out(fb, IpAddr::V4(to))
     }
