@@ -1009,21 +1009,8 @@ impl ConnTable {
     /// word, loaded (acquire) first.
     #[inline]
     fn read_in4(&self, idx: u32, e: &Entry, g1: u64, want: u64, cv: u64, pw: u64) -> Option<ConnRef> {
-        // Live (the generation's low bit clear) and of the key's kind, in one test.
         debug_assert_eq!(want & !KEY_MASK, 0);
-        if g1 & (GEN_ONE | KEY_MASK) != want {
-            return None;
-        }
-        let ecv = e.cv.load(Ordering::Relaxed);
-        let ports = e.ports.load(Ordering::Relaxed);
-        if ecv != cv || ports & 0xffff_ffff != pw {
-            return None;
-        }
-        let dl = e.dl.load(Ordering::Relaxed);
-        if !read_end(&e.ctl, g1) {
-            return None;
-        }
-        Some(Self::conn_ref4(idx, g1, cv, dl, ports))
+        Self::read4_in(idx, e, g1, want, cv, pw).map(|c| c.conn_ref())
     }
 
     /// The handle of IPv4 slot `idx` from its words, read consistently.
@@ -1397,27 +1384,8 @@ impl ConnTable {
     /// addresses' 32 bits): the words of the one line, checked, then the seqlock's end.
     #[inline]
     fn read_out4(&self, idx: u32, want: u64, d: u64, a: u64, k: &ConnKeyOut) -> Option<ConnRef> {
-        let e = self.narrow.get(idx as usize)?;
-        let g1 = read_begin(&e.ctl);
-        if !is_live(g1) || g1 & HAS_OUT == 0 || g1 & KEY_MASK != want {
-            return None;
-        }
-        let cv = e.cv.load(Ordering::Relaxed);
-        let dl = e.dl.load(Ordering::Relaxed);
-        let ports = e.ports.load(Ordering::Relaxed);
-        // The reply goes to the FULLNAT local address, else to the client.
-        let (ra, rp) = if method_of(g1) == ForwardMethod::FullNat {
-            (dl >> 32, (ports >> 48) as u16)
-        } else {
-            (cv & 0xffff_ffff, ports as u16)
-        };
-        if dl & 0xffff_ffff != d || (ports >> 32) as u16 != k.dport || ra != a || rp != k.port {
-            return None;
-        }
-        if !read_end(&e.ctl, g1) {
-            return None;
-        }
-        Some(Self::conn_ref4(idx, g1, cv, dl, ports))
+        let pp = k.dport as u32 | (k.port as u32) << 16;
+        self.read4_out(idx, want, d | a << 32, pp).map(|c| c.conn_ref())
     }
 
     /// The seqlock read of slot `idx` against a server-side key (kind bits `want`, the

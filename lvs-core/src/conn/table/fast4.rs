@@ -232,7 +232,7 @@ impl ConnTable {
         let mut idx = hint.cand;
         loop {
             if let Some(e) = self.narrow.get(idx as usize)
-                && let Some(c) = Self::read4_in(idx, e, want, cv, pw)
+                && let Some(c) = Self::read4_in(idx, e, read_begin(&e.ctl), want, cv, pw)
             {
                 return Some(c);
             }
@@ -248,14 +248,14 @@ impl ConnTable {
         let narrow = &self.narrow;
         self.in_ix.find(hash, move |idx| {
             let e = narrow.get(idx as usize)?;
-            Self::read4_in(idx, e, want, cv, pw).map(|_| idx)
+            Self::read4_in(idx, e, read_begin(&e.ctl), want, cv, pw).map(|_| idx)
         })
     }
 
-    /// The seqlock read of IPv4 slot `idx` against a client-side key (as `read_in4`).
+    /// The seqlock read of IPv4 slot `idx` against a client-side key; `g1` is its control
+    /// word, loaded (acquire) first.
     #[inline(always)]
-    fn read4_in(idx: u32, e: &Entry, want: u64, cv: u64, pw: u64) -> Option<Conn4> {
-        let g1 = read_begin(&e.ctl);
+    pub(super) fn read4_in(idx: u32, e: &Entry, g1: u64, want: u64, cv: u64, pw: u64) -> Option<Conn4> {
         // Live (the generation's low bit clear) and of the key's kind, in one test.
         if g1 & (GEN_ONE | KEY_MASK) != want {
             return None;
@@ -316,7 +316,7 @@ impl ConnTable {
     /// bits `want`, `da` = server | reply destination address << 32, `pp` = server port |
     /// reply destination port << 16.
     #[inline(always)]
-    fn read4_out(&self, idx: u32, want: u64, da: u64, pp: u32) -> Option<Conn4> {
+    pub(super) fn read4_out(&self, idx: u32, want: u64, da: u64, pp: u32) -> Option<Conn4> {
         let e = self.narrow.get(idx as usize)?;
         let g1 = read_begin(&e.ctl);
         if !is_live(g1) || g1 & HAS_OUT == 0 || g1 & KEY_MASK != want {
