@@ -45,8 +45,8 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, Cache};
 use lvs_core::conn::{
-    Conn4, ConnKeyIn, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, LookupHint, NewConn,
-    PREFETCH_BURST, TcpFlags, TemplateKey,
+    Conn4, ConnKeyIn, ConnKeyIn4, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, LookupHint, NewConn,
+    NewConn4, PREFETCH_BURST, Staged4, TcpFlags, TemplateKey,
 };
 use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable, VirtualService};
 use lvs_core::stats::StatsWriter;
@@ -604,6 +604,44 @@ struct Scratch {
     fout: [Fast4; PREFETCH_BURST],
     hin: [LookupHint; PREFETCH_BURST],
     hout: [LookupHint; PREFETCH_BURST],
+    /// The chunk's new connections staged in the table, not yet committed.
+    staging: Staging,
+}
+
+/// A new connection of the chunk staged by [`Worker::new_conn4`]: the table's handle and
+/// its first packet's position in the chunk.
+#[derive(Debug, Clone, Copy)]
+struct StagedConn {
+    conn: Staged4,
+    pos: u8,
+}
+
+/// The new connections a burst chunk staged ([`ConnTable::stage4`]) and has not yet
+/// committed ([`Worker::commit_staged`]), and the chunk positions whose commit was refused.
+#[derive(Debug)]
+struct Staging {
+    items: [Option<StagedConn>; PREFETCH_BURST],
+    n: usize,
+    /// Bit [`Staging::bit`] of each staged key: most keys that are not staged are told
+    /// without looking at the items.
+    filter: u64,
+    /// Bit `i`: the connection of the chunk's frame `i` could not be committed.
+    refused: u32,
+}
+
+impl Staging {
+    /// The filter bit of client-side key `k`.
+    #[inline(always)]
+    fn bit(k: &ConnKeyIn4) -> u64 {
+        let x = k.caddr ^ (k.cport as u32) << 16 ^ k.vport as u32 ^ k.vaddr.rotate_left(7);
+        1 << (x.wrapping_mul(0x9e37_79b1) >> 26)
+    }
+
+    /// True if a connection of client-side key `k` is staged.
+    #[inline]
+    fn holds(&self, k: &ConnKeyIn4) -> bool {
+        self.filter & Self::bit(k) != 0 && self.items[..self.n].iter().flatten().any(|x| x.conn.is_key(k))
+    }
 }
 
 impl Scratch {
@@ -617,6 +655,12 @@ impl Scratch {
             fout: [NO_FAST4; PREFETCH_BURST],
             hin: [LookupHint::NONE; PREFETCH_BURST],
             hout: [LookupHint::NONE; PREFETCH_BURST],
+            staging: Staging {
+                items: [None; PREFETCH_BURST],
+                n: 0,
+                filter: 0,
+                refused: 0,
+            },
         })
     }
 }
@@ -760,11 +804,12 @@ impl Worker {
             let f = &self.stats.frames;
             f.store(f.load(Ordering::Relaxed) + m as u64, Ordering::Relaxed);
             let (mut fwd_in, mut fwd_out) = (0u64, 0u64);
-            for (((fb, v), st), info) in chunk
+            for (pos, (((fb, v), st), info)) in chunk
                 .iter_mut()
                 .zip(&mut verdicts[start..start + m])
                 .zip(&s.stage[..m])
                 .zip(&mut s.infos[..m])
+                .enumerate()
             {
                 if self.learned.get() {
                     // What an earlier frame of the burst published (a learned neighbour) is
@@ -783,7 +828,9 @@ impl Worker {
                                 fwd_in += matches!(v, Verdict::Forward { .. }) as u64;
                                 v
                             }
-                            None => self.ip_looked(fb, &mut h.info(), looked, ingress, now),
+                            None => {
+                                self.vip4_missed(fb, h, &s.hin[a], looked, &mut s.staging, pos, ingress, now)
+                            }
                         }
                     }
                     &Stage::FastNotVip(a) => {
@@ -794,17 +841,34 @@ impl Worker {
                                 fwd_out += matches!(v, Verdict::Forward { .. }) as u64;
                                 v
                             }
-                            None => self.ip_parsed(fb, Ok(h.info()), Some(false), ingress, now),
+                            None => {
+                                self.commit_staged(&mut s.staging, now);
+                                self.ip_parsed(fb, Ok(h.info()), Some(false), ingress, now)
+                            }
                         }
                     }
-                    &Stage::Slow(vip) => self.ip_parsed(fb, Ok(*info), vip, ingress, now),
+                    // The general paths look connections up their own way: the chunk's
+                    // staged ones are committed first.
+                    &Stage::Slow(vip) => {
+                        self.commit_staged(&mut s.staging, now);
+                        self.ip_parsed(fb, Ok(*info), vip, ingress, now)
+                    }
                     &Stage::Bad(r) => Verdict::Drop(r),
-                    Stage::NotIp => self.classify(fb, ingress, now),
+                    Stage::NotIp => {
+                        self.commit_staged(&mut s.staging, now);
+                        self.classify(fb, ingress, now)
+                    }
                 };
                 *v = match out {
                     Verdict::Forward { .. } => out,
                     _ => self.count(out),
                 };
+            }
+            // Before the frames leave: the chunk's new connections become findable.
+            self.commit_staged(&mut s.staging, now);
+            if s.staging.refused != 0 {
+                let refused = std::mem::take(&mut s.staging.refused);
+                self.refuse_uncommitted(&mut verdicts[start..start + m], refused);
             }
             for (c, k) in [
                 (&self.stats.forwarded_in, fwd_in),
@@ -1164,6 +1228,24 @@ impl Worker {
         let Some(dest) = svc.schedule(&flow, now) else {
             return Some(self.no_destination(fb, ip, ingress));
         };
+        Some(self.open_conn(fb, ip, proto, svc, dest, ingress, now))
+    }
+
+    /// The rest of [`new_conn_v4`](Self::new_conn_v4) once `dest` of service `svc` is
+    /// chosen: counts, FULLNAT local address, insert, first state, rewrite.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn open_conn(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        ip: &mut IpInfo,
+        proto: Protocol,
+        svc: &VirtualService,
+        dest: &Destination,
+        ingress: u16,
+        now: Time,
+    ) -> Verdict {
+        let flags = TcpFlags(ip.tcp_flags);
         let method = dest.config.method;
         let dport = if dest.config.port == 0 {
             ip.dport
@@ -1176,7 +1258,7 @@ impl Worker {
         let local = if method == ForwardMethod::FullNat {
             match self.p.tables.lips.allocate(dest.config.addr) {
                 Some((a, p)) => Some(SocketAddr::new(a, p)),
-                None => return Some(Verdict::Drop(DropReason::NoLocalPort)),
+                None => return Verdict::Drop(DropReason::NoLocalPort),
             }
         } else {
             None
@@ -1196,7 +1278,7 @@ impl Worker {
                 if let Some(l) = local {
                     self.p.tables.lips.release(l.ip(), l.port());
                 }
-                return Some(Verdict::Drop(DropReason::TableFull));
+                return Verdict::Drop(DropReason::TableFull);
             }
         };
         // From here on as `inbound` for the new entry.
@@ -1214,7 +1296,194 @@ impl Worker {
         if matches!(v, Verdict::Forward { .. }) {
             bump(&self.stats.forwarded_in);
         }
+        v
+    }
+
+    /// A burst's IPv4 frame to a VIP that [`established4`](Self::established4) handed back
+    /// (`looked`: what its lookup found, `hint` its prefetch hint, `pos` its place in the
+    /// chunk): a new connection is staged by [`new_conn4`](Self::new_conn4); everything
+    /// else takes the general path, after the chunk's staged connections are committed (a
+    /// later packet of a staged connection is looked up again then, and finds it).
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn vip4_missed(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        h: &Fast4,
+        hint: &LookupHint,
+        looked: Option<ConnRef>,
+        staging: &mut Staging,
+        pos: usize,
+        ingress: u16,
+        now: Time,
+    ) -> Verdict {
+        let staged_here = looked.is_none() && staging.n != 0 && staging.holds(&h.key_in4());
+        if looked.is_none()
+            && !staged_here
+            && let Some(v) = self.new_conn4(fb, h, hint, staging, pos, ingress, now)
+        {
+            return v;
+        }
+        self.commit_staged(staging, now);
+        if staged_here {
+            return self.ip_parsed(fb, Ok(h.info()), Some(true), ingress, now);
+        }
+        self.ip_looked(fb, &mut h.info(), looked, ingress, now)
+    }
+
+    /// [`new_conn_v4`](Self::new_conn_v4) for a burst's frame that [`xlate::parse_fast4`]
+    /// read as `h` and whose lookup missed (`hint`: its prefetch hint): the same decisions
+    /// and counts, but the connection is only staged ([`ConnTable::stage4`]) and the frame
+    /// rewritten from it; [`commit_staged`](Self::commit_staged) makes it findable and
+    /// applies the frame's flags to its state before anything could look for it (before a
+    /// later packet of the flow, the general path, or the end of the chunk). Meanwhile the
+    /// server-side index bucket it will be filed in arrives in the cache. `None`, before any
+    /// side effect, for what `new_conn_v4` does not take.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn new_conn4(
+        &self,
+        fb: &mut FrameBuf<'_>,
+        h: &Fast4,
+        hint: &LookupHint,
+        staging: &mut Staging,
+        pos: usize,
+        ingress: u16,
+        now: Time,
+    ) -> Option<Verdict> {
+        const SYN_RST: u8 = TcpFlags::SYN.0 | TcpFlags::RST.0;
+        let tcp = h.proto == ip_proto::TCP;
+        if tcp && h.tcp_flags & SYN_RST != TcpFlags::SYN.0 {
+            return None;
+        }
+        let proto = if tcp { Protocol::Tcp } else { Protocol::Udp };
+        let dst = IpAddr::V4(Ipv4Addr::from(h.dst));
+        if !self.snap.fwmarks.is_empty() && self.fwmark_of(proto, dst, h.dport).is_some() {
+            return None;
+        }
+        let set = &*self.snap.set;
+        let svc = self.service_of(set, proto, dst, h.dport)?;
+        if svc.config.persistence.is_some() || (svc.config.one_packet && !tcp) {
+            return None;
+        }
+        let flow = FlowKey {
+            proto,
+            src: IpAddr::V4(Ipv4Addr::from(h.src)),
+            src_port: h.sport,
+            dst,
+            dst_port: h.dport,
+        };
+        let Some(dest) = svc.schedule(&flow, now) else {
+            return Some(self.no_destination(fb, &h.info(), ingress));
+        };
+        let IpAddr::V4(daddr) = dest.config.addr else {
+            // An IPv6 server behind an IPv4 service: the general insert (findable at once).
+            return Some(self.open_conn(fb, &mut h.info(), proto, svc, dest, ingress, now));
+        };
+        let method = dest.config.method;
+        let dport = if dest.config.port == 0 {
+            h.dport
+        } else {
+            dest.config.port
+        };
+        dest.state.stats.add_conn(&self.writer);
+        svc.stats.add_conn(&self.writer);
+        bump(&self.stats.new_conns);
+        let lips = &self.p.tables.lips;
+        let local = if method == ForwardMethod::FullNat {
+            match lips.allocate(dest.config.addr) {
+                Some((IpAddr::V4(a), p)) => (u32::from(a), p),
+                Some((a, p)) => {
+                    // A pool hands out addresses of the server's family; never an IPv6 one here.
+                    lips.release(a, p);
+                    return Some(Verdict::Drop(DropReason::NoLocalPort));
+                }
+                None => return Some(Verdict::Drop(DropReason::NoLocalPort)),
+            }
+        } else {
+            (0, 0)
+        };
+        let nc = NewConn4 {
+            key: h.key_in4(),
+            method,
+            dest_addr: (u32::from(daddr), dport),
+            local,
+            dest: &dest.state,
+        };
+        let staged = match self.p.tables.conns.stage4(&nc, TcpFlags(h.tcp_flags), hint, now) {
+            Ok(c) => c,
+            Err(_) => {
+                if method == ForwardMethod::FullNat {
+                    lips.release(IpAddr::V4(Ipv4Addr::from(local.0)), local.1);
+                }
+                return Some(Verdict::Drop(DropReason::TableFull));
+            }
+        };
+        let c = staged.conn();
+        if let Some(slot) = staging.items.get_mut(staging.n) {
+            *slot = Some(StagedConn {
+                conn: staged,
+                pos: pos as u8,
+            });
+            staging.n += 1;
+            staging.filter |= Staging::bit(&nc.key);
+        }
+        self.account(c.dest_id(), true, h.ip_len());
+        // A TCP first packet (SYN, no RST) moves a new connection to SYN_RECV, never to
+        // ESTABLISHED: never the TOA segment.
+        let v = self.forward4(fb, h, c, method, false, ingress);
+        if matches!(v, Verdict::Forward { .. }) {
+            bump(&self.stats.forwarded_in);
+        }
         Some(v)
+    }
+
+    /// Commits the chunk's staged connections in the order they were staged (with the
+    /// first packet's state change, they end as [`open_conn`](Self::open_conn)'s insert and
+    /// `on_packet` leave a connection); a refused commit marks its frame's position in
+    /// `staging.refused`. Nothing to do without staged connections.
+    #[inline]
+    fn commit_staged(&self, staging: &mut Staging, now: Time) {
+        if staging.n != 0 {
+            self.commit_staged_all(staging, now);
+        }
+    }
+
+    /// [`commit_staged`](Self::commit_staged) with something to commit.
+    #[inline(never)]
+    fn commit_staged_all(&self, staging: &mut Staging, now: Time) {
+        let n = std::mem::take(&mut staging.n);
+        staging.filter = 0;
+        let items = &staging.items[..n];
+        let mut refused = 0u32;
+        self.p
+            .tables
+            .conns
+            .commit4_batch(items.iter().flatten().map(|x| x.conn), now, |i, r| {
+                if r.is_err()
+                    && let Some(Some(x)) = items.get(i)
+                {
+                    refused |= 1 << (x.pos as u32 % 32);
+                }
+            });
+        staging.refused |= refused;
+    }
+
+    /// After a chunk: the frames whose staged connection could not be committed (an index
+    /// full, which the table's capacity bound prevents) are dropped as `table_full` instead
+    /// of forwarded.
+    #[cold]
+    #[inline(never)]
+    fn refuse_uncommitted(&self, verdicts: &mut [Verdict], refused: u32) {
+        for (i, v) in verdicts.iter_mut().enumerate().take(32) {
+            if refused & (1 << i) != 0 {
+                if matches!(v, Verdict::Forward { .. }) {
+                    let f = &self.stats.forwarded_in;
+                    f.store(f.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+                }
+                *v = self.count(Verdict::Drop(DropReason::TableFull));
+            }
+        }
     }
 
     /// The fast path of a burst for a packet of an established connection: `h` as

@@ -180,6 +180,12 @@ fn steering_and_kernel_path(mode: XdpMode) {
 
     drop(io);
     steering.detach();
+    // The link goes when its last fd does; a process another test thread forked at that
+    // moment holds a copy until it execs, so the detach may show a moment later.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while ns.ip_output(&["link", "show", "va"]).contains("xdp") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!ns.ip_output(&["link", "show", "va"]).contains("xdp"), "detached");
 }
 

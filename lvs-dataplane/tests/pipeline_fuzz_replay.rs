@@ -212,3 +212,112 @@ fn a_burst_gives_the_same_verdicts_and_frames_as_one_frame_at_a_time() {
     assert_eq!(one.conns.len(), burst.conns.len(), "same connections");
     assert_eq!(one.worker.drops.total(), burst.worker.drops.total(), "same drops");
 }
+
+/// The burst's new connections are staged in the table and committed before anything could
+/// look for them: a retransmitted SYN, a second datagram of a new UDP flow, a segment of a
+/// just-opened connection, a general-path frame (IPv6, a fwmark service) in between, and
+/// new connections of every method in one burst all end exactly as frame by frame.
+#[test]
+fn new_connections_staged_in_a_burst_end_as_one_frame_at_a_time() {
+    use std::net::IpAddr;
+    let cip = |i: u8| IpAddr::V4(std::net::Ipv4Addr::new(10, 77, 1, 20 + i));
+    let syn = |i: u8, sport: u16, dport: u16| {
+        build(
+            CLIENT_MAC,
+            cip(i),
+            IpAddr::V4(VIP),
+            L4::Tcp {
+                sport,
+                dport,
+                flags: SYN,
+                payload: b"",
+            },
+        )
+    };
+    let ack = |i: u8, sport: u16, dport: u16| {
+        build(
+            CLIENT_MAC,
+            cip(i),
+            IpAddr::V4(VIP),
+            L4::Tcp {
+                sport,
+                dport,
+                flags: ACK,
+                payload: b"x",
+            },
+        )
+    };
+    let udp = |i: u8, sport: u16, dport: u16, p: &[u8]| {
+        build(
+            CLIENT_MAC,
+            cip(i),
+            IpAddr::V4(VIP),
+            L4::Udp {
+                sport,
+                dport,
+                payload: p,
+            },
+        )
+    };
+    let mut frames = Vec::new();
+    for (n, (port, _)) in PORTS.iter().enumerate() {
+        let n = n as u8;
+        frames.push(syn(n, 1000, *port));
+        frames.push(udp(n, 2000, *port, b"one"));
+        frames.push(syn(n + 10, 1001, *port));
+        frames.push(udp(n, 2000, *port, b"two"));
+        // The first SYN again, then a segment of it (no SYN: it needs the connection).
+        frames.push(syn(n, 1000, *port));
+        frames.push(ack(n, 1000, *port));
+    }
+    // A general-path frame between staged ones (IPv6 to the IPv6 VIP), then more new ones.
+    frames.push(build(
+        CLIENT_MAC,
+        cip6(),
+        vip(true),
+        L4::Tcp {
+            sport: 3000,
+            dport: 80,
+            flags: SYN,
+            payload: b"",
+        },
+    ));
+    frames.push(syn(40, 1002, 80));
+    // A fwmark service's port: not a staged connection.
+    frames.push(syn(41, 1003, 8001));
+    frames.push(syn(42, 1004, 81));
+    assert!(frames.len() <= 32, "one chunk");
+    let mut one = FuzzLab::new();
+    let mut burst = FuzzLab::new();
+    let before = burst.conns.len();
+    let got = burst.run_burst(&frames);
+    let mut forwarded = 0;
+    for (i, f) in frames.iter().enumerate() {
+        let want = one.run(f);
+        assert_eq!(got[i], want, "frame {i}");
+        forwarded += matches!(want.0, Verdict::Forward { .. }) as usize;
+    }
+    assert!(
+        forwarded >= 4 * 5,
+        "the new connections were forwarded ({forwarded})"
+    );
+    assert_eq!(one.conns.len(), burst.conns.len(), "same connections");
+    assert!(
+        burst.conns.len() >= before + 4 * 3,
+        "the burst opened its connections"
+    );
+    let (a, b): (Vec<_>, Vec<_>) = (
+        one.conns.iter(one.now).collect(),
+        burst.conns.iter(burst.now).collect(),
+    );
+    let key = |c: &lvs_core::conn::ConnInfo| (c.client, c.virt, c.proto.map(|p| p as u8));
+    let (mut a, mut b) = (a, b);
+    a.sort_by_key(key);
+    b.sort_by_key(key);
+    assert_eq!(a, b, "same states, destinations and deadlines");
+    assert_eq!(one.worker.drops.total(), burst.worker.drops.total(), "same drops");
+}
+
+fn cip6() -> std::net::IpAddr {
+    cip(true)
+}

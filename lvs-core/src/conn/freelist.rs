@@ -24,6 +24,12 @@ impl FreeList {
         }
     }
 
+    /// The top slot now (NIL when empty): the one the next pop will likely take.
+    #[inline]
+    pub(crate) fn top(&self) -> u32 {
+        self.head.load(Ordering::Relaxed) as u32
+    }
+
     /// Takes the top slot. `next(i)` is slot `i`'s link word.
     #[inline]
     pub(crate) fn pop<'a>(&self, next: impl Fn(u32) -> &'a AtomicU32) -> Option<u32> {

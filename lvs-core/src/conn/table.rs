@@ -23,7 +23,9 @@ use crate::service::{AddrFamily, PersistNetmask, Protocol};
 use crate::time::Time;
 
 mod fast4;
+mod stage4;
 pub use fast4::{Conn4, ConnKeyIn4, ConnKeyOut4};
+pub use stage4::{NewConn4, Staged4};
 
 // ---- control word layout -------------------------------------------------------------
 // Bits 40..64: seqlock generation (see `seqlock.rs`).
@@ -529,6 +531,12 @@ impl LookupHint {
     #[inline]
     fn known(&self) -> bool {
         self.home != u32::MAX
+    }
+
+    /// The key's hash, if the hint was filled by a prefetch.
+    #[inline(always)]
+    fn hash_if_known(&self) -> Option<u64> {
+        self.known().then_some(self.hash)
     }
 }
 
@@ -1688,7 +1696,8 @@ impl ConnTable {
     }
 
     /// [`insert`](Self::insert) of a connection with IPv4 ends: `cv` = client | virtual
-    /// address << 32, `dl` = destination | FULLNAT local address << 32 (0 if none).
+    /// address << 32, `dl` = destination | FULLNAT local address << 32 (0 if none). The two
+    /// halves of [`stage4`](Self::stage4) and [`commit4`](Self::commit4), back to back.
     #[inline]
     fn insert4(
         &self,
@@ -1698,27 +1707,12 @@ impl ConnTable {
         lport: u16,
         now: Time,
     ) -> Result<ConnRef, TableFull> {
-        let (fields, state) = Self::new_fields(nc, false);
+        let kind = NEW_KIND[nc.method as usize][nc.key.proto as usize];
         let ports = nc.key.cport as u64
             | (nc.key.vport as u64) << 16
             | (nc.dest_addr.port() as u64) << 32
             | (lport as u64) << 48;
-        let want = fields & KEY_MASK;
-        let pw = ports & 0xffff_ffff;
-        let hin = hash4(self.seed, cv, pw | want);
-        let has_out = fields & HAS_OUT != 0;
-        // The server side's key: the reply goes to the FULLNAT local address, else to the
-        // client (as `entry_hash_out`).
-        let (ra, rp) = if nc.method == ForwardMethod::FullNat {
-            (dl >> 32, lport)
-        } else {
-            (cv & 0xffff_ffff, nc.key.cport)
-        };
-        let hout = hash4(
-            self.seed ^ OUT_SEED,
-            (dl & 0xffff_ffff) | ra << 32,
-            (ports >> 32 & 0xffff) | (rp as u64) << 16 | (fields & (AF6 | PROTO_MASK)),
-        );
+        let f = self.fresh4(kind, nc.dest, cv, dl, ports, None, nc.template);
         #[cfg(debug_assertions)]
         {
             let a = Addrs {
@@ -1727,62 +1721,13 @@ impl ConnTable {
                 d: [0, dl & 0xffff_ffff],
                 l: [0, dl >> 32],
             };
-            debug_assert_eq!(hin, self.hash_in_words(fields, a.c, a.v, ports));
-            debug_assert!(!has_out || hout == self.entry_hash_out(fields, &a, ports));
+            debug_assert_eq!(f.hin, self.hash_in_words(f.fields, a.c, a.v, ports));
+            debug_assert!(f.fields & HAS_OUT == 0 || f.hout == self.entry_hash_out(f.fields, &a, ports));
         }
-        let deadline = now.as_millis() + self.timeouts.millis(state);
         loop {
-            let idx = self.alloc(false)?;
-            let e = &self.narrow[idx as usize];
-            let old = begin_write(&e.ctl);
-            e.cv.store(cv, Ordering::Relaxed);
-            e.dl.store(dl, Ordering::Relaxed);
-            e.ports.store(ports, Ordering::Relaxed);
-            e.deadline.store(deadline, Ordering::Relaxed);
-            let aux = nc.template.map_or(0, |t| self.acquire_template(&t, now));
-            e.aux.store(aux, Ordering::Relaxed);
-            e.link.store(L_PENDING, Ordering::Relaxed);
-            if self.dests.acquire(nc.dest).is_err() {
-                if aux != 0 {
-                    self.release_template(aux, Some(now));
-                }
-                self.unalloc(idx);
-                return Err(TableFull);
-            }
-            let ctl = next_live(old, fields);
-            nc.dest.bind(class_of(ctl));
-            // Publish: the generation becomes even (live).
-            publish(&e.ctl, ctl);
-            let gen_ = gen_of(ctl);
-            let ok_in = self.in_ix.insert(hin, idx);
-            let ok_out = !has_out || self.out_ix.insert(hout, idx);
-            self.pending.push(idx, &e.gc_next);
-            if !(ok_in && ok_out) {
-                return Err(self.insert_failed(idx, gen_, now));
-            }
-            self.stats.inserted.fetch_add(1, Ordering::Relaxed);
-            // Duplicate race: the lowest slot number wins; whoever sees a pair kills the other one.
-            let dup = self.in_ix.find(hin, |j| {
-                if j == idx {
-                    return None;
-                }
-                let o = self.narrow.get(j as usize)?;
-                self.read_in4(j, o, read_begin(&o.ctl), want, cv, pw)
-            });
-            if dup.is_none() && gen_of(e.ctl.load(Ordering::Acquire)) == gen_ {
-                return Ok(Self::conn_ref4(idx, ctl, cv, dl, ports));
-            }
-            if let Some(r) = self.settle_duplicate(idx, gen_, dup, now) {
+            let s = self.write4(&f, now)?;
+            if let stage4::Published::Conn(r) = self.publish4(&s, now)? {
                 return Ok(r);
-            }
-            match self.read_in4(idx, e, read_begin(&e.ctl), want, cv, pw) {
-                Some(r) => return Ok(r),
-                // Killed by a concurrent duplicate resolution: return the survivor.
-                None => {
-                    if let Some(r) = self.lookup_in(&nc.key) {
-                        return Ok(r);
-                    }
-                }
             }
         }
     }

@@ -50,7 +50,7 @@ impl ConnKeyIn4 {
 
     /// (kind bits, client | virtual << 32, cport | vport << 16), as the entry keeps them.
     #[inline(always)]
-    fn words(&self) -> (u64, u64, u64) {
+    pub(super) fn words(&self) -> (u64, u64, u64) {
         (
             proto_bits(Some(self.proto)),
             self.caddr as u64 | (self.vaddr as u64) << 32,
@@ -149,6 +149,50 @@ impl Conn4 {
     pub fn local(&self) -> Option<(u32, u16)> {
         (self.method() == ForwardMethod::FullNat)
             .then_some(((self.dl >> 32) as u32, (self.ports >> 48) as u16))
+    }
+    /// The handle of IPv4 slot `idx` from its words.
+    #[inline(always)]
+    pub(super) fn from_words(idx: u32, ctl: u64, cv: u64, dl: u64, ports: u64) -> Conn4 {
+        Conn4 {
+            idx,
+            ctl,
+            cv,
+            dl,
+            ports,
+        }
+    }
+    /// Slot number.
+    #[inline(always)]
+    pub(super) fn idx(&self) -> u32 {
+        self.idx
+    }
+    /// Control word when looked up (or to be published).
+    #[inline(always)]
+    pub(super) fn ctl(&self) -> u64 {
+        self.ctl
+    }
+    /// client | virtual << 32.
+    #[inline(always)]
+    pub(super) fn cv(&self) -> u64 {
+        self.cv
+    }
+    /// cport | vport << 16 | dport << 32 | lport << 48.
+    #[inline(always)]
+    pub(super) fn ports(&self) -> u64 {
+        self.ports
+    }
+    /// The connection's client-side key.
+    #[inline]
+    pub fn key_in4(&self) -> ConnKeyIn4 {
+        let (c, cport) = self.client();
+        let (v, vport) = self.virt();
+        ConnKeyIn4 {
+            proto: super::proto_of(self.ctl).unwrap_or(Protocol::Tcp),
+            caddr: c,
+            cport,
+            vaddr: v,
+            vport,
+        }
     }
     /// The general handle of the same connection.
     #[inline]
