@@ -620,8 +620,8 @@ struct StagedConn {
 /// committed ([`Worker::commit_staged`]), and the chunk positions whose commit was refused.
 #[derive(Debug)]
 struct Staging {
-    items: [Option<StagedConn>; PREFETCH_BURST],
-    n: usize,
+    /// At most [`PREFETCH_BURST`] (reserved once: no allocation per burst).
+    items: Vec<StagedConn>,
     /// Bit [`Staging::bit`] of each staged key: most keys that are not staged are told
     /// without looking at the items.
     filter: u64,
@@ -640,7 +640,7 @@ impl Staging {
     /// True if a connection of client-side key `k` is staged.
     #[inline]
     fn holds(&self, k: &ConnKeyIn4) -> bool {
-        self.filter & Self::bit(k) != 0 && self.items[..self.n].iter().flatten().any(|x| x.conn.is_key(k))
+        self.filter & Self::bit(k) != 0 && self.items.iter().any(|x| x.conn.is_key(k))
     }
 }
 
@@ -656,8 +656,7 @@ impl Scratch {
             hin: [LookupHint::NONE; PREFETCH_BURST],
             hout: [LookupHint::NONE; PREFETCH_BURST],
             staging: Staging {
-                items: [None; PREFETCH_BURST],
-                n: 0,
+                items: Vec::with_capacity(PREFETCH_BURST),
                 filter: 0,
                 refused: 0,
             },
@@ -1317,7 +1316,7 @@ impl Worker {
         ingress: u16,
         now: Time,
     ) -> Verdict {
-        let staged_here = looked.is_none() && staging.n != 0 && staging.holds(&h.key_in4());
+        let staged_here = looked.is_none() && !staging.items.is_empty() && staging.holds(&h.key_in4());
         if looked.is_none()
             && !staged_here
             && let Some(v) = self.new_conn4(fb, h, hint, staging, pos, ingress, now)
@@ -1420,14 +1419,15 @@ impl Worker {
             }
         };
         let c = staged.conn();
-        if let Some(slot) = staging.items.get_mut(staging.n) {
-            *slot = Some(StagedConn {
-                conn: staged,
-                pos: pos as u8,
-            });
-            staging.n += 1;
-            staging.filter |= Staging::bit(&nc.key);
+        if staging.items.len() == PREFETCH_BURST {
+            // Cannot happen (one per frame of a chunk); never grow the list on the fast path.
+            self.commit_staged(staging, now);
         }
+        staging.items.push(StagedConn {
+            conn: staged,
+            pos: pos as u8,
+        });
+        staging.filter |= Staging::bit(&nc.key);
         self.account(c.dest_id(), true, h.ip_len());
         // A TCP first packet (SYN, no RST) moves a new connection to SYN_RECV, never to
         // ESTABLISHED: never the TOA segment.
@@ -1444,7 +1444,7 @@ impl Worker {
     /// `staging.refused`. Nothing to do without staged connections.
     #[inline]
     fn commit_staged(&self, staging: &mut Staging, now: Time) {
-        if staging.n != 0 {
+        if !staging.items.is_empty() {
             self.commit_staged_all(staging, now);
         }
     }
@@ -1452,20 +1452,20 @@ impl Worker {
     /// [`commit_staged`](Self::commit_staged) with something to commit.
     #[inline(never)]
     fn commit_staged_all(&self, staging: &mut Staging, now: Time) {
-        let n = std::mem::take(&mut staging.n);
         staging.filter = 0;
-        let items = &staging.items[..n];
+        let items = &staging.items;
         let mut refused = 0u32;
         self.p
             .tables
             .conns
-            .commit4_batch(items.iter().flatten().map(|x| x.conn), now, |i, r| {
+            .commit4_batch(items.iter().map(|x| x.conn), now, |i, r| {
                 if r.is_err()
-                    && let Some(Some(x)) = items.get(i)
+                    && let Some(x) = items.get(i)
                 {
                     refused |= 1 << (x.pos as u32 % 32);
                 }
             });
+        staging.items.clear();
         staging.refused |= refused;
     }
 

@@ -150,23 +150,22 @@ impl ConnTable {
         let idx = self.alloc(false)?;
         let e = &self.narrow[idx as usize];
         let old = begin_write(&e.ctl);
+        // The read-modify-writes first: each one waits for the stores before it, and the
+        // slot's line may still be on its way.
+        if self.dests.acquire(f.dest).is_err() {
+            self.unalloc(idx);
+            return Err(TableFull);
+        }
+        let aux = f.template.map_or(0, |t| self.acquire_template(&t, now));
+        let ctl = next_live(old, f.fields);
+        f.dest.bind(class_of(ctl));
         e.cv.store(f.cv, Ordering::Relaxed);
         e.dl.store(f.dl, Ordering::Relaxed);
         e.ports.store(f.ports, Ordering::Relaxed);
         e.deadline
             .store(now.as_millis() + f.timeout_ms, Ordering::Relaxed);
-        let aux = f.template.map_or(0, |t| self.acquire_template(&t, now));
         e.aux.store(aux, Ordering::Relaxed);
         e.link.store(L_PENDING, Ordering::Relaxed);
-        if self.dests.acquire(f.dest).is_err() {
-            if aux != 0 {
-                self.release_template(aux, Some(now));
-            }
-            self.unalloc(idx);
-            return Err(TableFull);
-        }
-        let ctl = next_live(old, f.fields);
-        f.dest.bind(class_of(ctl));
         Ok(Staged4 {
             conn: Conn4::from_words(idx, ctl, f.cv, f.dl, f.ports),
             hin: f.hin,
