@@ -2406,8 +2406,9 @@ impl Worker {
     }
 
     /// [`tunnel_v4`](Self::tunnel_v4) for a frame [`xlate::parse_fast4`] read as `h`
-    /// (through [`tunnel::forward_ipip_fast4`]): the same bytes, verdict and IP ID.
-    #[inline]
+    /// (through [`tunnel::forward_ipip_fast4`]): the same bytes, verdict and IP ID. Inline
+    /// in each caller (the burst's established path keeps it in registers).
+    #[inline(always)]
     fn tunnel_fast4(&self, fb: &mut FrameBuf<'_>, h: &Fast4, dest: Ipv4Addr) -> Option<Verdict> {
         let a = u32::from(dest);
         let (k, iface, macs) = self.hop4[hop4_slot(a)].get();
