@@ -46,7 +46,26 @@ mod conn {
         }
     }
 
+    fn v4_bits(a: IpAddr) -> u32 {
+        match a {
+            IpAddr::V4(v) => u32::from(v),
+            IpAddr::V6(_) => unreachable!("IPv4 keys"),
+        }
+    }
+
+    /// Commits the staged connections of a worker (with `staged`, [`run`]'s workers stage
+    /// new connections and commit them in small batches, as the pipeline does per burst).
+    fn commit(table: &ConnTable, pending: &mut Vec<Staged4>, now: Time) {
+        table.commit4_batch(pending.drain(..), now, |_, r| {
+            r.expect("an index had room");
+        });
+    }
+
     fn run(capacity: usize, seed: u64) {
+        run_with(capacity, seed, false);
+    }
+
+    fn run_with(capacity: usize, seed: u64, staged: bool) {
         let table = Arc::new(ConnTable::with_capacity(capacity));
         // Short timeouts so that expiry races with traffic.
         table.timeouts().set_state(ConnState::None, 1);
@@ -64,6 +83,7 @@ mod conn {
                 s.spawn(move || {
                     let mut rng = Rng(seed ^ (w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                     let mut ops = 0u64;
+                    let mut pending: Vec<Staged4> = Vec::new();
                     while ops < 3_000_000 && !stop.load(Ordering::Relaxed) {
                         ops += 1;
                         let r = rng.next();
@@ -71,6 +91,30 @@ mod conn {
                         let now = Time::from_millis(clock.load(Ordering::Relaxed));
                         let k = key(i);
                         match table.lookup_in(&k) {
+                            None if staged => {
+                                // Staged, committed with up to 3 others (the same key may be
+                                // staged twice before its commit: a duplicate race).
+                                let d = &dests[(i % 3) as usize];
+                                let nc = NewConn4 {
+                                    key: ConnKeyIn4 {
+                                        proto: Protocol::Tcp,
+                                        caddr: v4_bits(k.caddr),
+                                        cport: k.cport,
+                                        vaddr: v4_bits(k.vaddr),
+                                        vport: k.vport,
+                                    },
+                                    method: method(i),
+                                    dest_addr: (v4_bits(dest_addr(i).ip()), dest_addr(i).port()),
+                                    local: (0, 0),
+                                    dest: d,
+                                };
+                                if let Ok(st) = table.stage4(&nc, TcpFlags::SYN, &LookupHint::NONE, now) {
+                                    pending.push(st);
+                                }
+                                if pending.len() > (r >> 40) as usize % 4 {
+                                    commit(table, &mut pending, now);
+                                }
+                            }
                             None => {
                                 let d = &dests[(i % 3) as usize];
                                 if let Ok(c) = table.insert(NewConn::new(k, method(i), dest_addr(i), d), now)
@@ -122,6 +166,8 @@ mod conn {
                             break;
                         }
                     }
+                    let now = Time::from_millis(clock.load(Ordering::Relaxed));
+                    commit(table, &mut pending, now);
                 });
             }
             // Housekeeper: advances the fake clock and expires.
@@ -209,6 +255,16 @@ mod conn {
     #[test]
     fn concurrent_insert_lookup_expire_remove_keeps_table_consistent() {
         run(4096, 0x1234_5678);
+    }
+
+    #[test]
+    fn concurrent_staged_inserts_with_duplicate_races_keep_table_consistent() {
+        run_with(4096, 0x0bad_cafe, true);
+    }
+
+    #[test]
+    fn concurrent_staged_inserts_on_a_table_smaller_than_the_key_set() {
+        run_with(300, 0x5eed_f00d, true);
     }
 
     #[test]
