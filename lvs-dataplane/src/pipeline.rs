@@ -627,6 +627,10 @@ struct Staging {
     filter: u64,
     /// Bit `i`: the connection of the chunk's frame `i` could not be committed.
     refused: u32,
+    /// Something was inserted in this chunk other than through the staged list (the
+    /// general path ran, or staged connections were committed before the chunk's end): the
+    /// prefetch's [`LookupHint::absent`] answers no longer hold.
+    void: bool,
 }
 
 impl Staging {
@@ -659,6 +663,7 @@ impl Scratch {
                 items: Vec::with_capacity(PREFETCH_BURST),
                 filter: 0,
                 refused: 0,
+                void: false,
             },
         })
     }
@@ -785,6 +790,7 @@ impl Worker {
             self.refresh_snap();
             let chunk = &mut frames[start..start + m];
             let [nin, nout, nin4, nout4] = self.stage_burst(chunk, s);
+            s.staging.void = false;
             let conns = &self.p.tables.conns;
             // The prefetch of the fast paths' keys hands back each key's hash and candidate
             // entry, which their lookups start from instead of hashing and probing again.
@@ -821,14 +827,21 @@ impl Worker {
                     &Stage::FastVip(a) => {
                         let a = a as usize % PREFETCH_BURST;
                         let h = &s.fin[a];
-                        let mut looked = None;
-                        match self.established4(fb, h, &s.hin[a], &mut looked, ingress, now) {
-                            Some(v) => {
-                                fwd_in += matches!(v, Verdict::Forward { .. }) as u64;
-                                v
-                            }
-                            None => {
-                                self.vip4_missed(fb, h, &s.hin[a], looked, &mut s.staging, pos, ingress, now)
+                        let hint = &s.hin[a];
+                        if hint.absent() && !s.staging.void {
+                            // The prefetch saw no entry, and nothing inserted since could be
+                            // this key's without `holds` knowing: the lookup would miss.
+                            self.vip4_missed(fb, h, hint, None, &mut s.staging, pos, ingress, now)
+                        } else {
+                            let mut looked = None;
+                            match self.established4(fb, h, hint, &mut looked, ingress, now) {
+                                Some(v) => {
+                                    fwd_in += matches!(v, Verdict::Forward { .. }) as u64;
+                                    v
+                                }
+                                None => {
+                                    self.vip4_missed(fb, h, hint, looked, &mut s.staging, pos, ingress, now)
+                                }
                             }
                         }
                     }
@@ -841,7 +854,7 @@ impl Worker {
                                 v
                             }
                             None => {
-                                self.commit_staged(&mut s.staging, now);
+                                self.leave_fast(&mut s.staging, now);
                                 self.ip_parsed(fb, Ok(h.info()), Some(false), ingress, now)
                             }
                         }
@@ -849,12 +862,12 @@ impl Worker {
                     // The general paths look connections up their own way: the chunk's
                     // staged ones are committed first.
                     &Stage::Slow(vip) => {
-                        self.commit_staged(&mut s.staging, now);
+                        self.leave_fast(&mut s.staging, now);
                         self.ip_parsed(fb, Ok(*info), vip, ingress, now)
                     }
                     &Stage::Bad(r) => Verdict::Drop(r),
                     Stage::NotIp => {
-                        self.commit_staged(&mut s.staging, now);
+                        self.leave_fast(&mut s.staging, now);
                         self.classify(fb, ingress, now)
                     }
                 };
@@ -1323,7 +1336,7 @@ impl Worker {
         {
             return v;
         }
-        self.commit_staged(staging, now);
+        self.leave_fast(staging, now);
         if staged_here {
             return self.ip_parsed(fb, Ok(h.info()), Some(true), ingress, now);
         }
@@ -1377,6 +1390,7 @@ impl Worker {
         };
         let IpAddr::V4(daddr) = dest.config.addr else {
             // An IPv6 server behind an IPv4 service: the general insert (findable at once).
+            staging.void = true;
             return Some(self.open_conn(fb, &mut h.info(), proto, svc, dest, ingress, now));
         };
         let method = dest.config.method;
@@ -1421,6 +1435,7 @@ impl Worker {
         let c = staged.conn();
         if staging.items.len() == PREFETCH_BURST {
             // Cannot happen (one per frame of a chunk); never grow the list on the fast path.
+            staging.void = true;
             self.commit_staged(staging, now);
         }
         staging.items.push(StagedConn {
@@ -1447,6 +1462,15 @@ impl Worker {
         if !staging.items.is_empty() {
             self.commit_staged_all(staging, now);
         }
+    }
+
+    /// Before a frame takes the general path (which looks connections up, and may insert
+    /// them, its own way): commits the chunk's staged connections, and voids the burst
+    /// prefetch's answers that a key is absent (see [`LookupHint::absent`]).
+    #[inline]
+    fn leave_fast(&self, staging: &mut Staging, now: Time) {
+        staging.void = true;
+        self.commit_staged(staging, now);
     }
 
     /// [`commit_staged`](Self::commit_staged) with something to commit.

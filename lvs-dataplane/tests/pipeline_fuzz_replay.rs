@@ -283,8 +283,10 @@ fn new_connections_staged_in_a_burst_end_as_one_frame_at_a_time() {
         },
     ));
     frames.push(syn(40, 1002, 80));
-    // A fwmark service's port: not a staged connection.
+    // A fwmark service's port: not a staged connection (the general path inserts it), and
+    // a segment of it right after, whose prefetch ran before that insert.
     frames.push(syn(41, 1003, 8001));
+    frames.push(ack(41, 1003, 8001));
     frames.push(syn(42, 1004, 81));
     assert!(frames.len() <= 32, "one chunk");
     let mut one = FuzzLab::new();

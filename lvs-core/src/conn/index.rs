@@ -311,6 +311,15 @@ impl Index {
         found
     }
 
+    /// True if keys whose home is bucket `b` were pushed past it (the probe of a key not
+    /// found in `b` must go on).
+    #[inline]
+    pub(crate) fn overflowed(&self, b: usize) -> bool {
+        self.buckets
+            .get(b)
+            .is_none_or(|bucket| bucket.overflow.load(Ordering::SeqCst) != 0)
+    }
+
     /// Stores `v` in an empty slot of `slots`; true if it did.
     #[inline]
     fn put(slots: &[AtomicU32], v: u32) -> bool {

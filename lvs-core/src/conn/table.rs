@@ -527,6 +527,19 @@ impl LookupHint {
         home: u32::MAX,
     };
 
+    /// The candidate of a hint whose prefetch found the key absent (not a slot number: a
+    /// lookup given it probes as without a candidate).
+    const ABSENT: u32 = u32::MAX - 1;
+
+    /// True if the prefetch found no entry of this key: no tag of it in its home bucket and
+    /// no key pushed past that bucket. An answer as of the prefetch: an entry of the key
+    /// inserted since is not seen here (the hinted lookups still probe and find it), so a
+    /// caller may skip the lookup on it only while nothing could have inserted the key.
+    #[inline(always)]
+    pub fn absent(&self) -> bool {
+        self.cand == Self::ABSENT
+    }
+
     /// True if the hint was filled by a prefetch.
     #[inline]
     fn known(&self) -> bool {
@@ -1135,7 +1148,7 @@ impl ConnTable {
         match pf {
             // Each candidate's line is asked for as soon as its bucket names it.
             Some(f) => hints.iter_mut().for_each(|h| {
-                h.cand = ix.home_hint(h.hash, h.home as usize);
+                h.cand = Self::hint_cand(ix, h);
                 if let Some(e) = self.try_slot(h.cand) {
                     fetch(f, line_addr(e));
                 }
@@ -1143,7 +1156,7 @@ impl ConnTable {
             // Loads would wait for their lines: after every bucket is scanned.
             None => {
                 for h in hints.iter_mut() {
-                    h.cand = ix.home_hint(h.hash, h.home as usize);
+                    h.cand = Self::hint_cand(ix, h);
                 }
                 for h in hints.iter() {
                     if let Some(e) = self.try_slot(h.cand) {
@@ -1153,6 +1166,15 @@ impl ConnTable {
             }
         }
         std::hint::black_box(sink);
+    }
+
+    /// The candidate of hint `h` (its hash and home known): the home bucket's matching slot,
+    /// `u32::MAX` for none, [`LookupHint::ABSENT`] if nothing was pushed past the bucket
+    /// either (without a branch on it).
+    #[inline(always)]
+    fn hint_cand(ix: &Index, h: &LookupHint) -> u32 {
+        let cand = ix.home_hint(h.hash, h.home as usize);
+        cand - ((cand == u32::MAX) & !ix.overflowed(h.home as usize)) as u32
     }
 
     /// [`lookup_in`](Self::lookup_in) with the hint that
