@@ -55,10 +55,11 @@ mod conn {
 
     /// Commits the staged connections of a worker (with `staged`, [`run`]'s workers stage
     /// new connections and commit them in small batches, as the pipeline does per burst).
-    fn commit(table: &ConnTable, pending: &mut Vec<Staged4>, now: Time) {
+    fn commit(table: &ConnTable, pending: &mut Vec<Staged4>, reserved: &mut Reservation, now: Time) {
         table.commit4_batch(pending.drain(..), now, |_, r| {
             r.expect("an index had room");
         });
+        table.unreserve(reserved);
     }
 
     fn run(capacity: usize, seed: u64) {
@@ -84,6 +85,7 @@ mod conn {
                     let mut rng = Rng(seed ^ (w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                     let mut ops = 0u64;
                     let mut pending: Vec<Staged4> = Vec::new();
+                    let mut reserved = Reservation::default();
                     while ops < 3_000_000 && !stop.load(Ordering::Relaxed) {
                         ops += 1;
                         let r = rng.next();
@@ -108,11 +110,17 @@ mod conn {
                                     local: (0, 0),
                                     dest: d,
                                 };
-                                if let Ok(st) = table.stage4(&nc, TcpFlags::SYN, &LookupHint::NONE, now) {
+                                // Capacity for a few at once, some of it given back unused.
+                                if pending.is_empty() && reserved.left() == 0 {
+                                    table.reserve_burst(1 + (r >> 50) as u32 % 3, &mut reserved);
+                                }
+                                if let Ok(st) =
+                                    table.stage4(&nc, TcpFlags::SYN, &LookupHint::NONE, &mut reserved, now)
+                                {
                                     pending.push(st);
                                 }
                                 if pending.len() > (r >> 40) as usize % 4 {
-                                    commit(table, &mut pending, now);
+                                    commit(table, &mut pending, &mut reserved, now);
                                 }
                             }
                             None => {
@@ -167,7 +175,7 @@ mod conn {
                         }
                     }
                     let now = Time::from_millis(clock.load(Ordering::Relaxed));
-                    commit(table, &mut pending, now);
+                    commit(table, &mut pending, &mut reserved, now);
                 });
             }
             // Housekeeper: advances the fake clock and expires.

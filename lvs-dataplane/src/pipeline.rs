@@ -46,7 +46,7 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, Cache};
 use lvs_core::conn::{
     Conn4, ConnKeyIn, ConnKeyIn4, ConnKeyOut, ConnRef, ConnState, ConnTable, Direction, LookupHint, NewConn,
-    NewConn4, PREFETCH_BURST, Staged4, TcpFlags, TemplateKey,
+    NewConn4, PREFETCH_BURST, Reservation, Staged4, TcpFlags, TemplateKey,
 };
 use lvs_core::service::{AddrFamily, ServiceKey, ServiceSet, ServiceTable, VirtualService};
 use lvs_core::stats::StatsWriter;
@@ -631,6 +631,12 @@ struct Staging {
     /// general path ran, or staged connections were committed before the chunk's end): the
     /// prefetch's [`LookupHint::absent`] answers no longer hold.
     void: bool,
+    /// Table capacity taken in one step, at the chunk's first new connection, for the
+    /// chunk's frames whose key the prefetch found absent; the rest is given back at the
+    /// chunk's end.
+    reserved: Reservation,
+    /// The chunk's reservation was made.
+    reserved_tried: bool,
 }
 
 impl Staging {
@@ -664,6 +670,8 @@ impl Scratch {
                 filter: 0,
                 refused: 0,
                 void: false,
+                reserved: Reservation::default(),
+                reserved_tried: false,
             },
         })
     }
@@ -791,6 +799,7 @@ impl Worker {
             let chunk = &mut frames[start..start + m];
             let [nin, nout, nin4, nout4] = self.stage_burst(chunk, s);
             s.staging.void = false;
+            s.staging.reserved_tried = false;
             let conns = &self.p.tables.conns;
             // The prefetch of the fast paths' keys hands back each key's hash and candidate
             // entry, which their lookups start from instead of hashing and probing again.
@@ -827,11 +836,13 @@ impl Worker {
                     &Stage::FastVip(a) => {
                         let a = a as usize % PREFETCH_BURST;
                         let h = &s.fin[a];
-                        let hint = &s.hin[a];
+                        // This frame's hint and those of the chunk's later frames to a VIP.
+                        let hints = &s.hin[a..nin4.clamp(a + 1, PREFETCH_BURST)];
+                        let hint = &hints[0];
                         if hint.absent() && !s.staging.void {
                             // The prefetch saw no entry, and nothing inserted since could be
                             // this key's without `holds` knowing: the lookup would miss.
-                            self.vip4_missed(fb, h, hint, None, &mut s.staging, pos, ingress, now)
+                            self.vip4_missed(fb, h, hints, None, &mut s.staging, pos, ingress, now)
                         } else {
                             let mut looked = None;
                             match self.established4(fb, h, hint, &mut looked, ingress, now) {
@@ -840,7 +851,7 @@ impl Worker {
                                     v
                                 }
                                 None => {
-                                    self.vip4_missed(fb, h, hint, looked, &mut s.staging, pos, ingress, now)
+                                    self.vip4_missed(fb, h, hints, looked, &mut s.staging, pos, ingress, now)
                                 }
                             }
                         }
@@ -878,6 +889,9 @@ impl Worker {
             }
             // Before the frames leave: the chunk's new connections become findable.
             self.commit_staged(&mut s.staging, now);
+            if s.staging.reserved.left() != 0 {
+                self.p.tables.conns.unreserve(&mut s.staging.reserved);
+            }
             if s.staging.refused != 0 {
                 let refused = std::mem::take(&mut s.staging.refused);
                 self.refuse_uncommitted(&mut verdicts[start..start + m], refused);
@@ -1312,8 +1326,8 @@ impl Worker {
     }
 
     /// A burst's IPv4 frame to a VIP that [`established4`](Self::established4) handed back
-    /// (`looked`: what its lookup found, `hint` its prefetch hint, `pos` its place in the
-    /// chunk): a new connection is staged by [`new_conn4`](Self::new_conn4); everything
+    /// (`looked`: what its lookup found, `hints` its prefetch hint and those of the chunk's
+    /// later frames to a VIP, `pos` its place in the chunk): a new connection is staged by [`new_conn4`](Self::new_conn4); everything
     /// else takes the general path, after the chunk's staged connections are committed (a
     /// later packet of a staged connection is looked up again then, and finds it).
     #[inline(never)]
@@ -1322,7 +1336,7 @@ impl Worker {
         &self,
         fb: &mut FrameBuf<'_>,
         h: &Fast4,
-        hint: &LookupHint,
+        hints: &[LookupHint],
         looked: Option<ConnRef>,
         staging: &mut Staging,
         pos: usize,
@@ -1332,7 +1346,7 @@ impl Worker {
         let staged_here = looked.is_none() && !staging.items.is_empty() && staging.holds(&h.key_in4());
         if looked.is_none()
             && !staged_here
-            && let Some(v) = self.new_conn4(fb, h, hint, staging, pos, ingress, now)
+            && let Some(v) = self.new_conn4(fb, h, hints, staging, pos, ingress, now)
         {
             return v;
         }
@@ -1344,7 +1358,8 @@ impl Worker {
     }
 
     /// [`new_conn_v4`](Self::new_conn_v4) for a burst's frame that [`xlate::parse_fast4`]
-    /// read as `h` and whose lookup missed (`hint`: its prefetch hint): the same decisions
+    /// read as `h` and whose lookup missed (`hints`: its prefetch hint, then those of the
+    /// chunk's later frames to a VIP): the same decisions
     /// and counts, but the connection is only staged ([`ConnTable::stage4`]) and the frame
     /// rewritten from it; [`commit_staged`](Self::commit_staged) makes it findable and
     /// applies the frame's flags to its state before anything could look for it (before a
@@ -1357,7 +1372,7 @@ impl Worker {
         &self,
         fb: &mut FrameBuf<'_>,
         h: &Fast4,
-        hint: &LookupHint,
+        hints: &[LookupHint],
         staging: &mut Staging,
         pos: usize,
         ingress: u16,
@@ -1423,7 +1438,16 @@ impl Worker {
             local,
             dest: &dest.state,
         };
-        let staged = match self.p.tables.conns.stage4(&nc, TcpFlags(h.tcp_flags), hint, now) {
+        let conns = &self.p.tables.conns;
+        if staging.reserved.left() == 0 && !staging.reserved_tried {
+            // One step for the capacity of the chunk's new connections: this one and the
+            // later frames whose key the prefetch found absent.
+            staging.reserved_tried = true;
+            let n = hints.iter().skip(1).filter(|x| x.absent()).count() as u32 + 1;
+            conns.reserve_burst(n, &mut staging.reserved);
+        }
+        let hint = hints.first().unwrap_or(&LookupHint::NONE);
+        let staged = match conns.stage4(&nc, TcpFlags(h.tcp_flags), hint, &mut staging.reserved, now) {
             Ok(c) => c,
             Err(_) => {
                 if method == ForwardMethod::FullNat {

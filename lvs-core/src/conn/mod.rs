@@ -182,6 +182,6 @@ pub use list::{ConnInfo, listing, listing_header, listing_row};
 pub use state::{ConnState, DEFAULT_TIMEOUTS, Direction, STATES, TcpFlags, Timeouts, tcp_transition};
 pub use table::{
     Conn4, ConnCounters, ConnKeyIn, ConnKeyIn4, ConnKeyOut, ConnKeyOut4, ConnRef, ConnTable, ENTRY_BYTES,
-    ENTRY_BYTES_V6, LookupHint, NewConn, NewConn4, PREFETCH_BURST, Prefetch, Staged4, TableFull, TemplateKey,
-    TemplateRef,
+    ENTRY_BYTES_V6, LookupHint, NewConn, NewConn4, PREFETCH_BURST, Prefetch, Reservation, Staged4, TableFull,
+    TemplateKey, TemplateRef,
 };

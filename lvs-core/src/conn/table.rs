@@ -25,7 +25,7 @@ use crate::time::Time;
 mod fast4;
 mod stage4;
 pub use fast4::{Conn4, ConnKeyIn4, ConnKeyOut4};
-pub use stage4::{NewConn4, Staged4};
+pub use stage4::{NewConn4, Reservation, Staged4};
 
 // ---- control word layout -------------------------------------------------------------
 // Bits 40..64: seqlock generation (see `seqlock.rs`).
@@ -1747,7 +1747,7 @@ impl ConnTable {
             debug_assert!(f.fields & HAS_OUT == 0 || f.hout == self.entry_hash_out(f.fields, &a, ports));
         }
         loop {
-            let s = self.write4(&f, now)?;
+            let s = self.write4(&f, &mut 0, now)?;
             if let stage4::Published::Conn(r) = self.publish4(&s, now)? {
                 return Ok(r);
             }

@@ -72,6 +72,22 @@ impl Staged4 {
     }
 }
 
+/// Table capacity taken ahead, in one step, for a burst's new connections
+/// ([`ConnTable::reserve_burst`]): a [`ConnTable::stage4`] given it uses one of its units instead of
+/// taking its own; [`ConnTable::unreserve`] gives back what is left. Until then the units
+/// count as live entries (as an insert's own unit does while it is under way).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reservation {
+    left: u32,
+}
+
+impl Reservation {
+    /// Units not used yet.
+    pub fn left(&self) -> u32 {
+        self.left
+    }
+}
+
 /// Everything an insert of an IPv4 connection computes before it takes a slot.
 pub(super) struct Fresh4<'a> {
     /// Control word fields below the generation (kind, state, destination id).
@@ -146,8 +162,8 @@ impl ConnTable {
     /// The first half of an IPv4 insert: takes a slot, writes the connection, links its
     /// template and accounts it in its destination. Not yet findable.
     #[inline(always)]
-    pub(super) fn write4(&self, f: &Fresh4<'_>, now: Time) -> Result<Staged4, TableFull> {
-        let idx = self.alloc(false)?;
+    pub(super) fn write4(&self, f: &Fresh4<'_>, reserved: &mut u32, now: Time) -> Result<Staged4, TableFull> {
+        let idx = self.alloc_reserved(reserved)?;
         let e = &self.narrow[idx as usize];
         let old = begin_write(&e.ctl);
         // The read-modify-writes first: each one waits for the stores before it, and the
@@ -172,6 +188,43 @@ impl ConnTable {
             hout: f.hout,
             later: None,
         })
+    }
+
+    /// An IPv4 slot, on one of the `reserved` units of capacity if there is one, else as
+    /// [`alloc`](Self::alloc) takes it.
+    #[inline(always)]
+    fn alloc_reserved(&self, reserved: &mut u32) -> Result<u32, TableFull> {
+        if *reserved != 0 {
+            *reserved -= 1;
+            if let Some(i) = self.free4.pop(|i| &self.narrow[i as usize].gc_next) {
+                return Ok(i);
+            }
+            // No spare slot: the unit goes back, and `alloc` recycles or refuses.
+            self.live.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.alloc(false)
+    }
+
+    /// Takes up to `n` units of capacity for new connections in one step (fewer if the table
+    /// has less room), adding them to `r`.
+    pub fn reserve_burst(&self, n: u32, r: &mut Reservation) {
+        if n == 0 {
+            return;
+        }
+        let before = self.live.fetch_add(n as u64, Ordering::AcqRel);
+        let room = (self.capacity as u64).saturating_sub(before).min(n as u64);
+        if room < n as u64 {
+            self.live.fetch_sub(n as u64 - room, Ordering::AcqRel);
+        }
+        r.left += room as u32;
+    }
+
+    /// Gives back the units of `r` not used.
+    pub fn unreserve(&self, r: &mut Reservation) {
+        if r.left != 0 {
+            self.live.fetch_sub(r.left as u64, Ordering::AcqRel);
+            r.left = 0;
+        }
     }
 
     /// The second half of an IPv4 insert: [`link4`](Self::link4), the pending list,
@@ -237,14 +290,18 @@ impl ConnTable {
     /// Stages a new IPv4 connection: what [`insert`](Self::insert) does up to making it
     /// findable (slot, fields, destination accounting: the scheduler's next pick sees it),
     /// plus a prefetch of the server-side index bucket that [`commit4`](Self::commit4) will
-    /// write. `hint` is the burst prefetch's hint for the same key (its hash is reused) or
-    /// [`LookupHint::NONE`]. Refused with [`TableFull`] as `insert` is.
+    /// write. `flags` are the first packet's (TCP): its state change is applied as
+    /// [`on_packet`](Self::on_packet) would. `hint` is the burst prefetch's hint for the same
+    /// key (its hash is reused) or [`LookupHint::NONE`]. The slot counts on a unit of
+    /// `reserved` if it has one ([`reserve_burst`](Self::reserve_burst)), else takes its own. Refused
+    /// with [`TableFull`] as `insert` is.
     #[inline]
     pub fn stage4(
         &self,
         nc: &NewConn4<'_>,
         flags: TcpFlags,
         hint: &LookupHint,
+        reserved: &mut Reservation,
         now: Time,
     ) -> Result<Staged4, TableFull> {
         let (bits, first) = super::NEW_KIND[nc.method as usize][nc.key.proto as usize];
@@ -279,7 +336,7 @@ impl ConnTable {
             | (nc.dest_addr.1 as u64) << 32
             | (lport as u64) << 48;
         let f = self.fresh4(kind, nc.dest, cv, dl, ports, hint.hash_if_known(), None);
-        let mut s = self.write4(&f, now)?;
+        let mut s = self.write4(&f, &mut reserved.left, now)?;
         s.later = later;
         if let Some(pf) = self.prefetcher() {
             if s.conn.ctl() & HAS_OUT != 0 {
@@ -434,7 +491,9 @@ mod tests {
                     i += 1;
                     let (nc4, _) = new_conn(i, m, p, &da);
                     let (_, nc) = new_conn(i, m, p, &db);
-                    let s = a.stage4(&nc4, f, &LookupHint::NONE, now).expect("room");
+                    let s = a
+                        .stage4(&nc4, f, &LookupHint::NONE, &mut Reservation::default(), now)
+                        .expect("room");
                     // Accounted at once (the scheduler's next pick sees it) ...
                     assert_eq!(da.inactive_conns() + da.active_conns(), i);
                     // ... but found by nobody before the commit.
@@ -502,16 +561,28 @@ mod tests {
         for i in 0..5 {
             let (nc4, _) = new_conn(i, ForwardMethod::Masq, Protocol::Tcp, &d);
             staged.push(
-                t.stage4(&nc4, TcpFlags::SYN, &LookupHint::NONE, now)
-                    .expect("room"),
+                t.stage4(
+                    &nc4,
+                    TcpFlags::SYN,
+                    &LookupHint::NONE,
+                    &mut Reservation::default(),
+                    now,
+                )
+                .expect("room"),
             );
         }
         // The same key staged twice (two workers racing on one SYN): one entry survives and
         // both commits answer with it.
         let (dup, _) = new_conn(2, ForwardMethod::Masq, Protocol::Tcp, &d);
         staged.push(
-            t.stage4(&dup, TcpFlags::SYN, &LookupHint::NONE, now)
-                .expect("room"),
+            t.stage4(
+                &dup,
+                TcpFlags::SYN,
+                &LookupHint::NONE,
+                &mut Reservation::default(),
+                now,
+            )
+            .expect("room"),
         );
         assert_eq!(t.len(), 6);
         let mut got = Vec::new();
@@ -550,16 +621,90 @@ mod tests {
         let mut staged = Vec::new();
         for i in 0..4 {
             let (nc4, _) = new_conn(i, ForwardMethod::Masq, Protocol::Udp, &d);
-            staged.push(t.stage4(&nc4, TcpFlags(0), &LookupHint::NONE, now).expect("room"));
+            staged.push(
+                t.stage4(
+                    &nc4,
+                    TcpFlags(0),
+                    &LookupHint::NONE,
+                    &mut Reservation::default(),
+                    now,
+                )
+                .expect("room"),
+            );
         }
         let (nc4, _) = new_conn(9, ForwardMethod::Masq, Protocol::Udp, &d);
         assert_eq!(
-            t.stage4(&nc4, TcpFlags(0), &LookupHint::NONE, now),
+            t.stage4(
+                &nc4,
+                TcpFlags(0),
+                &LookupHint::NONE,
+                &mut Reservation::default(),
+                now
+            ),
             Err(TableFull)
         );
         assert_eq!(t.counters().refused_full, 1);
         assert_eq!(d.inactive_conns() + d.active_conns(), 4);
         t.commit4_batch(staged, now, |_, r| assert!(r.is_ok()));
         assert_eq!(t.len(), 4);
+    }
+}
+
+#[cfg(test)]
+mod reservation_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::service::Protocol;
+
+    fn nc(i: u32, dest: &Arc<DestState>) -> NewConn4<'_> {
+        NewConn4 {
+            key: ConnKeyIn4 {
+                proto: Protocol::Tcp,
+                caddr: 0x0a00_0100 + i,
+                cport: 1000,
+                vaddr: 0xc0a8_0001,
+                vport: 80,
+            },
+            method: ForwardMethod::Masq,
+            dest_addr: (0xac10_0005, 8080),
+            local: (0, 0),
+            dest,
+        }
+    }
+
+    #[test]
+    fn a_reservation_holds_capacity_until_used_or_given_back() {
+        let t = ConnTable::with_capacity(4);
+        let d = Arc::new(DestState::new(0, 0));
+        let now = Time::from_millis(1000);
+        let mut r = Reservation::default();
+        // More than the table holds: what fits.
+        t.reserve_burst(10, &mut r);
+        assert_eq!(r.left(), 4);
+        let a = t
+            .stage4(&nc(1, &d), TcpFlags::SYN, &LookupHint::NONE, &mut r, now)
+            .expect("reserved");
+        let b = t
+            .stage4(&nc(2, &d), TcpFlags::SYN, &LookupHint::NONE, &mut r, now)
+            .expect("reserved");
+        assert_eq!(r.left(), 2);
+        // The other two units are held: an insert without them finds the table full.
+        let mut none = Reservation::default();
+        assert_eq!(
+            t.stage4(&nc(3, &d), TcpFlags::SYN, &LookupHint::NONE, &mut none, now),
+            Err(TableFull)
+        );
+        t.unreserve(&mut r);
+        assert_eq!(r.left(), 0);
+        t.commit4_batch([a, b], now, |_, r| assert!(r.is_ok()));
+        assert_eq!(t.len(), 2, "only the used units stay counted");
+        assert_eq!(t.counters().inserted, 2);
+        let c = t
+            .stage4(&nc(3, &d), TcpFlags::SYN, &LookupHint::NONE, &mut none, now)
+            .expect("room again");
+        t.commit4_batch([c], now, |_, r| assert!(r.is_ok()));
+        assert_eq!(t.len(), 3);
+        assert_eq!(d.inactive_conns(), 3);
     }
 }
