@@ -1,9 +1,10 @@
 //! fo — weighted failover, as the kernel's `ip_vs_fo`: the eligible destination with the
 //! highest weight (effective, ramped), ties to the earliest in list order; load ignored.
-//! O(1) picks from a tournament tree (it follows OVERLOAD and ramp changes).
+//! Small lists are scanned; larger ones answer in O(1) from a tournament tree (it follows
+//! OVERLOAD and ramp changes).
 
 use super::SchedulerKind;
-use super::load_index::{LoadRule, candidate_weight, key_weight, least_load_scheduler, pack};
+use super::load_index::{LoadRule, Rating, candidate_weight, least_load_scheduler};
 use crate::dest::Destination;
 
 /// The fo rule: strictly heavier wins.
@@ -12,14 +13,16 @@ pub(super) struct FoRule;
 
 impl LoadRule for FoRule {
     #[inline]
-    fn key(d: &Destination) -> u64 {
-        pack(0, candidate_weight(d))
+    fn rate(d: &Destination) -> Rating {
+        (0, candidate_weight(d) as u64)
     }
 
     #[inline]
-    fn right_wins(left: u64, right: u64) -> bool {
-        key_weight(right) > key_weight(left)
+    fn right_wins(left: Rating, right: Rating) -> bool {
+        right.1 > left.1
     }
+
+    const NOBODY: Option<Rating> = Some((0, 0));
 }
 
 least_load_scheduler!(

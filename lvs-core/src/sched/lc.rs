@@ -1,9 +1,10 @@
 //! lc — least connection, as the kernel's `ip_vs_lc`: the eligible destination (weight > 0,
 //! not OVERLOADED) with the smallest overhead `active × 256 + inactive`, weights otherwise
-//! ignored; ties go to the earliest in list order. Answered in O(1) from a tournament tree.
+//! ignored; ties go to the earliest in list order. Small lists
+//! are scanned as the kernel does; larger ones answer in O(1) from a tournament tree.
 
 use super::SchedulerKind;
-use super::load_index::{LoadRule, candidate_weight, key_load, least_load_scheduler, pack};
+use super::load_index::{LoadRule, Rating, candidate_weight, least_load_scheduler};
 use crate::dest::Destination;
 
 /// The lc rule: smaller overhead wins, strictly.
@@ -12,14 +13,20 @@ pub(super) struct LcRule;
 
 impl LoadRule for LcRule {
     #[inline]
-    fn key(d: &Destination) -> u64 {
-        pack(d.state.overhead(), candidate_weight(d))
+    fn rate(d: &Destination) -> Rating {
+        // A non-candidate rates as the highest load: nothing is above it.
+        match candidate_weight(d) {
+            0 => (u64::MAX, 0),
+            w => (d.state.overhead(), w as u64),
+        }
     }
 
     #[inline]
-    fn right_wins(left: u64, right: u64) -> bool {
-        key_load(right) < key_load(left)
+    fn right_wins(left: Rating, right: Rating) -> bool {
+        right.0 < left.0
     }
+
+    const NOBODY: Option<Rating> = Some((u64::MAX, 0));
 }
 
 least_load_scheduler!(

@@ -1,9 +1,10 @@
 //! nq — never queue, as the kernel's `ip_vs_nq`: the first eligible destination in list
 //! order with no active connection wins at once; when none is idle, sed's rule
-//! (`(active + 1) / weight`, ties to the earliest). O(1) picks from a tournament tree.
+//! (`(active + 1) / weight`, ties to the earliest). Small lists are scanned;
+//! larger ones answer in O(1) from a tournament tree.
 
 use super::SchedulerKind;
-use super::load_index::{LoadRule, candidate_weight, key_load, least_load_scheduler, pack};
+use super::load_index::{LoadRule, Rating, candidate_weight, least_load_scheduler};
 use super::sed::sed_right_wins;
 use crate::dest::Destination;
 
@@ -13,15 +14,15 @@ pub(super) struct NqRule;
 
 impl LoadRule for NqRule {
     #[inline]
-    fn key(d: &Destination) -> u64 {
-        pack(d.state.active_conns() as u64, candidate_weight(d))
+    fn rate(d: &Destination) -> Rating {
+        (d.state.active_conns() as u64, candidate_weight(d) as u64)
     }
 
     #[inline]
-    fn right_wins(left: u64, right: u64) -> bool {
-        if key_load(left) == 0 {
+    fn right_wins(left: Rating, right: Rating) -> bool {
+        if left.0 == 0 {
             false
-        } else if key_load(right) == 0 {
+        } else if right.0 == 0 {
             true
         } else {
             sed_right_wins(left, right)

@@ -1,10 +1,11 @@
 //! ovf — weighted overflow, as the kernel's `ip_vs_ovf`: the highest-weight eligible
 //! destination whose active connections do not exceed its weight (`active > weight` is
 //! skipped, so a server takes connections up to and including `weight` active ones), ties
-//! to the earliest in list order. O(1) picks from a tournament tree.
+//! to the earliest in list order. Small lists are scanned; larger ones
+//! answer in O(1) from a tournament tree.
 
 use super::SchedulerKind;
-use super::load_index::{LoadRule, candidate_weight, key_weight, least_load_scheduler, pack};
+use super::load_index::{LoadRule, Rating, candidate_weight, least_load_scheduler};
 use crate::dest::Destination;
 
 /// The ovf rule: candidates are those with `active <= weight`; strictly heavier wins.
@@ -13,16 +14,18 @@ pub(super) struct OvfRule;
 
 impl LoadRule for OvfRule {
     #[inline]
-    fn key(d: &Destination) -> u64 {
+    fn rate(d: &Destination) -> Rating {
         let w = candidate_weight(d);
         let active = d.state.active_conns();
-        pack(active as u64, if active > w { 0 } else { w })
+        (active as u64, if active > w { 0 } else { w as u64 })
     }
 
     #[inline]
-    fn right_wins(left: u64, right: u64) -> bool {
-        key_weight(right) > key_weight(left)
+    fn right_wins(left: Rating, right: Rating) -> bool {
+        right.1 > left.1
     }
+
+    const NOBODY: Option<Rating> = Some((0, 0));
 }
 
 least_load_scheduler!(

@@ -1,16 +1,17 @@
 //! sed — shortest expected delay, as the kernel's `ip_vs_sed`: the eligible destination
 //! with the smallest `(active + 1) / weight` (inactive connections ignored), compared by
-//! cross-multiplication, ties to the earliest in list order. O(1) picks from a tournament.
+//! cross-multiplication, ties to the earliest in list order. Small lists are scanned;
+//! larger ones answer in O(1) from a tournament tree.
 
 use super::SchedulerKind;
-use super::load_index::{LoadRule, candidate_weight, key_load, key_weight, least_load_scheduler, pack};
+use super::load_index::{LoadRule, Rating, candidate_weight, least_load_scheduler};
 use crate::dest::Destination;
 
 /// `(active + 1) × right_weight` against the other side: true when `right` is strictly
 /// better under the sed/nq cost.
 #[inline]
-pub(super) fn sed_right_wins(left: u64, right: u64) -> bool {
-    (key_load(left) + 1) * key_weight(right) > (key_load(right) + 1) * key_weight(left)
+pub(super) fn sed_right_wins((la, lw): Rating, (ra, rw): Rating) -> bool {
+    (la + 1) * rw > (ra + 1) * lw
 }
 
 /// The sed rule: key load is the active-connection count.
@@ -19,14 +20,17 @@ pub(super) struct SedRule;
 
 impl LoadRule for SedRule {
     #[inline]
-    fn key(d: &Destination) -> u64 {
-        pack(d.state.active_conns() as u64, candidate_weight(d))
+    fn rate(d: &Destination) -> Rating {
+        (d.state.active_conns() as u64, candidate_weight(d) as u64)
     }
 
     #[inline]
-    fn right_wins(left: u64, right: u64) -> bool {
+    fn right_wins(left: Rating, right: Rating) -> bool {
         sed_right_wins(left, right)
     }
+
+    // (0 + 1) × w > (a + 1) × 0 for any candidate; 0 > 0 for a weight of 0.
+    const NOBODY: Option<Rating> = Some((0, 0));
 }
 
 least_load_scheduler!(

@@ -1,10 +1,11 @@
 //! wlc — weighted least connection (ipvsadm's default), as the kernel's `ip_vs_wlc`: the
 //! eligible destination with the smallest overhead / weight, compared by 64-bit
 //! cross-multiplication (`loh × w > doh × lw` switches), ties to the earliest in list order.
-//! Weights are the effective (slow-start ramped) ones. O(1) picks from a tournament tree.
+//! Weights are the effective (slow-start ramped) ones. Small lists are scanned as
+//! the kernel does; larger ones answer in O(1) from a tournament tree (see `load_index`).
 
 use super::SchedulerKind;
-use super::load_index::{LoadRule, candidate_weight, key_load, key_weight, least_load_scheduler, pack};
+use super::load_index::{LoadRule, Rating, candidate_weight, least_load_scheduler};
 use crate::dest::Destination;
 
 /// The wlc rule: overhead `active × 256 + inactive` over weight.
@@ -13,14 +14,16 @@ pub(super) struct WlcRule;
 
 impl LoadRule for WlcRule {
     #[inline]
-    fn key(d: &Destination) -> u64 {
-        pack(d.state.overhead(), candidate_weight(d))
+    fn rate(d: &Destination) -> Rating {
+        (d.state.overhead(), candidate_weight(d) as u64)
     }
 
     #[inline]
-    fn right_wins(left: u64, right: u64) -> bool {
-        key_load(left) * key_weight(right) > key_load(right) * key_weight(left)
+    fn right_wins((loh, lw): Rating, (doh, dw): Rating) -> bool {
+        loh * dw > doh * lw
     }
+
+    const NOBODY: Option<Rating> = Some((1, 0));
 }
 
 least_load_scheduler!(
