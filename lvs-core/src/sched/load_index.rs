@@ -5,7 +5,7 @@
 //! # Small lists: no index
 //! Keeping the index costs every load change a notification and the next pick its
 //! application, whatever the list's size; a scan costs each pick a few instructions per
-//! destination. Up to [`SCAN_MAX`] destinations the scan is cheaper, so the schedulers built
+//! destination. Up to [`scan_max`] destinations the scan is cheaper, so the schedulers built
 //! for such a list keep no index and register no listener: they run the kernel's loop over
 //! the live counters ([`scan`], [`LeastLoad`] without an index, wrr's and twos's list
 //! walks), and a bind, release or state change of their destinations notifies nobody.
@@ -67,6 +67,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use super::SchedulerKind;
 use crate::dest::{Destination, ListenerSlot, LoadListener, MAX_WEIGHT, RAMP_FULL};
 
 /// No destination: the value of an empty tournament node.
@@ -217,20 +218,33 @@ impl<R: LoadRule> Tournament<R> {
     }
 }
 
-/// Largest destination list a scheduler scans instead of indexing. Up to this size the
-/// kernel's own list walk over the live counters costs less than keeping an index up to
-/// date (which every bind, release and state change pays, through a notification, and the
-/// next pick pays again, applying it); above it the index's O(1) / O(log n) picks win. The
-/// choice is made when the scheduler is built for a destination list (`sched::build`); an
-/// edit of the service rebuilds it, so a list that grows past it switches to an index.
-/// Measured with `benches/examples/sched_callgrind.rs`: see the commit that set it.
-pub(super) const SCAN_MAX: usize = 16;
+/// The longest destination list scheduler `kind` scans instead of keeping a load index (0
+/// for the schedulers that keep none). Up to this size the kernel's own list walk over the
+/// live counters costs less than keeping an index up to date (which every bind, release
+/// and state change pays, through a notification, and the next pick pays again, applying
+/// it); above it the index's O(1) / O(log n) picks win. The choice is made when the
+/// scheduler is built for a destination list (`sched::build`); an edit of the service
+/// rebuilds it, so a list that grows past the size switches to an index and back.
+///
+/// The sizes are the measured cross-overs of a pick plus one connection's accounting
+/// (`benches/examples/sched_callgrind.rs`, callgrind): a scan costs about 20-25
+/// instructions per destination (wlc 25, lc 19, sed and nq 22, fo and ovf 18), keeping the
+/// index 390-630 per connection; twos walks the list up to three times, wrr only from
+/// its cursor to the next destination heavy enough (a few on average, whatever the size).
+pub(super) fn scan_max(kind: SchedulerKind) -> usize {
+    match kind {
+        SchedulerKind::Wlc | SchedulerKind::Lc | SchedulerKind::Fo | SchedulerKind::Ovf => 16,
+        SchedulerKind::Sed | SchedulerKind::Nq | SchedulerKind::Twos => 8,
+        SchedulerKind::Wrr => 64,
+        _ => 0,
+    }
+}
 
-/// True when a scheduler built for `n` destinations keeps a load index (and registers it
-/// as their listener); false when it scans the live counters (no listener at all).
+/// True when scheduler `kind` built for `n` destinations keeps a load index (and registers
+/// it as their listener); false when it scans the live counters (no listener at all).
 #[inline]
-pub(super) fn indexed(n: usize) -> bool {
-    n > SCAN_MAX
+pub(super) fn indexed(kind: SchedulerKind, n: usize) -> bool {
+    n > scan_max(kind)
 }
 
 /// The kernel-style list scan for a [`LoadRule`]: the pick of a small list (no index), the
@@ -239,17 +253,21 @@ pub(super) fn indexed(n: usize) -> bool {
 #[inline]
 pub(super) fn scan<R: LoadRule>(dests: &[Destination]) -> Option<usize> {
     if let Some(nobody) = R::NOBODY {
+        // The winner is kept as a reference, turned into its index at the end: the loop
+        // counts nothing but its place in the slice.
         let (mut best, mut at) = (nobody, None);
-        for (i, d) in dests.iter().enumerate() {
+        for d in dests {
             let r = R::rate(d);
             if R::right_wins(best, r) {
                 // Rare after the first few: keeps the loop a straight line for the others.
                 std::hint::cold_path();
                 best = r;
-                at = Some(i);
+                at = Some(d);
             }
         }
-        return at;
+        return at.map(|d| {
+            (d as *const Destination as usize - dests.as_ptr() as usize) / std::mem::size_of::<Destination>()
+        });
     }
     // As the kernel's loops: find the first candidate, then compare the rest with it.
     let mut rest = dests.iter().enumerate();
@@ -692,7 +710,7 @@ impl<P: Policy> LoadIndex<P> {
     }
 }
 
-/// A least-load scheduler: for a small list (up to [`SCAN_MAX`]) the kernel's scan of the
+/// A least-load scheduler: for a small list (up to [`scan_max`]) the kernel's scan of the
 /// live counters, with no index and no listener; for a larger one a [`Tournament`] over the
 /// rule `R`, the kernel's winner with its list-order tie-break read from the root in O(1).
 pub(super) struct LeastLoad<R: LoadRule> {
@@ -707,10 +725,10 @@ impl<R: LoadRule> fmt::Debug for LeastLoad<R> {
 }
 
 impl<R: LoadRule> LeastLoad<R> {
-    /// The scheduler for `dests`: a scan up to [`SCAN_MAX`] destinations, else an index
+    /// Scheduler `kind` for `dests`: a scan up to [`scan_max`] destinations, else an index
     /// registered as their load listener.
-    pub(super) fn new(dests: &[Destination]) -> LeastLoad<R> {
-        if indexed(dests.len()) {
+    pub(super) fn new(kind: SchedulerKind, dests: &[Destination]) -> LeastLoad<R> {
+        if indexed(kind, dests.len()) {
             LeastLoad::with_index(dests)
         } else {
             LeastLoad { index: None }
@@ -801,7 +819,7 @@ macro_rules! least_load_scheduler {
             _flags: $crate::service::SchedFlags,
             _prev: Option<&dyn $crate::sched::Scheduler>,
         ) -> Box<dyn $crate::sched::Scheduler> {
-            Box::new($name($crate::sched::load_index::LeastLoad::new(dests)))
+            Box::new($name($crate::sched::load_index::LeastLoad::new($kind, dests)))
         }
     };
 }
@@ -1225,15 +1243,20 @@ mod oracle_tests {
         }
     }
 
-    /// Pool sizes on both sides of [`SCAN_MAX`](super::SCAN_MAX): scanned and indexed.
-    fn pool_size() -> impl Strategy<Value = usize> {
-        prop_oneof![1..=super::SCAN_MAX, super::SCAN_MAX + 1..=3 * super::SCAN_MAX]
+    /// The largest [`scan_max`](super::scan_max) of the kinds tested here.
+    const MAX: usize = 16;
+
+    /// A pool size for `kind` from a random `(small, x)`: scanned (up to its scan_max) when
+    /// `small`, else indexed (up to three times that).
+    fn pool_size(kind: SchedulerKind, (small, x): (bool, usize)) -> usize {
+        let m = super::scan_max(kind);
+        if small { 1 + x % m } else { m + 1 + x % (2 * m) }
     }
 
-    /// Loads for up to `3 × SCAN_MAX` destinations: (weight, active, inactive, upper
+    /// Loads for up to `3 × MAX` destinations: (weight, active, inactive, upper
     /// threshold code).
     fn setups() -> impl Strategy<Value = Vec<(u32, u32, u32, u32)>> {
-        proptest::collection::vec((0u32..6, 0u32..4, 0u32..300, 0u32..6), 3 * super::SCAN_MAX)
+        proptest::collection::vec((0u32..6, 0u32..4, 0u32..300, 0u32..6), 3 * MAX)
     }
 
     /// Destinations with the first `n` of `setup`'s weights and loads.
@@ -1256,16 +1279,17 @@ mod oracle_tests {
         #[test]
         fn pick_equals_the_kernel_scan_scanned_or_indexed(
             kind in 0usize..6,
-            n in pool_size(),
+            size in (any::<bool>(), 0usize..1000),
             setup in setups(),
             ops in proptest::collection::vec((0usize..64, 0u8..7, 0u32..1100), 0..80),
         ) {
             let kind = KINDS[kind];
+            let n = pool_size(kind, size);
             let ds = loaded(n, &setup);
             let s = sched::build(kind, &ds, SchedFlags::NONE, None);
             // Scanned pools register no listener; indexed ones register on every destination.
             for d in &ds {
-                prop_assert_eq!(d.state.has_listener(), n > super::SCAN_MAX);
+                prop_assert_eq!(d.state.has_listener(), n > super::scan_max(kind));
             }
             prop_assert_eq!(s.schedule(&ds, &flow(0), Time::ZERO), kernel(kind, &ds));
             for (slot, op, x) in ops {
@@ -1285,13 +1309,14 @@ mod oracle_tests {
         #[test]
         fn small_pool_follows_every_load_change_with_no_listener(
             kind in 0usize..6,
-            n in 1..=super::SCAN_MAX,
+            x in 0usize..1000,
             setup in setups(),
             ops in proptest::collection::vec((0usize..64, 0u8..7, 0u32..1100), 0..200),
         ) {
             // Connections' whole lives on a scanned pool: every pick, right after any
             // bind, release, state change, threshold or ramp change, is the kernel's.
             let kind = KINDS[kind];
+            let n = pool_size(kind, (true, x));
             let ds = loaded(n, &setup);
             let s = sched::build(kind, &ds, SchedFlags::NONE, None);
             let mut live: Vec<usize> = Vec::new();
@@ -1329,16 +1354,16 @@ mod oracle_tests {
         #[test]
         fn editing_the_service_across_scan_max_switches_mode_without_a_wrong_pick(
             kind in 0usize..6,
-            sizes in proptest::collection::vec(pool_size(), 2..6),
+            sizes in proptest::collection::vec((any::<bool>(), 0usize..1000), 2..6),
             ops in proptest::collection::vec((0usize..64, 0u8..7, 0u32..1100), 30),
         ) {
             // One service edited through the table: destinations added at the front (as
-            // `ipvsadm -a` does) or removed, so its size crosses SCAN_MAX both ways. Every
+            // `ipvsadm -a` does) or removed, so its size crosses scan_max both ways. Every
             // snapshot's picks follow the live counters, which carry over the edits.
             use crate::dest::DestConfig;
             use crate::service::{Protocol, ServiceConfig, ServiceKey, ServiceTable};
             let kind = KINDS[kind];
-            let all: Vec<DestConfig> = (0..3 * super::SCAN_MAX as u32)
+            let all: Vec<DestConfig> = (0..3 * MAX as u32)
                 .map(|i| DestConfig {
                     weight: 1 + i % 5,
                     ..DestConfig::new(std::net::Ipv4Addr::from(0x0A01_0000 + i).into(), 80)
@@ -1351,13 +1376,14 @@ mod oracle_tests {
                 port: 80,
             });
             cfg.scheduler = kind;
-            for (step, &n) in sizes.iter().enumerate() {
+            for (step, &size) in sizes.iter().enumerate() {
+                let n = pool_size(kind, size);
                 // The n most recently added destinations, newest first.
                 cfg.dests = all[..n].iter().rev().cloned().collect();
                 let set = table.publish(std::slice::from_ref(&cfg));
                 let svc = &set.services()[0];
                 for d in &svc.dests {
-                    prop_assert_eq!(d.state.has_listener(), n > super::SCAN_MAX);
+                    prop_assert_eq!(d.state.has_listener(), n > super::scan_max(kind));
                 }
                 for &(slot, op, x) in &ops {
                     change(&svc.dests[slot % n], op, x);

@@ -46,7 +46,7 @@ impl Policy for WeightSum {
 
 /// Weighted two-random-choices scheduler.
 pub struct TwoChoices {
-    /// The sum tree of a large list; `None` for a small one (up to `SCAN_MAX`), which is
+    /// The sum tree of a large list; `None` for a small one (up to `scan_max`), which is
     /// walked as the kernel does, with no listener.
     index: Option<Arc<LoadIndex<WeightSum>>>,
     rng: AtomicU64,
@@ -60,9 +60,9 @@ impl fmt::Debug for TwoChoices {
 
 impl TwoChoices {
     /// Builds twos for `dests`, continuing `prev`'s random stream when there is one: a
-    /// plain list walk up to `SCAN_MAX` destinations, a sum tree above.
+    /// plain list walk up to `scan_max` destinations, a sum tree above.
     pub fn new(dests: &[Destination], prev: Option<&dyn Scheduler>) -> TwoChoices {
-        TwoChoices::with_mode(dests, prev, indexed(dests.len()))
+        TwoChoices::with_mode(dests, prev, indexed(SchedulerKind::Twos, dests.len()))
     }
 
     /// Builds twos for `dests`, with a sum tree when `with_index`.
@@ -135,22 +135,39 @@ impl TwoChoices {
         None
     }
 
-    /// The kernel's two list walks: the total candidate weight, then for each of the two
-    /// draws `r` in `0..=total` the first candidate whose running weight sum reaches `r`.
+    /// The kernel's list walks: the total candidate weight, then one walk for both draws
+    /// `r` in `0..=total`, each taking the first candidate whose running weight sum reaches
+    /// it, stopping once both are found.
     fn scan(dests: &[Destination], x: u64) -> Option<(usize, usize)> {
         let total: u64 = dests.iter().map(|d| candidate_weight(d) as u64).sum();
         if total == 0 {
             return None;
         }
-        let find = |r: u64| {
-            let mut acc = 0;
-            dests.iter().position(|d| {
-                let w = candidate_weight(d) as u64;
-                acc += w;
-                w > 0 && acc >= r
-            })
-        };
-        Some((find(below(x, total + 1))?, find(below(x >> 32, total + 1))?))
+        Self::walk(dests, below(x, total + 1), below(x >> 32, total + 1))
+    }
+
+    /// The draws `r1` and `r2` by one walk of the list (see [`scan`](Self::scan)).
+    fn walk(dests: &[Destination], r1: u64, r2: u64) -> Option<(usize, usize)> {
+        let (mut a, mut b) = (None, None);
+        let mut acc = 0;
+        for (i, d) in dests.iter().enumerate() {
+            let w = candidate_weight(d) as u64;
+            if w == 0 {
+                continue;
+            }
+            acc += w;
+            if a.is_none() && acc >= r1 {
+                a = Some(i);
+            }
+            if b.is_none() && acc >= r2 {
+                b = Some(i);
+            }
+            if let (Some(a), Some(b)) = (a, b) {
+                return Some((a, b));
+            }
+        }
+        // Only when the weights changed between the two walks.
+        None
     }
 }
 
@@ -217,6 +234,24 @@ mod tests {
     }
 
     #[test]
+    fn list_walk_draws_like_the_kernel() {
+        // r = 0..=3 → A (r = 0 takes the first eligible), 4..=5 → C (B has weight 0),
+        // 6..=10 → D; both draws in one walk, in either order.
+        let ds = dests(&[3, 0, 2, 5]);
+        let want = [0, 0, 0, 0, 2, 2, 3, 3, 3, 3, 3];
+        for r1 in 0..=10u64 {
+            for r2 in 0..=10u64 {
+                let got = TwoChoices::walk(&ds, r1, r2);
+                assert_eq!(
+                    got,
+                    Some((want[r1 as usize], want[r2 as usize])),
+                    "r = {r1}, {r2}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn idle_cluster_share_follows_weights_and_skips_ineligible() {
         // With every server idle the overheads tie, so the first draw is kept: the share is
         // the weight share (plus the r = 0 extra for the first eligible). The same with the
@@ -270,7 +305,7 @@ mod tests {
 
     #[test]
     fn small_lists_register_no_listener_large_ones_do() {
-        let n = super::super::load_index::SCAN_MAX;
+        let n = super::super::load_index::scan_max(SchedulerKind::Twos);
         let small = dests(&vec![1; n]);
         let _s = build(&small, SchedFlags::NONE, None);
         assert!(small.iter().all(|d| !d.state.has_listener()));

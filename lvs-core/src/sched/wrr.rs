@@ -70,7 +70,7 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
 
 /// Weighted round-robin scheduler.
 pub struct WeightedRoundRobin {
-    /// The max tree of a large list; `None` for a small one (up to `SCAN_MAX`), which is
+    /// The max tree of a large list; `None` for a small one (up to `scan_max`), which is
     /// walked as the kernel does, with no listener.
     index: Option<Arc<LoadIndex<MaxWeight>>>,
     /// Number of destinations it was built for.
@@ -123,7 +123,7 @@ impl WeightedRoundRobin {
             None => pack_state(HEAD, mw),
         };
         WeightedRoundRobin {
-            index: indexed(dests.len()).then(|| LoadIndex::new(dests)),
+            index: indexed(SchedulerKind::Wrr, dests.len()).then(|| LoadIndex::new(dests)),
             len: dests.len(),
             state: AtomicU64::new(state),
             mw,
@@ -410,10 +410,10 @@ mod tests {
     proptest! {
         #[test]
         fn wrr_equals_the_kernel_loop_walked_or_indexed(
-            // Lists on both sides of SCAN_MAX: walked as the kernel does, or indexed.
+            // Lists on both sides of scan_max (64): walked as the kernel does, or indexed.
             weights in proptest::collection::vec(
                 prop_oneof![0u32..7, Just(0u32), (1u32..5).prop_map(|x| x * 4)],
-                1..3 * crate::sched::load_index::SCAN_MAX,
+                1..3 * crate::sched::load_index::scan_max(SchedulerKind::Wrr),
             ),
             ops in proptest::collection::vec((0usize..64, 0u8..4, 0u32..1025), 0..120),
         ) {
@@ -423,7 +423,10 @@ mod tests {
             }
             let s = build(&ds, SchedFlags::NONE, None);
             for d in &ds {
-                prop_assert_eq!(d.state.has_listener(), ds.len() > crate::sched::load_index::SCAN_MAX);
+                prop_assert_eq!(
+                    d.state.has_listener(),
+                    ds.len() > crate::sched::load_index::scan_max(SchedulerKind::Wrr)
+                );
             }
             let mut k = KernelWrr::new(&ds);
             for (slot, op, x) in ops {
