@@ -72,6 +72,7 @@ fn bench(c: &mut Criterion) {
             SchedulerKind::Sed,
             SchedulerKind::Fo,
             SchedulerKind::Wrr,
+            SchedulerKind::Twos,
             SchedulerKind::Rr,
         ] {
             let s = sched::build(kind, &dests, SchedFlags::NONE, None);

@@ -226,15 +226,22 @@ impl<R: LoadRule> Tournament<R> {
 /// scheduler is built for a destination list (`sched::build`); an edit of the service
 /// rebuilds it, so a list that grows past the size switches to an index and back.
 ///
-/// The sizes are the measured cross-overs of a pick plus one connection's accounting
-/// (`benches/examples/sched_callgrind.rs`, callgrind): a scan costs about 20-25
-/// instructions per destination (wlc 25, lc 19, sed and nq 22, fo and ovf 18), keeping the
-/// index 390-630 per connection; twos walks the list up to three times, wrr only from
-/// its cursor to the next destination heavy enough (a few on average, whatever the size).
+/// The sizes are measured cross-overs of a pick plus one connection's accounting (bind,
+/// ESTABLISHED, release; `sched_burst` in `benches/sched.rs`, and its instruction count in
+/// `benches/examples/sched_callgrind.rs`). In time, keeping the index costs about 65-80 ns
+/// per connection at any size, most of it in the atomic read-modify-writes of the
+/// notifications and the settling, while a scan costs 1-1.5 ns per destination (wlc: 36 ns
+/// over 16, 58 over 32, 92 over 64; sed 33 over 16, 63 over 32; fo 34 over 16, 38 over
+/// 32; twos 64 over 16 against 81 indexed). The sizes are those time cross-overs, rounded
+/// down. Counted in instructions, where a locked instruction is one like any other, the
+/// index is cheaper sooner (390-630 per connection against 18-25 per destination: wlc
+/// breaks even at about 20, sed at 10, fo at 16). wrr walks only from its cursor to the
+/// next destination heavy enough, a few on average whatever the size.
 pub(super) fn scan_max(kind: SchedulerKind) -> usize {
     match kind {
-        SchedulerKind::Wlc | SchedulerKind::Lc | SchedulerKind::Fo | SchedulerKind::Ovf => 16,
-        SchedulerKind::Sed | SchedulerKind::Nq | SchedulerKind::Twos => 8,
+        SchedulerKind::Wlc | SchedulerKind::Lc => 32,
+        SchedulerKind::Fo | SchedulerKind::Ovf => 32,
+        SchedulerKind::Sed | SchedulerKind::Nq | SchedulerKind::Twos => 16,
         SchedulerKind::Wrr => 64,
         _ => 0,
     }
@@ -1244,7 +1251,7 @@ mod oracle_tests {
     }
 
     /// The largest [`scan_max`](super::scan_max) of the kinds tested here.
-    const MAX: usize = 16;
+    const MAX: usize = 32;
 
     /// A pool size for `kind` from a random `(small, x)`: scanned (up to its scan_max) when
     /// `small`, else indexed (up to three times that).
