@@ -742,6 +742,12 @@ impl<R: LoadRule> LeastLoad<R> {
         }
     }
 
+    /// The scan, whatever the number of destinations (for tests comparing both ways).
+    #[cfg(test)]
+    pub(super) fn without_index() -> LeastLoad<R> {
+        LeastLoad { index: None }
+    }
+
     /// Builds the tournament for `dests`, whatever their number, and registers it as their
     /// load listener.
     pub(super) fn with_index(dests: &[Destination]) -> LeastLoad<R> {
@@ -828,6 +834,18 @@ macro_rules! least_load_scheduler {
         ) -> Box<dyn $crate::sched::Scheduler> {
             Box::new($name($crate::sched::load_index::LeastLoad::new($kind, dests)))
         }
+
+        /// The scheduler built both ways for `dests`, scanning and indexed, for tests.
+        #[cfg(test)]
+        pub(super) fn build_both(
+            dests: &[$crate::dest::Destination],
+        ) -> $crate::sched::load_index::tests::Both {
+            use $crate::sched::load_index::LeastLoad;
+            $crate::sched::load_index::tests::Both(
+                Box::new($name(LeastLoad::without_index())),
+                Box::new($name(LeastLoad::with_index(dests))),
+            )
+        }
     };
 }
 pub(super) use least_load_scheduler;
@@ -837,7 +855,7 @@ pub(super) mod tests {
     //! Shared fixtures for the scheduler tests.
     use super::*;
     use crate::dest::{ConnClass, DestConfig};
-    use crate::sched::FlowKey;
+    use crate::sched::{FlowKey, Scheduler};
     use crate::service::Protocol;
     use std::net::IpAddr;
 
@@ -853,6 +871,21 @@ pub(super) mod tests {
                 })
             })
             .collect()
+    }
+
+    /// One scheduler built both ways over the same destinations: scanning (no index) and
+    /// indexed. Its picks must agree.
+    #[derive(Debug)]
+    pub struct Both(pub Box<dyn Scheduler>, pub Box<dyn Scheduler>);
+
+    impl Both {
+        /// The pick of both ways, checked equal.
+        pub fn pick(&self, ds: &[Destination], flow: &FlowKey) -> Option<usize> {
+            let scanned = self.0.schedule(ds, flow, crate::time::Time::ZERO);
+            let indexed = self.1.schedule(ds, flow, crate::time::Time::ZERO);
+            assert_eq!(scanned, indexed, "scanned and indexed picks differ");
+            scanned
+        }
     }
 
     /// Sets a destination's counters by binding.
@@ -1112,12 +1145,17 @@ mod oracle_tests {
     fn notified_listeners_keep_no_destination_alive() {
         // A notification leaves the registration in this thread's listener cache: that must
         // not hold the destinations' state (the service trash tells by strong counts whether
-        // connections still hold a removed destination).
-        let ds = dests(&[1, 2, 3]);
+        // connections still hold a removed destination). 40 destinations: indexed.
+        let weights: Vec<u32> = (1..=40).collect();
+        let ds = dests(&weights);
         let s = sched::build(SchedulerKind::Wlc, &ds, SchedFlags::NONE, None);
+        assert!(ds[0].state.has_listener());
         ds[0].state.bind(ConnClass::Active);
         ds[2].state.unbind(ConnClass::Active);
-        assert_eq!(s.schedule(&ds, &flow(1), Time::ZERO), Some(1));
+        assert_eq!(
+            s.schedule(&ds, &flow(1), Time::ZERO),
+            kernel(SchedulerKind::Wlc, &ds)
+        );
         drop(s);
         for d in &ds {
             assert_eq!(
@@ -1131,9 +1169,16 @@ mod oracle_tests {
     #[test]
     fn a_thread_that_notified_the_old_index_reaches_the_new_one() {
         // Thread t notifies (caching snapshot 1's registration), the rules are rebuilt, t
-        // notifies again: snapshot 2's index must see it, through t's cache.
-        let ds = dests(&[1, 1]);
+        // notifies again: snapshot 2's index must see it, through t's cache. 40
+        // destinations (indexed), all but the first two too loaded to matter.
+        let ds = dests(&[1; 40]);
+        for d in &ds[2..] {
+            for _ in 0..5 {
+                d.state.bind(ConnClass::Active);
+            }
+        }
         let s1 = sched::build(SchedulerKind::Lc, &ds, SchedFlags::NONE, None);
+        assert!(ds[0].state.has_listener());
         let step = std::sync::Barrier::new(2);
         let s2 = std::thread::scope(|sc| {
             let (ds, step) = (&ds, &step);
@@ -1161,9 +1206,10 @@ mod oracle_tests {
     #[test]
     fn several_binds_to_one_destination_between_picks() {
         // A burst accounts several connections to the same destination before the next
-        // pick: the marks coalesce into one, and the next pick still sees every bind.
+        // pick: the marks coalesce into one, and the next pick still sees every bind. 40
+        // destinations: indexed.
         for kind in KINDS {
-            let weights: Vec<u32> = (0..12).map(|i| 1 + i % 4).collect();
+            let weights: Vec<u32> = (0..40).map(|i| 1 + i % 4).collect();
             let ds = dests(&weights);
             spread(&ds);
             let s = sched::build(kind, &ds, SchedFlags::NONE, None);

@@ -42,39 +42,37 @@ least_load_scheduler!(
 
 #[cfg(test)]
 mod tests {
-    use super::super::load_index::tests::{dests, flow, load};
+    use super::super::load_index::tests::{Both, dests, flow, load};
     use super::*;
-    use crate::sched::Scheduler;
-    use crate::service::SchedFlags;
-    use crate::time::Time;
 
-    fn pick(s: &dyn Scheduler, ds: &[Destination]) -> Option<usize> {
-        s.schedule(ds, &flow(3), Time::ZERO)
+    /// The pick, scanning and indexed alike.
+    fn pick(s: &Both, ds: &[Destination]) -> Option<usize> {
+        s.pick(ds, &flow(3))
     }
 
     #[test]
     fn counts_the_incoming_job_and_ignores_inactive() {
         // wlc would pick slot 0 (0 conns); sed compares (0+1)/1 = 1 against (1+1)/4 = 0.5.
         let ds = dests(&[1, 4]);
-        let s = build(&ds, SchedFlags::NONE, None);
+        let s = build_both(&ds);
         load(&ds[1], 1, 1000);
-        assert_eq!(pick(&*s, &ds), Some(1));
+        assert_eq!(pick(&s, &ds), Some(1));
         load(&ds[1], 2, 0); // (3+1)/4 = 1 = (0+1)/1: tie to the earliest
-        assert_eq!(pick(&*s, &ds), Some(0));
+        assert_eq!(pick(&s, &ds), Some(0));
     }
 
     #[test]
     fn all_idle_prefers_the_heaviest_then_list_order() {
         let ds = dests(&[2, 5, 5, 1]);
-        let s = build(&ds, SchedFlags::NONE, None);
-        assert_eq!(pick(&*s, &ds), Some(1));
+        let s = build_both(&ds);
+        assert_eq!(pick(&s, &ds), Some(1));
     }
 
     #[test]
     fn weight_zero_never_chosen() {
         let ds = dests(&[0, 1]);
-        let s = build(&ds, SchedFlags::NONE, None);
+        let s = build_both(&ds);
         load(&ds[1], 50, 0);
-        assert_eq!(pick(&*s, &ds), Some(1));
+        assert_eq!(pick(&s, &ds), Some(1));
     }
 }
