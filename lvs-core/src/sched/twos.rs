@@ -146,28 +146,25 @@ impl TwoChoices {
         Self::walk(dests, below(x, total + 1), below(x >> 32, total + 1))
     }
 
-    /// The draws `r1` and `r2` by one walk of the list (see [`scan`](Self::scan)).
+    /// The draws `r1` and `r2` by one walk of the list (see [`scan`](Self::scan)): up to
+    /// the smaller draw, then on from there to the larger.
     fn walk(dests: &[Destination], r1: u64, r2: u64) -> Option<(usize, usize)> {
-        let (mut a, mut b) = (None, None);
-        let mut acc = 0;
-        for (i, d) in dests.iter().enumerate() {
-            let w = candidate_weight(d) as u64;
-            if w == 0 {
-                continue;
+        let (lo, hi) = (r1.min(r2), r1.max(r2));
+        // (slot, running sum) of the first candidate from `from` on whose running sum,
+        // starting at `acc`, reaches `r`.
+        let reach = |r: u64, from: usize, mut acc: u64| {
+            for (i, d) in dests.iter().enumerate().skip(from) {
+                let w = candidate_weight(d) as u64;
+                acc += w;
+                if w != 0 && acc >= r {
+                    return Some((i, acc));
+                }
             }
-            acc += w;
-            if a.is_none() && acc >= r1 {
-                a = Some(i);
-            }
-            if b.is_none() && acc >= r2 {
-                b = Some(i);
-            }
-            if let (Some(a), Some(b)) = (a, b) {
-                return Some((a, b));
-            }
-        }
-        // Only when the weights changed between the two walks.
-        None
+            None
+        };
+        let (a, acc) = reach(lo, 0, 0)?;
+        let b = if acc >= hi { a } else { reach(hi, a + 1, acc)?.0 };
+        Some(if r1 <= r2 { (a, b) } else { (b, a) })
     }
 }
 
