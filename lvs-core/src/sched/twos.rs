@@ -5,8 +5,9 @@
 //! lower (`w2 × oh1 > w1 × oh2`). Only eligible destinations (weight > 0, not OVERLOADED)
 //! take part; weights are the effective (ramped) ones.
 //!
-//! Beyond the kernel: the running sums live in a sum segment tree, so each draw is an
-//! O(log n) descent instead of a list walk. The random stream is SplitMix64 over one atomic
+//! Beyond the kernel: for lists longer than 16 destinations the running sums live in a sum
+//! segment tree, so each draw is an O(log n) descent instead of a list walk (shorter lists
+//! are walked as the kernel does, with no index). The random stream is SplitMix64 over one atomic
 //! counter (a `fetch_add` per pick, no lock).
 
 use std::any::Any;

@@ -4,9 +4,11 @@
 //! destination that is not OVERLOADED and has weight ≥ `cw`. Weights 4, 3, 2 give
 //! A A B A B C A B C.
 //!
-//! Beyond the kernel: "next destination at or after the cursor with weight ≥ cw" is
-//! answered by a max segment tree over the effective weights (O(log n)) instead of a list
-//! walk, and sweeps that cannot pick anyone (every weight above `cw` overloaded or ramping)
+//! Beyond the kernel: for lists longer than 64 destinations, "next destination at or
+//! after the cursor with weight ≥ cw" is answered by a max segment tree over the effective
+//! weights (O(log n)) instead of a list walk (shorter lists are walked, with no index:
+//! cheaper, since a walk from the cursor meets a heavy enough destination within a few
+//! steps on average), and sweeps that cannot pick anyone (every weight above `cw` overloaded or ramping)
 //! are skipped in one step. The cursor and `cw` live in one atomic word updated by CAS, the
 //! lock-free counterpart of the kernel's `sched_lock`.
 //!
