@@ -2,7 +2,7 @@
 //!
 //! - `sched/<name>/<n>`: one pick among `n` = 8, 16 or 1000 destinations with random
 //!   weights and counters, the flow (client address and port) changing every iteration.
-//!   Up to a scheduler's scan size (16 for wlc and lc) the pick scans the list; above it
+//!   Up to a scheduler's scan size (32 for wlc and lc) the pick scans the list; above it
 //!   reads a load index.
 //! - `sched_bind/<name>/<n>`: a pick plus binding and releasing an active connection on
 //!   the picked destination, the counter updates (and index maintenance) a real new
