@@ -1,14 +1,17 @@
 //! Scheduler pick benchmarks.
 //!
-//! - `sched/<name>/<n>`: one pick among `n` = 8 or 1000 destinations with random weights
-//!   and counters, the flow (client address and port) changing every iteration.
-//! - `sched_bind/<name>/1000`: a pick plus binding and releasing an active connection on
+//! - `sched/<name>/<n>`: one pick among `n` = 8, 16 or 1000 destinations with random
+//!   weights and counters, the flow (client address and port) changing every iteration.
+//!   Up to a scheduler's scan size (32 for wlc and lc) the pick scans the list; above it
+//!   reads a load index.
+//! - `sched_bind/<name>/<n>`: a pick plus binding and releasing an active connection on
 //!   the picked destination, the counter updates (and index maintenance) a real new
-//!   connection pays.
+//!   connection pays, for `n` = 16 or 1000.
 //! - `sched_burst/<name>/<n>`: a burst of 32 new connections' whole lives on the scheduler:
 //!   32 picks each binding its destination (inactive), then 32 moves to ESTABLISHED (active),
 //!   then 32 releases; the time is per connection. With lazy load indexes the notifications
-//!   of one burst are applied together by the next pick.
+//!   of one burst are applied together by the next pick; scanned lists have none.
+//!   `benches/examples/sched_callgrind.rs` counts the instructions of the same loop.
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -24,7 +27,7 @@ fn bench(c: &mut Criterion) {
     let now = Time::from_secs(1000);
 
     let mut g = c.benchmark_group("sched");
-    for n in [8usize, 1000] {
+    for n in [8usize, 16, 1000] {
         let dests = sched_dests(n, 42);
         for kind in SchedulerKind::ALL {
             // Built just before its run: each build re-registers the load listeners.
@@ -41,27 +44,37 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("sched_bind");
-    let dests = sched_dests(1000, 43);
-    for kind in SchedulerKind::ALL {
-        let s = sched::build(kind, &dests, SchedFlags::NONE, None);
-        let mut i = 0usize;
-        g.bench_function(format!("{}/1000", kind.name()), |b| {
-            b.iter(|| {
-                i = (i + 1) % FLOWS;
-                if let Some(p) = s.schedule(&dests, &flows[i], now) {
-                    let st = &dests[p].state;
-                    st.bind(ConnClass::Active);
-                    st.unbind(ConnClass::Active);
-                }
-            })
-        });
+    for n in [16usize, 1000] {
+        let dests = sched_dests(n, 43);
+        for kind in SchedulerKind::ALL {
+            let s = sched::build(kind, &dests, SchedFlags::NONE, None);
+            let mut i = 0usize;
+            g.bench_function(format!("{}/{n}", kind.name()), |b| {
+                b.iter(|| {
+                    i = (i + 1) % FLOWS;
+                    if let Some(p) = s.schedule(&dests, &flows[i], now) {
+                        let st = &dests[p].state;
+                        st.bind(ConnClass::Active);
+                        st.unbind(ConnClass::Active);
+                    }
+                })
+            });
+        }
     }
     g.finish();
 
     let mut g = c.benchmark_group("sched_burst");
     for n in [16usize, 1000] {
         let dests = sched_dests(n, 44);
-        for kind in [SchedulerKind::Wlc, SchedulerKind::Lc, SchedulerKind::Rr] {
+        for kind in [
+            SchedulerKind::Wlc,
+            SchedulerKind::Lc,
+            SchedulerKind::Sed,
+            SchedulerKind::Fo,
+            SchedulerKind::Wrr,
+            SchedulerKind::Twos,
+            SchedulerKind::Rr,
+        ] {
             let s = sched::build(kind, &dests, SchedFlags::NONE, None);
             let mut i = 0usize;
             let mut picked = Vec::with_capacity(32);

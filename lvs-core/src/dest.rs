@@ -278,6 +278,14 @@ impl DestState {
         self.listener_gen.store(reg, Ordering::SeqCst);
     }
 
+    /// True while a load listener is registered (a scheduler keeping an index of this
+    /// destination's service): its load changes are then notified, otherwise they cost
+    /// nothing beyond the counters.
+    #[inline]
+    pub fn has_listener(&self) -> bool {
+        self.listener_gen.load(Ordering::SeqCst) != 0
+    }
+
     /// Tells the registered listener, if any, that this destination's load changed.
     ///
     /// The listener comes from a small per-thread cache keyed by its registration number,
@@ -286,10 +294,17 @@ impl DestState {
     /// until the entry is reused by another registration on that thread.
     #[inline]
     pub fn notify(&self) {
+        // Without a listener (a scheduler that scans, or none keeping an index) this check
+        // is all a load change costs.
         let reg = self.listener_gen.load(Ordering::SeqCst);
-        if reg == 0 {
-            return;
+        if reg != 0 {
+            self.notify_listener(reg);
         }
+    }
+
+    /// [`notify`](Self::notify) when listener registration `reg` stands.
+    #[inline(never)]
+    fn notify_listener(&self, reg: u64) {
         let cached = LISTENERS.try_with(|cache| {
             let Ok(mut cache) = cache.try_borrow_mut() else {
                 // A listener notifying from inside a notification: take the slow path.

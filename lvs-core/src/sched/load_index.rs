@@ -2,6 +2,14 @@
 //! answer of a kernel scheduler's list scan up to date, so a pick reads the root in O(1)
 //! (lc, wlc, sed, nq, fo, ovf), or descends it in O(log n) (wrr, twos), instead of scanning.
 //!
+//! # Small lists: no index
+//! Keeping the index costs every load change a notification and the next pick its
+//! application, whatever the list's size; a scan costs each pick a few instructions per
+//! destination. Up to [`scan_max`] destinations the scan is cheaper, so the schedulers built
+//! for such a list keep no index and register no listener: they run the kernel's loop over
+//! the live counters ([`scan`], [`LeastLoad`] without an index, wrr's and twos's list
+//! walks), and a bind, release or state change of their destinations notifies nobody.
+//!
 //! # Layout
 //! `cap` = the next power of two ≥ n. Node 1 is the root, node `i` has children `2i` and
 //! `2i + 1`, leaves are nodes `cap + slot`. Every node holds a *key* and a *value*. A leaf's
@@ -59,7 +67,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use crate::dest::{Destination, ListenerSlot, LoadListener, MAX_WEIGHT};
+use super::SchedulerKind;
+use crate::dest::{Destination, ListenerSlot, LoadListener, MAX_WEIGHT, RAMP_FULL};
 
 /// No destination: the value of an empty tournament node.
 pub(super) const NONE: u32 = u32::MAX;
@@ -88,7 +97,17 @@ pub(super) fn key_load(key: u64) -> u64 {
 /// picked (configured weight > 0 and not OVERLOADED), else 0.
 #[inline]
 pub(super) fn candidate_weight(d: &Destination) -> u32 {
-    if d.is_eligible() { d.weight() } else { 0 }
+    // A configured weight of 0 gives an effective weight of 0 already. OVERLOAD and a
+    // slow-start ramp are the rare cases (cold, so a scan's loop stays a straight line).
+    if d.state.is_overloaded() {
+        std::hint::cold_path();
+        return 0;
+    }
+    if d.state.ramp() < RAMP_FULL {
+        std::hint::cold_path();
+        return d.weight().min(MAX_WEIGHT);
+    }
+    d.config.weight.min(MAX_WEIGHT)
 }
 
 /// What a tree computes: the key of a destination, the value of its leaf, and how two
@@ -116,13 +135,35 @@ pub(super) trait Policy: Send + Sync + 'static {
     }
 }
 
+/// A destination as a least-load rule sees it: its load figure and its candidate weight
+/// (0 when it may not be picked).
+pub(super) type Rating = (u64, u64);
+
 /// A kernel least-load rule: how to rate a destination and which of two wins.
 pub(super) trait LoadRule: Send + Sync + 'static {
-    /// The destination's key: `pack(load, weight)` with weight 0 when it may not be picked.
-    fn key(d: &Destination) -> u64;
-    /// True when `right` (later in list order) strictly beats `left`, i.e. when the
-    /// kernel's scan, holding `left`, would switch to `right`.
-    fn right_wins(left: u64, right: u64) -> bool;
+    /// The destination's load figure and candidate weight (weight 0: not a candidate).
+    fn rate(d: &Destination) -> Rating;
+    /// True when `right` (later in list order) strictly beats `left`, both candidates, i.e.
+    /// when the kernel's scan, holding `left`, would switch to `right`.
+    fn right_wins(left: Rating, right: Rating) -> bool;
+
+    /// A rating that every candidate beats and no non-candidate beats, if the rule has
+    /// one: the scan then starts from it and tests nothing else (for wlc, `(1, 0)`: any
+    /// positive weight gives `1 × w > doh × 0`, a weight of 0 gives `0 > 0`).
+    const NOBODY: Option<Rating> = None;
+
+    /// The destination's key in a tree: its rating packed.
+    #[inline]
+    fn key(d: &Destination) -> u64 {
+        let (load, weight) = Self::rate(d);
+        pack(load, weight as u32)
+    }
+}
+
+/// The rating packed in `key`.
+#[inline]
+fn unpack(key: u64) -> Rating {
+    (key_load(key), key_weight(key))
 }
 
 /// Tournament over a [`LoadRule`]: every node holds the slot the kernel's scan would pick
@@ -173,25 +214,84 @@ impl<R: LoadRule> Tournament<R> {
     /// names nobody, NONE: not a candidate).
     #[inline]
     fn right_beats(left: u64, right: u64) -> bool {
-        key_weight(left) == 0 || (key_weight(right) != 0 && R::right_wins(left, right))
+        key_weight(left) == 0 || (key_weight(right) != 0 && R::right_wins(unpack(left), unpack(right)))
     }
 }
 
-/// The kernel-style list scan for a [`LoadRule`]: the reference the tournament reproduces,
-/// and the fallback when the index cannot answer.
+/// The longest destination list scheduler `kind` scans instead of keeping a load index (0
+/// for the schedulers that keep none). Up to this size the kernel's own list walk over the
+/// live counters costs less than keeping an index up to date (which every bind, release
+/// and state change pays, through a notification, and the next pick pays again, applying
+/// it); above it the index's O(1) / O(log n) picks win. The choice is made when the
+/// scheduler is built for a destination list (`sched::build`); an edit of the service
+/// rebuilds it, so a list that grows past the size switches to an index and back.
+///
+/// The sizes are measured cross-overs of a pick plus one connection's accounting (bind,
+/// ESTABLISHED, release; `sched_burst` in `benches/sched.rs`, and its instruction count in
+/// `benches/examples/sched_callgrind.rs`). In time, keeping the index costs about 65-80 ns
+/// per connection at any size, most of it in the atomic read-modify-writes of the
+/// notifications and the settling, while a scan costs 1-1.5 ns per destination (wlc: 36 ns
+/// over 16, 58 over 32, 92 over 64; sed 33 over 16, 63 over 32; fo 34 over 16, 38 over
+/// 32; twos 64 over 16 against 81 indexed). The sizes are those time cross-overs, rounded
+/// down. Counted in instructions, where a locked instruction is one like any other, the
+/// index is cheaper sooner (390-630 per connection against 18-25 per destination: wlc
+/// breaks even at about 20, sed at 10, fo at 16). wrr walks only from its cursor to the
+/// next destination heavy enough, a few on average whatever the size.
+pub(super) fn scan_max(kind: SchedulerKind) -> usize {
+    match kind {
+        SchedulerKind::Wlc | SchedulerKind::Lc => 32,
+        SchedulerKind::Fo | SchedulerKind::Ovf => 32,
+        SchedulerKind::Sed | SchedulerKind::Nq | SchedulerKind::Twos => 16,
+        SchedulerKind::Wrr => 64,
+        _ => 0,
+    }
+}
+
+/// True when scheduler `kind` built for `n` destinations keeps a load index (and registers
+/// it as their listener); false when it scans the live counters (no listener at all).
+#[inline]
+pub(super) fn indexed(kind: SchedulerKind, n: usize) -> bool {
+    n > scan_max(kind)
+}
+
+/// The kernel-style list scan for a [`LoadRule`]: the pick of a small list (no index), the
+/// reference the tournament reproduces, and the fallback when the index cannot answer.
+/// The first eligible destination that no later one beats: ties to the earliest.
+#[inline]
 pub(super) fn scan<R: LoadRule>(dests: &[Destination]) -> Option<usize> {
-    let mut best: Option<(usize, u64)> = None;
-    for (i, d) in dests.iter().enumerate() {
-        let k = R::key(d);
-        if key_weight(k) == 0 {
-            continue;
+    if let Some(nobody) = R::NOBODY {
+        // The winner is kept as a reference, turned into its index at the end: the loop
+        // counts nothing but its place in the slice.
+        let (mut best, mut at) = (nobody, None);
+        for d in dests {
+            let r = R::rate(d);
+            if R::right_wins(best, r) {
+                // Rare after the first few: keeps the loop a straight line for the others.
+                std::hint::cold_path();
+                best = r;
+                at = Some(d);
+            }
         }
-        match best {
-            Some((_, bk)) if !R::right_wins(bk, k) => {}
-            _ => best = Some((i, k)),
+        return at.map(|d| {
+            (d as *const Destination as usize - dests.as_ptr() as usize) / std::mem::size_of::<Destination>()
+        });
+    }
+    // As the kernel's loops: find the first candidate, then compare the rest with it.
+    let mut rest = dests.iter().enumerate();
+    let (mut at, mut best) = loop {
+        let (i, d) = rest.next()?;
+        let r = R::rate(d);
+        if r.1 != 0 {
+            break (i, r);
+        }
+    };
+    for (i, d) in rest {
+        let r = R::rate(d);
+        if r.1 != 0 && R::right_wins(best, r) {
+            (at, best) = (i, r);
         }
     }
-    best.map(|(i, _)| i)
+    Some(at)
 }
 
 /// One node of the tree: its key and value (see the module docs).
@@ -617,10 +717,12 @@ impl<P: Policy> LoadIndex<P> {
     }
 }
 
-/// A scheduler that answers from a [`Tournament`] over the rule `R`: the kernel's winner
-/// with its list-order tie-break, read from the root in O(1).
+/// A least-load scheduler: for a small list (up to [`scan_max`]) the kernel's scan of the
+/// live counters, with no index and no listener; for a larger one a [`Tournament`] over the
+/// rule `R`, the kernel's winner with its list-order tie-break read from the root in O(1).
 pub(super) struct LeastLoad<R: LoadRule> {
-    index: Arc<LoadIndex<Tournament<R>>>,
+    /// `None`: scan.
+    index: Option<Arc<LoadIndex<Tournament<R>>>>,
 }
 
 impl<R: LoadRule> fmt::Debug for LeastLoad<R> {
@@ -630,24 +732,50 @@ impl<R: LoadRule> fmt::Debug for LeastLoad<R> {
 }
 
 impl<R: LoadRule> LeastLoad<R> {
-    /// Builds the tournament for `dests` and registers it as their load listener.
-    pub(super) fn new(dests: &[Destination]) -> LeastLoad<R> {
-        LeastLoad {
-            index: LoadIndex::new(dests),
+    /// Scheduler `kind` for `dests`: a scan up to [`scan_max`] destinations, else an index
+    /// registered as their load listener.
+    pub(super) fn new(kind: SchedulerKind, dests: &[Destination]) -> LeastLoad<R> {
+        if indexed(kind, dests.len()) {
+            LeastLoad::with_index(dests)
+        } else {
+            LeastLoad { index: None }
         }
     }
 
-    /// The kernel's pick: the root if it is still a candidate, else repaired, else a scan.
+    /// The scan, whatever the number of destinations (for tests comparing both ways).
+    #[cfg(test)]
+    pub(super) fn without_index() -> LeastLoad<R> {
+        LeastLoad { index: None }
+    }
+
+    /// Builds the tournament for `dests`, whatever their number, and registers it as their
+    /// load listener.
+    pub(super) fn with_index(dests: &[Destination]) -> LeastLoad<R> {
+        LeastLoad {
+            index: Some(LoadIndex::new(dests)),
+        }
+    }
+
+    /// The kernel's pick: a scan for a small list; else the root if it is still a
+    /// candidate, else repaired, else a scan.
     #[inline]
     pub(super) fn pick(&self, dests: &[Destination]) -> Option<usize> {
-        if dests.len() != self.index.len() {
+        match &self.index {
+            None => scan::<R>(dests),
+            Some(index) => Self::pick_indexed(index, dests),
+        }
+    }
+
+    #[inline]
+    fn pick_indexed(index: &LoadIndex<Tournament<R>>, dests: &[Destination]) -> Option<usize> {
+        if dests.len() != index.len() {
             return scan::<R>(dests);
         }
         for _ in 0..3 {
             // While another thread applies pending load changes the tree may lag them: the
             // kernel's scan of the live counters answers instead (exact, O(n), and only
             // while two threads pick or settle at the same moment).
-            let Some(s) = self.index.current_root() else {
+            let Some(s) = index.current_root() else {
                 return scan::<R>(dests);
             };
             if s == NONE {
@@ -655,18 +783,18 @@ impl<R: LoadRule> LeastLoad<R> {
             }
             let s = s as usize;
             match dests.get(s) {
-                Some(d) if key_weight(R::key(d)) != 0 => return Some(s),
-                Some(_) => self.index.refresh(s),
+                Some(d) if R::rate(d).1 != 0 => return Some(s),
+                Some(_) => index.refresh(s),
                 None => break,
             }
         }
         scan::<R>(dests)
     }
 
-    /// The index, for tests.
+    /// The index, for tests (of a scheduler built [`with_index`](Self::with_index)).
     #[cfg(test)]
     pub(super) fn index(&self) -> &LoadIndex<Tournament<R>> {
-        &self.index
+        self.index.as_ref().expect("built with an index")
     }
 }
 
@@ -704,7 +832,19 @@ macro_rules! least_load_scheduler {
             _flags: $crate::service::SchedFlags,
             _prev: Option<&dyn $crate::sched::Scheduler>,
         ) -> Box<dyn $crate::sched::Scheduler> {
-            Box::new($name($crate::sched::load_index::LeastLoad::new(dests)))
+            Box::new($name($crate::sched::load_index::LeastLoad::new($kind, dests)))
+        }
+
+        /// The scheduler built both ways for `dests`, scanning and indexed, for tests.
+        #[cfg(test)]
+        pub(super) fn build_both(
+            dests: &[$crate::dest::Destination],
+        ) -> $crate::sched::load_index::tests::Both {
+            use $crate::sched::load_index::LeastLoad;
+            $crate::sched::load_index::tests::Both(
+                Box::new($name(LeastLoad::without_index())),
+                Box::new($name(LeastLoad::with_index(dests))),
+            )
         }
     };
 }
@@ -715,7 +855,7 @@ pub(super) mod tests {
     //! Shared fixtures for the scheduler tests.
     use super::*;
     use crate::dest::{ConnClass, DestConfig};
-    use crate::sched::FlowKey;
+    use crate::sched::{FlowKey, Scheduler};
     use crate::service::Protocol;
     use std::net::IpAddr;
 
@@ -731,6 +871,21 @@ pub(super) mod tests {
                 })
             })
             .collect()
+    }
+
+    /// One scheduler built both ways over the same destinations: scanning (no index) and
+    /// indexed. Its picks must agree.
+    #[derive(Debug)]
+    pub struct Both(pub Box<dyn Scheduler>, pub Box<dyn Scheduler>);
+
+    impl Both {
+        /// The pick of both ways, checked equal.
+        pub fn pick(&self, ds: &[Destination], flow: &FlowKey) -> Option<usize> {
+            let scanned = self.0.schedule(ds, flow, crate::time::Time::ZERO);
+            let indexed = self.1.schedule(ds, flow, crate::time::Time::ZERO);
+            assert_eq!(scanned, indexed, "scanned and indexed picks differ");
+            scanned
+        }
     }
 
     /// Sets a destination's counters by binding.
@@ -756,11 +911,11 @@ pub(super) mod tests {
 
     struct Lc;
     impl LoadRule for Lc {
-        fn key(d: &Destination) -> u64 {
-            pack(d.state.overhead(), candidate_weight(d))
+        fn rate(d: &Destination) -> Rating {
+            (d.state.overhead(), candidate_weight(d) as u64)
         }
-        fn right_wins(l: u64, r: u64) -> bool {
-            key_load(r) < key_load(l)
+        fn right_wins(l: Rating, r: Rating) -> bool {
+            r.0 < l.0
         }
     }
 
@@ -768,7 +923,7 @@ pub(super) mod tests {
     fn sizes_one_to_nine_build_and_follow_updates() {
         for n in 1..=9usize {
             let ds = dests(&vec![1; n]);
-            let ll = LeastLoad::<Lc>::new(&ds);
+            let ll = LeastLoad::<Lc>::with_index(&ds);
             assert_eq!(ll.pick(&ds), Some(0), "n={n}: all equal, first wins");
             // Load every slot but the last: the last must win.
             for d in &ds[..n - 1] {
@@ -782,13 +937,13 @@ pub(super) mod tests {
     #[test]
     fn root_is_none_when_nothing_is_eligible_and_recovers() {
         let ds = dests(&[0, 0, 0]);
-        let ll = LeastLoad::<Lc>::new(&ds);
+        let ll = LeastLoad::<Lc>::with_index(&ds);
         assert_eq!(ll.index().root(), NONE);
         assert_eq!(ll.pick(&ds), None);
         let ds = dests(&[1, 1]);
         ds[0].state.set_thresholds(1, 0);
         ds[1].state.set_thresholds(1, 0);
-        let ll = LeastLoad::<Lc>::new(&ds);
+        let ll = LeastLoad::<Lc>::with_index(&ds);
         load(&ds[0], 1, 0);
         load(&ds[1], 1, 0);
         assert_eq!(ll.pick(&ds), None, "both overloaded");
@@ -800,7 +955,7 @@ pub(super) mod tests {
     #[test]
     fn stale_ineligible_root_is_repaired_not_returned() {
         let ds = dests(&[1, 1]);
-        let ll = LeastLoad::<Lc>::new(&ds);
+        let ll = LeastLoad::<Lc>::with_index(&ds);
         load(&ds[1], 1, 0);
         assert_eq!(ll.pick(&ds), Some(0));
         // Unregister so the index misses the overload of slot 0.
@@ -815,7 +970,7 @@ pub(super) mod tests {
     #[test]
     fn a_pick_while_another_thread_settles_answers_from_the_live_loads() {
         let ds = dests(&[1, 1]);
-        let ll = LeastLoad::<Lc>::new(&ds);
+        let ll = LeastLoad::<Lc>::with_index(&ds);
         assert_eq!(ll.pick(&ds), Some(0), "a tie goes to the first in list order");
         // Another thread holds the settle flag (descheduled in the middle, say) while slot 0
         // gets a connection: the tree still names slot 0, the live loads say slot 1.
@@ -835,7 +990,7 @@ pub(super) mod tests {
     #[test]
     fn concurrent_binds_converge_to_the_scan() {
         let ds = dests(&[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]);
-        let ll = LeastLoad::<Lc>::new(&ds);
+        let ll = LeastLoad::<Lc>::with_index(&ds);
         std::thread::scope(|s| {
             for t in 0..4usize {
                 let (ds, ll) = (&ds, &ll);
@@ -990,12 +1145,17 @@ mod oracle_tests {
     fn notified_listeners_keep_no_destination_alive() {
         // A notification leaves the registration in this thread's listener cache: that must
         // not hold the destinations' state (the service trash tells by strong counts whether
-        // connections still hold a removed destination).
-        let ds = dests(&[1, 2, 3]);
+        // connections still hold a removed destination). 40 destinations: indexed.
+        let weights: Vec<u32> = (1..=40).collect();
+        let ds = dests(&weights);
         let s = sched::build(SchedulerKind::Wlc, &ds, SchedFlags::NONE, None);
+        assert!(ds[0].state.has_listener());
         ds[0].state.bind(ConnClass::Active);
         ds[2].state.unbind(ConnClass::Active);
-        assert_eq!(s.schedule(&ds, &flow(1), Time::ZERO), Some(1));
+        assert_eq!(
+            s.schedule(&ds, &flow(1), Time::ZERO),
+            kernel(SchedulerKind::Wlc, &ds)
+        );
         drop(s);
         for d in &ds {
             assert_eq!(
@@ -1009,9 +1169,16 @@ mod oracle_tests {
     #[test]
     fn a_thread_that_notified_the_old_index_reaches_the_new_one() {
         // Thread t notifies (caching snapshot 1's registration), the rules are rebuilt, t
-        // notifies again: snapshot 2's index must see it, through t's cache.
-        let ds = dests(&[1, 1]);
+        // notifies again: snapshot 2's index must see it, through t's cache. 40
+        // destinations (indexed), all but the first two too loaded to matter.
+        let ds = dests(&[1; 40]);
+        for d in &ds[2..] {
+            for _ in 0..5 {
+                d.state.bind(ConnClass::Active);
+            }
+        }
         let s1 = sched::build(SchedulerKind::Lc, &ds, SchedFlags::NONE, None);
+        assert!(ds[0].state.has_listener());
         let step = std::sync::Barrier::new(2);
         let s2 = std::thread::scope(|sc| {
             let (ds, step) = (&ds, &step);
@@ -1039,9 +1206,10 @@ mod oracle_tests {
     #[test]
     fn several_binds_to_one_destination_between_picks() {
         // A burst accounts several connections to the same destination before the next
-        // pick: the marks coalesce into one, and the next pick still sees every bind.
+        // pick: the marks coalesce into one, and the next pick still sees every bind. 40
+        // destinations: indexed.
         for kind in KINDS {
-            let weights: Vec<u32> = (0..12).map(|i| 1 + i % 4).collect();
+            let weights: Vec<u32> = (0..40).map(|i| 1 + i % 4).collect();
             let ds = dests(&weights);
             spread(&ds);
             let s = sched::build(kind, &ds, SchedFlags::NONE, None);
@@ -1113,34 +1281,72 @@ mod oracle_tests {
         SchedulerKind::Ovf,
     ];
 
+    /// Applies load change `op` (with argument `x`) to `d`, as connections and the control
+    /// plane do: binds, releases, state changes, thresholds, slow-start ramps.
+    fn change(d: &Destination, op: u8, x: u32) {
+        match op {
+            0 => d.state.bind(ConnClass::Active),
+            1 => d.state.unbind(ConnClass::Active),
+            2 => d.state.bind(ConnClass::Inactive),
+            3 => d.state.unbind(ConnClass::Inactive),
+            4 => d.state.reclassify(ConnClass::Active, ConnClass::Inactive),
+            5 => d.state.reclassify(ConnClass::Inactive, ConnClass::Active),
+            _ if x > 1024 => d.state.set_thresholds(x % 8, 0),
+            _ => d.state.set_ramp(x),
+        }
+    }
+
+    /// The largest [`scan_max`](super::scan_max) of the kinds tested here.
+    const MAX: usize = 32;
+
+    /// A pool size for `kind` from a random `(small, x)`: scanned (up to its scan_max) when
+    /// `small`, else indexed (up to three times that).
+    fn pool_size(kind: SchedulerKind, (small, x): (bool, usize)) -> usize {
+        let m = super::scan_max(kind);
+        if small { 1 + x % m } else { m + 1 + x % (2 * m) }
+    }
+
+    /// Loads for up to `3 × MAX` destinations: (weight, active, inactive, upper
+    /// threshold code).
+    fn setups() -> impl Strategy<Value = Vec<(u32, u32, u32, u32)>> {
+        proptest::collection::vec((0u32..6, 0u32..4, 0u32..300, 0u32..6), 3 * MAX)
+    }
+
+    /// Destinations with the first `n` of `setup`'s weights and loads.
+    fn loaded(n: usize, setup: &[(u32, u32, u32, u32)]) -> Vec<Destination> {
+        let weights: Vec<u32> = setup[..n].iter().map(|s| s.0).collect();
+        let ds = dests(&weights);
+        for (d, &(_, a, i, upper)) in ds.iter().zip(setup) {
+            d.state.set_thresholds(if upper > 3 { upper * 2 } else { 0 }, 0);
+            for _ in 0..a {
+                d.state.bind(ConnClass::Active);
+            }
+            for _ in 0..i {
+                d.state.bind(ConnClass::Inactive);
+            }
+        }
+        ds
+    }
+
     proptest! {
         #[test]
-        fn indexed_pick_equals_the_kernel_scan(
+        fn pick_equals_the_kernel_scan_scanned_or_indexed(
             kind in 0usize..6,
-            setup in proptest::collection::vec((0u32..6, 0u32..4, 0u32..300, 0u32..6), 1..40),
-            ops in proptest::collection::vec((0usize..64, 0u8..6, 0u32..1100), 0..80),
+            size in (any::<bool>(), 0usize..1000),
+            setup in setups(),
+            ops in proptest::collection::vec((0usize..64, 0u8..7, 0u32..1100), 0..80),
         ) {
             let kind = KINDS[kind];
-            let weights: Vec<u32> = setup.iter().map(|s| s.0).collect();
-            let ds = dests(&weights);
-            for (d, &(_, a, i, upper)) in ds.iter().zip(&setup) {
-                d.state.set_thresholds(if upper > 3 { upper * 2 } else { 0 }, 0);
-                for _ in 0..a { d.state.bind(ConnClass::Active); }
-                for _ in 0..i { d.state.bind(ConnClass::Inactive); }
-            }
+            let n = pool_size(kind, size);
+            let ds = loaded(n, &setup);
             let s = sched::build(kind, &ds, SchedFlags::NONE, None);
+            // Scanned pools register no listener; indexed ones register on every destination.
+            for d in &ds {
+                prop_assert_eq!(d.state.has_listener(), n > super::scan_max(kind));
+            }
             prop_assert_eq!(s.schedule(&ds, &flow(0), Time::ZERO), kernel(kind, &ds));
             for (slot, op, x) in ops {
-                let d = &ds[slot % ds.len()];
-                match op {
-                    0 => d.state.bind(ConnClass::Active),
-                    1 => d.state.unbind(ConnClass::Active),
-                    2 => d.state.bind(ConnClass::Inactive),
-                    3 => d.state.unbind(ConnClass::Inactive),
-                    4 => d.state.reclassify(ConnClass::Active, ConnClass::Inactive),
-                    _ if x > 1024 => d.state.set_thresholds(x % 8, 0),
-                    _ => d.state.set_ramp(x),
-                }
+                change(&ds[slot % ds.len()], op, x);
                 let picked = s.schedule(&ds, &flow(x), Time::ZERO);
                 prop_assert_eq!(picked, kernel(kind, &ds), "{} after op {} on slot {}", kind, op, slot % ds.len());
                 // A real new connection binds the picked destination.
@@ -1149,6 +1355,94 @@ mod oracle_tests {
                 {
                     ds[i].state.bind(ConnClass::Active);
                     prop_assert_eq!(s.schedule(&ds, &flow(x), Time::ZERO), kernel(kind, &ds));
+                }
+            }
+        }
+
+        #[test]
+        fn small_pool_follows_every_load_change_with_no_listener(
+            kind in 0usize..6,
+            x in 0usize..1000,
+            setup in setups(),
+            ops in proptest::collection::vec((0usize..64, 0u8..7, 0u32..1100), 0..200),
+        ) {
+            // Connections' whole lives on a scanned pool: every pick, right after any
+            // bind, release, state change, threshold or ramp change, is the kernel's.
+            let kind = KINDS[kind];
+            let n = pool_size(kind, (true, x));
+            let ds = loaded(n, &setup);
+            let s = sched::build(kind, &ds, SchedFlags::NONE, None);
+            let mut live: Vec<usize> = Vec::new();
+            for (slot, op, x) in ops {
+                match (op, live.is_empty()) {
+                    // A new connection on the pick, inactive (SYN) first.
+                    (0, _) => {
+                        let picked = s.schedule(&ds, &flow(x), Time::ZERO);
+                        prop_assert_eq!(picked, kernel(kind, &ds));
+                        if let Some(i) = picked {
+                            ds[i].state.bind(ConnClass::Inactive);
+                            live.push(i);
+                        }
+                    }
+                    // One of them reaches ESTABLISHED.
+                    (1, false) => {
+                        let i = live[slot % live.len()];
+                        ds[i].state.reclassify(ConnClass::Inactive, ConnClass::Active);
+                    }
+                    // One of them is released.
+                    (2, false) => {
+                        let i = live.swap_remove(slot % live.len());
+                        ds[i].state.unbind(ConnClass::Active);
+                    }
+                    _ => change(&ds[slot % ds.len()], op, x),
+                }
+                prop_assert!(ds.iter().all(|d| !d.state.has_listener()));
+                prop_assert_eq!(s.schedule(&ds, &flow(x), Time::ZERO), kernel(kind, &ds));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn editing_the_service_across_scan_max_switches_mode_without_a_wrong_pick(
+            kind in 0usize..6,
+            sizes in proptest::collection::vec((any::<bool>(), 0usize..1000), 2..6),
+            ops in proptest::collection::vec((0usize..64, 0u8..7, 0u32..1100), 30),
+        ) {
+            // One service edited through the table: destinations added at the front (as
+            // `ipvsadm -a` does) or removed, so its size crosses scan_max both ways. Every
+            // snapshot's picks follow the live counters, which carry over the edits.
+            use crate::dest::DestConfig;
+            use crate::service::{Protocol, ServiceConfig, ServiceKey, ServiceTable};
+            let kind = KINDS[kind];
+            let all: Vec<DestConfig> = (0..3 * MAX as u32)
+                .map(|i| DestConfig {
+                    weight: 1 + i % 5,
+                    ..DestConfig::new(std::net::Ipv4Addr::from(0x0A01_0000 + i).into(), 80)
+                })
+                .collect();
+            let table = ServiceTable::new();
+            let mut cfg = ServiceConfig::new(ServiceKey::Addr {
+                proto: Protocol::Tcp,
+                addr: [10, 0, 0, 1].into(),
+                port: 80,
+            });
+            cfg.scheduler = kind;
+            for (step, &size) in sizes.iter().enumerate() {
+                let n = pool_size(kind, size);
+                // The n most recently added destinations, newest first.
+                cfg.dests = all[..n].iter().rev().cloned().collect();
+                let set = table.publish(std::slice::from_ref(&cfg));
+                let svc = &set.services()[0];
+                for d in &svc.dests {
+                    prop_assert_eq!(d.state.has_listener(), n > super::scan_max(kind));
+                }
+                for &(slot, op, x) in &ops {
+                    change(&svc.dests[slot % n], op, x);
+                    let picked = svc.schedule(&flow(x), Time::ZERO).map(|d| d.config.addr);
+                    let want = kernel(kind, &svc.dests).map(|i| svc.dests[i].config.addr);
+                    prop_assert_eq!(picked, want, "{} step {} (n = {})", kind, step, n);
                 }
             }
         }

@@ -5,8 +5,9 @@
 //! lower (`w2 × oh1 > w1 × oh2`). Only eligible destinations (weight > 0, not OVERLOADED)
 //! take part; weights are the effective (ramped) ones.
 //!
-//! Beyond the kernel: the running sums live in a sum segment tree, so each draw is an
-//! O(log n) descent instead of a list walk. The random stream is SplitMix64 over one atomic
+//! Beyond the kernel: for lists longer than 16 destinations the running sums live in a sum
+//! segment tree, so each draw is an O(log n) descent instead of a list walk (shorter lists
+//! are walked as the kernel does, with no index). The random stream is SplitMix64 over one atomic
 //! counter (a `fetch_add` per pick, no lock).
 
 use std::any::Any;
@@ -14,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::load_index::{LoadIndex, Policy, candidate_weight, key_weight, pack};
+use super::load_index::{LoadIndex, Policy, candidate_weight, indexed, key_weight, pack};
 use super::{FlowKey, Scheduler, SchedulerKind};
 use crate::dest::Destination;
 use crate::service::SchedFlags;
@@ -46,7 +47,9 @@ impl Policy for WeightSum {
 
 /// Weighted two-random-choices scheduler.
 pub struct TwoChoices {
-    index: Arc<LoadIndex<WeightSum>>,
+    /// The sum tree of a large list; `None` for a small one (up to `scan_max`), which is
+    /// walked as the kernel does, with no listener.
+    index: Option<Arc<LoadIndex<WeightSum>>>,
     rng: AtomicU64,
 }
 
@@ -57,13 +60,19 @@ impl fmt::Debug for TwoChoices {
 }
 
 impl TwoChoices {
-    /// Builds twos for `dests`, continuing `prev`'s random stream when there is one.
+    /// Builds twos for `dests`, continuing `prev`'s random stream when there is one: a
+    /// plain list walk up to `scan_max` destinations, a sum tree above.
     pub fn new(dests: &[Destination], prev: Option<&dyn Scheduler>) -> TwoChoices {
+        TwoChoices::with_mode(dests, prev, indexed(SchedulerKind::Twos, dests.len()))
+    }
+
+    /// Builds twos for `dests`, with a sum tree when `with_index`.
+    fn with_mode(dests: &[Destination], prev: Option<&dyn Scheduler>, with_index: bool) -> TwoChoices {
         let seed = prev
             .and_then(|p| p.as_any().downcast_ref::<TwoChoices>())
             .map_or(0x2545_F491_4F6C_DD1D, |p| p.rng.load(Ordering::Relaxed));
         TwoChoices {
-            index: LoadIndex::new(dests),
+            index: with_index.then(|| LoadIndex::new(dests)),
             rng: AtomicU64::new(seed),
         }
     }
@@ -79,40 +88,84 @@ impl TwoChoices {
 
     /// Two destinations drawn by weight from the tree for `r1`, `r2` in `0..=total`.
     #[inline]
-    fn draw2(&self, dests: &[Destination], r1: u64, r2: u64) -> Option<(usize, usize)> {
-        let (a, b) = self.index.descend_sum2(r1.max(1), r2.max(1));
-        Some((self.check(dests, a)?, self.check(dests, b)?))
+    fn draw2(
+        index: &LoadIndex<WeightSum>,
+        dests: &[Destination],
+        r1: u64,
+        r2: u64,
+    ) -> Option<(usize, usize)> {
+        let (a, b) = index.descend_sum2(r1.max(1), r2.max(1));
+        Some((Self::check(index, dests, a)?, Self::check(index, dests, b)?))
     }
 
     /// `i` if it may be picked; else repairs its leaf.
     #[inline]
-    fn check(&self, dests: &[Destination], i: usize) -> Option<usize> {
+    fn check(index: &LoadIndex<WeightSum>, dests: &[Destination], i: usize) -> Option<usize> {
         match dests.get(i) {
             Some(d) if d.is_eligible() => Some(i),
             Some(_) => {
-                self.index.refresh(i);
+                index.refresh(i);
                 None
             }
             None => None,
         }
     }
 
-    /// The kernel's two list walks, for when the tree cannot answer.
-    fn scan(&self, dests: &[Destination], r1: u64, r2: u64) -> Option<(usize, usize)> {
+    /// Two draws from the tree, `None` when it cannot answer (the caller then scans).
+    #[inline]
+    fn draw_indexed(
+        &self,
+        index: &LoadIndex<WeightSum>,
+        dests: &[Destination],
+        x: &mut u64,
+    ) -> Option<Option<(usize, usize)>> {
+        if dests.len() != index.len() {
+            return None;
+        }
+        for _ in 0..3 {
+            let total = index.root() as u64;
+            if total == 0 {
+                return Some(None);
+            }
+            let (r1, r2) = (below(*x, total + 1), below(*x >> 32, total + 1));
+            if let Some(p) = Self::draw2(index, dests, r1, r2) {
+                return Some(Some(p));
+            }
+            *x = self.next();
+        }
+        None
+    }
+
+    /// The kernel's list walks: the total candidate weight, then one walk for both draws
+    /// `r` in `0..=total`, each taking the first candidate whose running weight sum reaches
+    /// it, stopping once both are found.
+    fn scan(dests: &[Destination], x: u64) -> Option<(usize, usize)> {
         let total: u64 = dests.iter().map(|d| candidate_weight(d) as u64).sum();
         if total == 0 {
             return None;
         }
-        let find = |r: u64| {
-            let r = r % (total + 1);
-            let mut acc = 0;
-            dests.iter().position(|d| {
+        Self::walk(dests, below(x, total + 1), below(x >> 32, total + 1))
+    }
+
+    /// The draws `r1` and `r2` by one walk of the list (see [`scan`](Self::scan)): up to
+    /// the smaller draw, then on from there to the larger.
+    fn walk(dests: &[Destination], r1: u64, r2: u64) -> Option<(usize, usize)> {
+        let (lo, hi) = (r1.min(r2), r1.max(r2));
+        // (slot, running sum) of the first candidate from `from` on whose running sum,
+        // starting at `acc`, reaches `r`.
+        let reach = |r: u64, from: usize, mut acc: u64| {
+            for (i, d) in dests.iter().enumerate().skip(from) {
                 let w = candidate_weight(d) as u64;
                 acc += w;
-                w > 0 && acc >= r
-            })
+                if w != 0 && acc >= r {
+                    return Some((i, acc));
+                }
+            }
+            None
         };
-        Some((find(r1)?, find(r2)?))
+        let (a, acc) = reach(lo, 0, 0)?;
+        let b = if acc >= hi { a } else { reach(hi, a + 1, acc)?.0 };
+        Some(if r1 <= r2 { (a, b) } else { (b, a) })
     }
 }
 
@@ -128,25 +181,14 @@ impl Scheduler for TwoChoices {
     }
 
     fn schedule(&self, dests: &[Destination], _flow: &FlowKey, _now: Time) -> Option<usize> {
-        let mut pair = None;
         let mut x = self.next();
-        if dests.len() == self.index.len() {
-            for _ in 0..3 {
-                let total = self.index.root() as u64;
-                if total == 0 {
-                    return None;
-                }
-                let (r1, r2) = (below(x, total + 1), below(x >> 32, total + 1));
-                if let Some(p) = self.draw2(dests, r1, r2) {
-                    pair = Some(p);
-                    break;
-                }
-                x = self.next();
-            }
-        }
-        let (a, b) = match pair {
-            Some(p) => p,
-            None => self.scan(dests, x & 0xFFFF_FFFF, x >> 32)?,
+        let drawn = match &self.index {
+            Some(index) => self.draw_indexed(index, dests, &mut x),
+            None => None,
+        };
+        let (a, b) = match drawn {
+            Some(pair) => pair?,
+            None => Self::scan(dests, x)?,
         };
         let (da, db) = (&dests[a], &dests[b]);
         let (w1, w2) = (da.weight() as u64, db.weight() as u64);
@@ -176,57 +218,98 @@ mod tests {
     #[test]
     fn sum_tree_descent_matches_the_kernel_walk() {
         let ds = dests(&[3, 0, 2, 5]);
-        let t = TwoChoices::new(&ds, None);
-        assert_eq!(t.index.root(), 10);
+        let t = TwoChoices::with_mode(&ds, None, true);
+        let index = t.index.as_deref().expect("built with an index");
+        assert_eq!(index.root(), 10);
         // r = 1..=3 → A, 4..=5 → C (B has weight 0), 6..=10 → D.
-        let got: Vec<usize> = (1..=10).map(|r| t.index.descend_sum(r)).collect();
+        let got: Vec<usize> = (1..=10).map(|r| index.descend_sum(r)).collect();
         assert_eq!(got, vec![0, 0, 0, 2, 2, 3, 3, 3, 3, 3]);
         assert_eq!(
-            t.draw2(&ds, 0, 10),
+            TwoChoices::draw2(index, &ds, 0, 10),
             Some((0, 3)),
             "r = 0 takes the first eligible"
         );
     }
 
     #[test]
+    fn list_walk_draws_like_the_kernel() {
+        // r = 0..=3 → A (r = 0 takes the first eligible), 4..=5 → C (B has weight 0),
+        // 6..=10 → D; both draws in one walk, in either order.
+        let ds = dests(&[3, 0, 2, 5]);
+        let want = [0, 0, 0, 0, 2, 2, 3, 3, 3, 3, 3];
+        for r1 in 0..=10u64 {
+            for r2 in 0..=10u64 {
+                let got = TwoChoices::walk(&ds, r1, r2);
+                assert_eq!(
+                    got,
+                    Some((want[r1 as usize], want[r2 as usize])),
+                    "r = {r1}, {r2}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn idle_cluster_share_follows_weights_and_skips_ineligible() {
         // With every server idle the overheads tie, so the first draw is kept: the share is
-        // the weight share (plus the r = 0 extra for the first eligible).
-        let ds = dests(&[0, 1, 3, 6, 5]);
-        ds[4].state.set_thresholds(1, 0);
-        ds[4].state.bind(ConnClass::Inactive);
-        assert!(ds[4].state.is_overloaded());
-        let s = build(&ds, SchedFlags::NONE, None);
-        let mut count = [0u32; 5];
-        let n = 20_000;
-        for i in 0..n {
-            count[s.schedule(&ds, &flow(i), Time::ZERO).unwrap()] += 1;
-        }
-        assert_eq!(count[0], 0, "weight 0 never chosen");
-        assert_eq!(count[4], 0, "overloaded never chosen");
-        // Expected 2/11, 3/11, 6/11 of picks before the overhead comparison; slot 4 is
-        // excluded, so the other three have overhead 0 and the first draw stands.
-        for (i, p) in [(1, 2.0 / 11.0), (2, 3.0 / 11.0), (3, 6.0 / 11.0)] {
-            let share = count[i] as f64 / n as f64;
-            assert!((share - p).abs() < 0.02, "slot {i}: share {share} vs {p}");
+        // the weight share (plus the r = 0 extra for the first eligible). The same with the
+        // kernel's list walks (a small list) and with the sum tree.
+        for with_index in [false, true] {
+            let ds = dests(&[0, 1, 3, 6, 5]);
+            ds[4].state.set_thresholds(1, 0);
+            ds[4].state.bind(ConnClass::Inactive);
+            assert!(ds[4].state.is_overloaded());
+            let s = TwoChoices::with_mode(&ds, None, with_index);
+            let mut count = [0u32; 5];
+            let n = 20_000;
+            for i in 0..n {
+                count[s.schedule(&ds, &flow(i), Time::ZERO).unwrap()] += 1;
+            }
+            assert_eq!(count[0], 0, "weight 0 never chosen");
+            assert_eq!(count[4], 0, "overloaded never chosen");
+            // Expected 2/11, 3/11, 6/11 of picks before the overhead comparison; slot 4 is
+            // excluded, so the other three have overhead 0 and the first draw stands.
+            for (i, p) in [(1, 2.0 / 11.0), (2, 3.0 / 11.0), (3, 6.0 / 11.0)] {
+                let share = count[i] as f64 / n as f64;
+                assert!(
+                    (share - p).abs() < 0.02,
+                    "index {with_index}, slot {i}: share {share} vs {p}"
+                );
+            }
         }
     }
 
     #[test]
     fn loaded_servers_lose_the_second_choice() {
-        let ds = dests(&[1, 1]);
-        let s = build(&ds, SchedFlags::NONE, None);
-        load(&ds[0], 10, 0);
-        let n = 4000;
-        let mut to_idle = 0;
-        for i in 0..n {
-            if s.schedule(&ds, &flow(i), Time::ZERO) == Some(1) {
-                to_idle += 1;
+        for with_index in [false, true] {
+            let ds = dests(&[1, 1]);
+            let s = TwoChoices::with_mode(&ds, None, with_index);
+            load(&ds[0], 10, 0);
+            let n = 4000;
+            let mut to_idle = 0;
+            for i in 0..n {
+                if s.schedule(&ds, &flow(i), Time::ZERO) == Some(1) {
+                    to_idle += 1;
+                }
             }
+            // Only a draw of (0, 0) sends to the loaded server: P = (2/3)² = 4/9.
+            let share = to_idle as f64 / n as f64;
+            assert!(
+                (share - 5.0 / 9.0).abs() < 0.04,
+                "index {with_index}: idle share {share}"
+            );
         }
-        // Only a draw of (0, 0) sends to the loaded server: P = (2/3)² = 4/9.
-        let share = to_idle as f64 / n as f64;
-        assert!((share - 5.0 / 9.0).abs() < 0.04, "idle share {share}");
+    }
+
+    #[test]
+    fn small_lists_register_no_listener_large_ones_do() {
+        let n = super::super::load_index::scan_max(SchedulerKind::Twos);
+        let small = dests(&vec![1; n]);
+        let _s = build(&small, SchedFlags::NONE, None);
+        assert!(small.iter().all(|d| !d.state.has_listener()));
+        let large = dests(&vec![1; n + 1]);
+        let _l = build(&large, SchedFlags::NONE, None);
+        assert!(large.iter().all(|d| d.state.has_listener()));
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! destination that is not OVERLOADED and has weight ≥ `cw`. Weights 4, 3, 2 give
 //! A A B A B C A B C.
 //!
-//! Beyond the kernel: "next destination at or after the cursor with weight ≥ cw" is
-//! answered by a max segment tree over the effective weights (O(log n)) instead of a list
-//! walk, and sweeps that cannot pick anyone (every weight above `cw` overloaded or ramping)
+//! Beyond the kernel: for lists longer than 64 destinations, "next destination at or
+//! after the cursor with weight ≥ cw" is answered by a max segment tree over the effective
+//! weights (O(log n)) instead of a list walk (shorter lists are walked, with no index:
+//! cheaper, since a walk from the cursor meets a heavy enough destination within a few
+//! steps on average), and sweeps that cannot pick anyone (every weight above `cw` overloaded or ramping)
 //! are skipped in one step. The cursor and `cw` live in one atomic word updated by CAS, the
 //! lock-free counterpart of the kernel's `sched_lock`.
 //!
@@ -20,7 +22,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::load_index::{LoadIndex, Policy, candidate_weight, key_weight, pack};
+use super::load_index::{LoadIndex, Policy, candidate_weight, indexed, key_weight, pack};
 use super::{FlowKey, Scheduler, SchedulerKind};
 use crate::dest::{Destination, MAX_WEIGHT};
 use crate::service::SchedFlags;
@@ -70,7 +72,11 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
 
 /// Weighted round-robin scheduler.
 pub struct WeightedRoundRobin {
-    index: Arc<LoadIndex<MaxWeight>>,
+    /// The max tree of a large list; `None` for a small one (up to `scan_max`), which is
+    /// walked as the kernel does, with no listener.
+    index: Option<Arc<LoadIndex<MaxWeight>>>,
+    /// Number of destinations it was built for.
+    len: usize,
     /// `cursor << 32 | cw`; cursor [`HEAD`] before the first destination.
     state: AtomicU64,
     mw: u32,
@@ -119,7 +125,8 @@ impl WeightedRoundRobin {
             None => pack_state(HEAD, mw),
         };
         WeightedRoundRobin {
-            index: LoadIndex::new(dests),
+            index: indexed(SchedulerKind::Wrr, dests.len()).then(|| LoadIndex::new(dests)),
+            len: dests.len(),
             state: AtomicU64::new(state),
             mw,
             di,
@@ -139,13 +146,15 @@ impl WeightedRoundRobin {
         // Each turn either picks, skips one stale leaf, or ends a sweep; a consistent
         // tree needs at most two sweeps. The bound only guards against endless races.
         for _ in 0..64 {
-            match self.index.first_at_least(pos, cw as u32) {
+            match self.first_at_least(dests, pos, cw as u32) {
                 Some(i) => {
                     let d = &dests[i];
                     if d.is_eligible() && d.weight() as i64 >= cw {
                         return (Some(i), pack_state(i as u32, cw as u32));
                     }
-                    self.index.refresh(i);
+                    if let Some(index) = &self.index {
+                        index.refresh(i);
+                    }
                     pos = i + 1;
                 }
                 None => {
@@ -154,7 +163,7 @@ impl WeightedRoundRobin {
                         cw = mw;
                     }
                     pos = 0;
-                    let top = self.index.root() as i64;
+                    let top = self.top(dests) as i64;
                     if top == 0 {
                         return (None, self.exhausted(state));
                     }
@@ -167,6 +176,25 @@ impl WeightedRoundRobin {
             }
         }
         (None, self.exhausted(state))
+    }
+
+    /// First destination at or after `pos` whose candidate weight is at least `c`: from the
+    /// tree, or by the kernel's list walk.
+    #[inline]
+    fn first_at_least(&self, dests: &[Destination], pos: usize, c: u32) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.first_at_least(pos, c),
+            None => (pos..dests.len()).find(|&i| candidate_weight(&dests[i]) >= c),
+        }
+    }
+
+    /// The largest candidate weight (0 when nobody may be picked).
+    #[inline]
+    fn top(&self, dests: &[Destination]) -> u32 {
+        match &self.index {
+            Some(index) => index.root(),
+            None => dests.iter().map(candidate_weight).max().unwrap_or(0),
+        }
     }
 
     /// The state the kernel's loop leaves when nobody can be picked from `state`: a cursor
@@ -188,7 +216,7 @@ impl Scheduler for WeightedRoundRobin {
     }
 
     fn schedule(&self, dests: &[Destination], _flow: &FlowKey, _now: Time) -> Option<usize> {
-        if self.mw == 0 || dests.len() != self.index.len() {
+        if self.mw == 0 || dests.len() != self.len {
             return None;
         }
         let mut cur = self.state.load(Ordering::Acquire);
@@ -383,8 +411,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn indexed_wrr_equals_the_kernel_loop(
-            weights in proptest::collection::vec(prop_oneof![0u32..7, Just(0u32), (1u32..5).prop_map(|x| x * 4)], 1..24),
+        fn wrr_equals_the_kernel_loop_walked_or_indexed(
+            // Lists on both sides of scan_max (64): walked as the kernel does, or indexed.
+            weights in proptest::collection::vec(
+                prop_oneof![0u32..7, Just(0u32), (1u32..5).prop_map(|x| x * 4)],
+                1..3 * crate::sched::load_index::scan_max(SchedulerKind::Wrr),
+            ),
             ops in proptest::collection::vec((0usize..64, 0u8..4, 0u32..1025), 0..120),
         ) {
             let ds = dests(&weights);
@@ -392,6 +424,12 @@ mod tests {
                 d.state.set_thresholds(1, 0);
             }
             let s = build(&ds, SchedFlags::NONE, None);
+            for d in &ds {
+                prop_assert_eq!(
+                    d.state.has_listener(),
+                    ds.len() > crate::sched::load_index::scan_max(SchedulerKind::Wrr)
+                );
+            }
             let mut k = KernelWrr::new(&ds);
             for (slot, op, x) in ops {
                 let d = &ds[slot % ds.len()];
