@@ -144,7 +144,18 @@ impl TwoChoices {
         if total == 0 {
             return None;
         }
-        Self::walk(dests, below(x, total + 1), below(x >> 32, total + 1))
+        Self::walk_or_last(dests, below(x, total + 1), below(x >> 32, total + 1))
+    }
+
+    /// [`walk`](Self::walk), or, when the weights changed between the two walks (an edit,
+    /// an overload) and a draw was not reached, the last candidate of the list: the kernel's
+    /// first choice stays the last one its first walk saw. Never "no destination" while
+    /// there is one.
+    fn walk_or_last(dests: &[Destination], r1: u64, r2: u64) -> Option<(usize, usize)> {
+        Self::walk(dests, r1, r2).or_else(|| {
+            let last = dests.iter().rposition(|d| candidate_weight(d) != 0)?;
+            Some((last, last))
+        })
     }
 
     /// The draws `r1` and `r2` by one walk of the list (see [`scan`](Self::scan)): up to
@@ -229,6 +240,17 @@ mod tests {
             Some((0, 3)),
             "r = 0 takes the first eligible"
         );
+    }
+
+    #[test]
+    fn a_draw_past_the_weights_falls_back_to_the_last_candidate() {
+        // Weights 3, 0, 2 (total 5): a draw of 9 (the total shrank after it was drawn) is not
+        // reached; the answer is the last destination with weight, not "none".
+        let ds = dests(&[3, 0, 2, 0]);
+        assert_eq!(TwoChoices::walk(&ds, 9, 1), None);
+        assert_eq!(TwoChoices::walk_or_last(&ds, 9, 1), Some((2, 2)));
+        assert_eq!(TwoChoices::walk_or_last(&ds, 1, 4), TwoChoices::walk(&ds, 1, 4));
+        assert_eq!(TwoChoices::walk_or_last(&dests(&[0, 0]), 1, 1), None);
     }
 
     #[test]
