@@ -99,8 +99,12 @@
 //!   housekeeper's list with one exchange. Until its commit a staged connection is found by
 //!   nobody: the pipeline commits before any frame that could belong to one is looked up (a
 //!   later packet of the same flow in the burst, any frame on the general path) and before
-//!   the burst's frames leave. `insert` runs the same two halves back to back. Pipeline
-//!   criterion `nat/new_conn`: 318–327 → 178–200 ns per connection (A/B, alternated).
+//!   the burst's frames leave. `insert` runs the same two halves back to back. A burst
+//!   also takes the capacity of its new connections in one step
+//!   ([`ConnTable::reserve_burst`]), and a key the burst prefetch found absent
+//!   ([`LookupHint::absent`]) skips the lookup's index probe. Pipeline criterion
+//!   `nat/new_conn`: 283–344 → 137–142 ns per connection (A/B, alternated, with the small
+//!   pools' scanning schedulers).
 //! * **Destination reference** (`dests.rs`). An entry keeps only its destination's id (27
 //!   bits of a connection's control word, a template's `aux` word). The table's registry
 //!   maps ids to `Arc<DestState>` with a count of the entries referencing each; reads are
