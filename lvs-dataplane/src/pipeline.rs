@@ -836,13 +836,20 @@ impl Worker {
                     &Stage::FastVip(a) => {
                         let a = a as usize % PREFETCH_BURST;
                         let h = &s.fin[a];
-                        // This frame's hint and those of the chunk's later frames to a VIP.
-                        let hints = &s.hin[a..nin4.clamp(a + 1, PREFETCH_BURST)];
-                        let hint = &hints[0];
+                        let hint = &s.hin[a];
                         if hint.absent() && !s.staging.void {
                             // The prefetch saw no entry, and nothing inserted since could be
                             // this key's without `holds` knowing: the lookup would miss.
-                            self.vip4_missed(fb, h, hints, None, &mut s.staging, pos, ingress, now)
+                            self.vip4_missed(
+                                fb,
+                                h,
+                                (&s.hin, a, nin4),
+                                None,
+                                &mut s.staging,
+                                pos,
+                                ingress,
+                                now,
+                            )
                         } else {
                             let mut looked = None;
                             match self.established4(fb, h, hint, &mut looked, ingress, now) {
@@ -850,9 +857,16 @@ impl Worker {
                                     fwd_in += matches!(v, Verdict::Forward { .. }) as u64;
                                     v
                                 }
-                                None => {
-                                    self.vip4_missed(fb, h, hints, looked, &mut s.staging, pos, ingress, now)
-                                }
+                                None => self.vip4_missed(
+                                    fb,
+                                    h,
+                                    (&s.hin, a, nin4),
+                                    looked,
+                                    &mut s.staging,
+                                    pos,
+                                    ingress,
+                                    now,
+                                ),
                             }
                         }
                     }
@@ -1257,6 +1271,20 @@ impl Worker {
         Some(self.open_conn(fb, ip, proto, svc, dest, ingress, now))
     }
 
+    /// Counts a new connection of service `svc` to `dest` (both, and the pipeline's total);
+    /// the real server's port for a packet to `vport` (a port-0 destination keeps it).
+    #[inline(always)]
+    fn count_new_conn(&self, svc: &VirtualService, dest: &Destination, vport: u16) -> u16 {
+        dest.state.stats.add_conn(&self.writer);
+        svc.stats.add_conn(&self.writer);
+        bump(&self.stats.new_conns);
+        if dest.config.port == 0 {
+            vport
+        } else {
+            dest.config.port
+        }
+    }
+
     /// The rest of [`new_conn_v4`](Self::new_conn_v4) once `dest` of service `svc` is
     /// chosen: counts, FULLNAT local address, insert, first state, rewrite.
     #[inline(always)]
@@ -1273,14 +1301,7 @@ impl Worker {
     ) -> Verdict {
         let flags = TcpFlags(ip.tcp_flags);
         let method = dest.config.method;
-        let dport = if dest.config.port == 0 {
-            ip.dport
-        } else {
-            dest.config.port
-        };
-        dest.state.stats.add_conn(&self.writer);
-        svc.stats.add_conn(&self.writer);
-        bump(&self.stats.new_conns);
+        let dport = self.count_new_conn(svc, dest, ip.dport);
         let local = if method == ForwardMethod::FullNat {
             match self.p.tables.lips.allocate(dest.config.addr) {
                 Some((a, p)) => Some(SocketAddr::new(a, p)),
@@ -1326,8 +1347,8 @@ impl Worker {
     }
 
     /// A burst's IPv4 frame to a VIP that [`established4`](Self::established4) handed back
-    /// (`looked`: what its lookup found, `hints` its prefetch hint and those of the chunk's
-    /// later frames to a VIP, `pos` its place in the chunk): a new connection is staged by [`new_conn4`](Self::new_conn4); everything
+    /// (`looked`: what its lookup found; `hints[at..end]` its prefetch hint and those of the
+    /// chunk's later frames to a VIP; `pos` its place in the chunk): a new connection is staged by [`new_conn4`](Self::new_conn4); everything
     /// else takes the general path, after the chunk's staged connections are committed (a
     /// later packet of a staged connection is looked up again then, and finds it).
     #[inline(never)]
@@ -1336,13 +1357,15 @@ impl Worker {
         &self,
         fb: &mut FrameBuf<'_>,
         h: &Fast4,
-        hints: &[LookupHint],
+        (hints, at, end): (&[LookupHint], usize, usize),
         looked: Option<ConnRef>,
         staging: &mut Staging,
         pos: usize,
         ingress: u16,
         now: Time,
     ) -> Verdict {
+        // This frame's hint and those of the chunk's later frames to a VIP.
+        let hints = hints.get(at..end.max(at + 1)).unwrap_or_default();
         let staged_here = looked.is_none() && !staging.items.is_empty() && staging.holds(&h.key_in4());
         if looked.is_none()
             && !staged_here
@@ -1409,14 +1432,7 @@ impl Worker {
             return Some(self.open_conn(fb, &mut h.info(), proto, svc, dest, ingress, now));
         };
         let method = dest.config.method;
-        let dport = if dest.config.port == 0 {
-            h.dport
-        } else {
-            dest.config.port
-        };
-        dest.state.stats.add_conn(&self.writer);
-        svc.stats.add_conn(&self.writer);
-        bump(&self.stats.new_conns);
+        let dport = self.count_new_conn(svc, dest, h.dport);
         let lips = &self.p.tables.lips;
         let local = if method == ForwardMethod::FullNat {
             match lips.allocate(dest.config.addr) {
@@ -1894,15 +1910,8 @@ impl Worker {
                 }
             }
         };
-        let dport = if dest.config.port == 0 {
-            ip.dport
-        } else {
-            dest.config.port
-        };
+        let dport = self.count_new_conn(svc, dest, ip.dport);
         let dest_addr = SocketAddr::new(dest.config.addr, dport);
-        dest.state.stats.add_conn(&self.writer);
-        svc.stats.add_conn(&self.writer);
-        bump(&self.stats.new_conns);
         // One-packet scheduling: no entry. FULLNAT needs an entry to bring replies back to
         // the client, so it keeps one even with --ops.
         if svc.config.one_packet && key.proto == Protocol::Udp && dest.config.method != ForwardMethod::FullNat

@@ -221,7 +221,7 @@ fn a_burst_gives_the_same_verdicts_and_frames_as_one_frame_at_a_time() {
 fn new_connections_staged_in_a_burst_end_as_one_frame_at_a_time() {
     use std::net::IpAddr;
     let cip = |i: u8| IpAddr::V4(std::net::Ipv4Addr::new(10, 77, 1, 20 + i));
-    let syn = |i: u8, sport: u16, dport: u16| {
+    let tcp = |i: u8, sport: u16, dport: u16, flags: u8, payload: &[u8]| {
         build(
             CLIENT_MAC,
             cip(i),
@@ -229,24 +229,13 @@ fn new_connections_staged_in_a_burst_end_as_one_frame_at_a_time() {
             L4::Tcp {
                 sport,
                 dport,
-                flags: SYN,
-                payload: b"",
+                flags,
+                payload,
             },
         )
     };
-    let ack = |i: u8, sport: u16, dport: u16| {
-        build(
-            CLIENT_MAC,
-            cip(i),
-            IpAddr::V4(VIP),
-            L4::Tcp {
-                sport,
-                dport,
-                flags: ACK,
-                payload: b"x",
-            },
-        )
-    };
+    let syn = |i: u8, sport: u16, dport: u16| tcp(i, sport, dport, SYN, b"");
+    let ack = |i: u8, sport: u16, dport: u16| tcp(i, sport, dport, ACK, b"x");
     let udp = |i: u8, sport: u16, dport: u16, p: &[u8]| {
         build(
             CLIENT_MAC,
