@@ -17,51 +17,54 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use lvs_benches::{flows, sched_dests};
 use lvs_core::dest::ConnClass;
-use lvs_core::sched::{self, SchedulerKind};
-use lvs_core::{SchedFlags, Time};
+use lvs_core::sched::{self, Scheduler, SchedulerKind};
+use lvs_core::{Destination, FlowKey, SchedFlags, Time};
 
 const FLOWS: usize = 4096;
 
-fn bench(c: &mut Criterion) {
-    let flows = flows(FLOWS, 7);
-    let now = Time::from_secs(1000);
-
-    let mut g = c.benchmark_group("sched");
-    for n in [8usize, 16, 1000] {
-        let dests = sched_dests(n, 42);
+/// Group `group`: for every scheduler kind and pool size in `ns` (destinations from `seed`),
+/// one bench whose iteration runs `op` on the next flow.
+fn each_kind(
+    c: &mut Criterion,
+    group: &str,
+    ns: &[usize],
+    seed: u64,
+    flows: &[FlowKey],
+    op: impl Fn(&dyn Scheduler, &[Destination], &FlowKey),
+) {
+    let mut g = c.benchmark_group(group);
+    for &n in ns {
+        let dests = sched_dests(n, seed);
         for kind in SchedulerKind::ALL {
             // Built just before its run: each build re-registers the load listeners.
             let s = sched::build(kind, &dests, SchedFlags::NONE, None);
             let mut i = 0usize;
             g.bench_function(format!("{}/{n}", kind.name()), |b| {
                 b.iter(|| {
-                    i = (i + 1) % FLOWS;
-                    black_box(s.schedule(&dests, &flows[i], now))
+                    i = (i + 1) % flows.len();
+                    op(&*s, &dests, &flows[i])
                 })
             });
         }
     }
     g.finish();
+}
 
-    let mut g = c.benchmark_group("sched_bind");
-    for n in [16usize, 1000] {
-        let dests = sched_dests(n, 43);
-        for kind in SchedulerKind::ALL {
-            let s = sched::build(kind, &dests, SchedFlags::NONE, None);
-            let mut i = 0usize;
-            g.bench_function(format!("{}/{n}", kind.name()), |b| {
-                b.iter(|| {
-                    i = (i + 1) % FLOWS;
-                    if let Some(p) = s.schedule(&dests, &flows[i], now) {
-                        let st = &dests[p].state;
-                        st.bind(ConnClass::Active);
-                        st.unbind(ConnClass::Active);
-                    }
-                })
-            });
+fn bench(c: &mut Criterion) {
+    let flows = flows(FLOWS, 7);
+    let now = Time::from_secs(1000);
+
+    each_kind(c, "sched", &[8, 16, 1000], 42, &flows, |s, dests, flow| {
+        black_box(s.schedule(dests, flow, now));
+    });
+    // A pick plus the counter updates (and index maintenance) of a connection's life.
+    each_kind(c, "sched_bind", &[16, 1000], 43, &flows, |s, dests, flow| {
+        if let Some(p) = s.schedule(dests, flow, now) {
+            let st = &dests[p].state;
+            st.bind(ConnClass::Active);
+            st.unbind(ConnClass::Active);
         }
-    }
-    g.finish();
+    });
 
     let mut g = c.benchmark_group("sched_burst");
     for n in [16usize, 1000] {

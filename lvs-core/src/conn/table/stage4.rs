@@ -648,30 +648,6 @@ mod tests {
         t.commit4_batch(staged, now, |_, r| assert!(r.is_ok()));
         assert_eq!(t.len(), 4);
     }
-}
-
-#[cfg(test)]
-mod reservation_tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::service::Protocol;
-
-    fn nc(i: u32, dest: &Arc<DestState>) -> NewConn4<'_> {
-        NewConn4 {
-            key: ConnKeyIn4 {
-                proto: Protocol::Tcp,
-                caddr: 0x0a00_0100 + i,
-                cport: 1000,
-                vaddr: 0xc0a8_0001,
-                vport: 80,
-            },
-            method: ForwardMethod::Masq,
-            dest_addr: (0xac10_0005, 8080),
-            local: (0, 0),
-            dest,
-        }
-    }
 
     #[test]
     fn a_reservation_holds_capacity_until_used_or_given_back() {
@@ -683,16 +659,34 @@ mod reservation_tests {
         t.reserve_burst(10, &mut r);
         assert_eq!(r.left(), 4);
         let a = t
-            .stage4(&nc(1, &d), TcpFlags::SYN, &LookupHint::NONE, &mut r, now)
+            .stage4(
+                &new_conn(1, ForwardMethod::Masq, Protocol::Tcp, &d).0,
+                TcpFlags::SYN,
+                &LookupHint::NONE,
+                &mut r,
+                now,
+            )
             .expect("reserved");
         let b = t
-            .stage4(&nc(2, &d), TcpFlags::SYN, &LookupHint::NONE, &mut r, now)
+            .stage4(
+                &new_conn(2, ForwardMethod::Masq, Protocol::Tcp, &d).0,
+                TcpFlags::SYN,
+                &LookupHint::NONE,
+                &mut r,
+                now,
+            )
             .expect("reserved");
         assert_eq!(r.left(), 2);
         // The other two units are held: an insert without them finds the table full.
         let mut none = Reservation::default();
         assert_eq!(
-            t.stage4(&nc(3, &d), TcpFlags::SYN, &LookupHint::NONE, &mut none, now),
+            t.stage4(
+                &new_conn(3, ForwardMethod::Masq, Protocol::Tcp, &d).0,
+                TcpFlags::SYN,
+                &LookupHint::NONE,
+                &mut none,
+                now
+            ),
             Err(TableFull)
         );
         t.unreserve(&mut r);
@@ -701,7 +695,13 @@ mod reservation_tests {
         assert_eq!(t.len(), 2, "only the used units stay counted");
         assert_eq!(t.counters().inserted, 2);
         let c = t
-            .stage4(&nc(3, &d), TcpFlags::SYN, &LookupHint::NONE, &mut none, now)
+            .stage4(
+                &new_conn(3, ForwardMethod::Masq, Protocol::Tcp, &d).0,
+                TcpFlags::SYN,
+                &LookupHint::NONE,
+                &mut none,
+                now,
+            )
             .expect("room again");
         t.commit4_batch([c], now, |_, r| assert!(r.is_ok()));
         assert_eq!(t.len(), 3);
