@@ -426,6 +426,11 @@ mod tests {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), p)
     }
 
+    /// `t.stage4` without a hint or a reservation.
+    fn stage(t: &ConnTable, nc: &NewConn4<'_>, flags: TcpFlags, now: Time) -> Result<Staged4, TableFull> {
+        t.stage4(nc, flags, &LookupHint::NONE, &mut Reservation::default(), now)
+    }
+
     /// The new connection number `i` of method `m` and protocol `p`, both ways.
     fn new_conn<'a>(
         i: u32,
@@ -560,30 +565,12 @@ mod tests {
         let mut staged = Vec::new();
         for i in 0..5 {
             let (nc4, _) = new_conn(i, ForwardMethod::Masq, Protocol::Tcp, &d);
-            staged.push(
-                t.stage4(
-                    &nc4,
-                    TcpFlags::SYN,
-                    &LookupHint::NONE,
-                    &mut Reservation::default(),
-                    now,
-                )
-                .expect("room"),
-            );
+            staged.push(stage(&t, &nc4, TcpFlags::SYN, now).expect("room"));
         }
         // The same key staged twice (two workers racing on one SYN): one entry survives and
         // both commits answer with it.
         let (dup, _) = new_conn(2, ForwardMethod::Masq, Protocol::Tcp, &d);
-        staged.push(
-            t.stage4(
-                &dup,
-                TcpFlags::SYN,
-                &LookupHint::NONE,
-                &mut Reservation::default(),
-                now,
-            )
-            .expect("room"),
-        );
+        staged.push(stage(&t, &dup, TcpFlags::SYN, now).expect("room"));
         assert_eq!(t.len(), 6);
         let mut got = Vec::new();
         t.commit4_batch(staged.iter().copied(), now, |i, r| {
@@ -621,28 +608,10 @@ mod tests {
         let mut staged = Vec::new();
         for i in 0..4 {
             let (nc4, _) = new_conn(i, ForwardMethod::Masq, Protocol::Udp, &d);
-            staged.push(
-                t.stage4(
-                    &nc4,
-                    TcpFlags(0),
-                    &LookupHint::NONE,
-                    &mut Reservation::default(),
-                    now,
-                )
-                .expect("room"),
-            );
+            staged.push(stage(&t, &nc4, TcpFlags(0), now).expect("room"));
         }
         let (nc4, _) = new_conn(9, ForwardMethod::Masq, Protocol::Udp, &d);
-        assert_eq!(
-            t.stage4(
-                &nc4,
-                TcpFlags(0),
-                &LookupHint::NONE,
-                &mut Reservation::default(),
-                now
-            ),
-            Err(TableFull)
-        );
+        assert_eq!(stage(&t, &nc4, TcpFlags(0), now), Err(TableFull));
         assert_eq!(t.counters().refused_full, 1);
         assert_eq!(d.inactive_conns() + d.active_conns(), 4);
         t.commit4_batch(staged, now, |_, r| assert!(r.is_ok()));
