@@ -627,6 +627,8 @@ struct Staging {
     filter: u64,
     /// Bit `i`: the connection of the chunk's frame `i` could not be committed.
     refused: u32,
+    /// Bit `i`: the connection of the chunk's frame `i` lost a duplicate race.
+    lost: u32,
     /// Something was inserted in this chunk other than through the staged list (the
     /// general path ran, or staged connections were committed before the chunk's end): the
     /// prefetch's [`LookupHint::absent`] answers no longer hold.
@@ -669,6 +671,7 @@ impl Scratch {
                 items: Vec::with_capacity(PREFETCH_BURST),
                 filter: 0,
                 refused: 0,
+                lost: 0,
                 void: false,
                 reserved: Reservation::default(),
                 reserved_tried: false,
@@ -843,7 +846,7 @@ impl Worker {
                             self.vip4_missed(
                                 fb,
                                 h,
-                                (&s.hin, a, nin4),
+                                (&s.hin, &s.fin, a, nin4),
                                 None,
                                 &mut s.staging,
                                 pos,
@@ -860,7 +863,7 @@ impl Worker {
                                 None => self.vip4_missed(
                                     fb,
                                     h,
-                                    (&s.hin, a, nin4),
+                                    (&s.hin, &s.fin, a, nin4),
                                     looked,
                                     &mut s.staging,
                                     pos,
@@ -906,9 +909,10 @@ impl Worker {
             if s.staging.reserved.left() != 0 {
                 self.p.tables.conns.unreserve(&mut s.staging.reserved);
             }
-            if s.staging.refused != 0 {
+            if s.staging.refused | s.staging.lost != 0 {
                 let refused = std::mem::take(&mut s.staging.refused);
-                self.refuse_uncommitted(&mut verdicts[start..start + m], refused);
+                let lost = std::mem::take(&mut s.staging.lost);
+                self.refuse_uncommitted(&mut verdicts[start..start + m], refused, lost);
             }
             for (c, k) in [
                 (&self.stats.forwarded_in, fwd_in),
@@ -1347,8 +1351,9 @@ impl Worker {
     }
 
     /// A burst's IPv4 frame to a VIP that [`established4`](Self::established4) handed back
-    /// (`looked`: what its lookup found; `hints[at..end]` its prefetch hint and those of the
-    /// chunk's later frames to a VIP; `pos` its place in the chunk): a new connection is staged by [`new_conn4`](Self::new_conn4); everything
+    /// (`looked`: what its lookup found; `hints[at..end]` and `heads[at..end]` its prefetch
+    /// hint and headers and those of the chunk's later frames to a VIP; `pos` its place in
+    /// the chunk): a new connection is staged by [`new_conn4`](Self::new_conn4); everything
     /// else takes the general path, after the chunk's staged connections are committed (a
     /// later packet of a staged connection is looked up again then, and finds it).
     #[inline(never)]
@@ -1357,7 +1362,7 @@ impl Worker {
         &self,
         fb: &mut FrameBuf<'_>,
         h: &Fast4,
-        (hints, at, end): (&[LookupHint], usize, usize),
+        (hints, heads, at, end): (&[LookupHint], &[Fast4], usize, usize),
         looked: Option<ConnRef>,
         staging: &mut Staging,
         pos: usize,
@@ -1365,11 +1370,13 @@ impl Worker {
         now: Time,
     ) -> Verdict {
         // This frame's hint and those of the chunk's later frames to a VIP.
-        let hints = hints.get(at..end.max(at + 1)).unwrap_or_default();
+        let later = at..end.max(at + 1);
+        let hints = hints.get(later.clone()).unwrap_or_default();
+        let heads = heads.get(later).unwrap_or_default();
         let staged_here = looked.is_none() && !staging.items.is_empty() && staging.holds(&h.key_in4());
         if looked.is_none()
             && !staged_here
-            && let Some(v) = self.new_conn4(fb, h, hints, staging, pos, ingress, now)
+            && let Some(v) = self.new_conn4(fb, h, (hints, heads), staging, pos, ingress, now)
         {
             return v;
         }
@@ -1381,8 +1388,8 @@ impl Worker {
     }
 
     /// [`new_conn_v4`](Self::new_conn_v4) for a burst's frame that [`xlate::parse_fast4`]
-    /// read as `h` and whose lookup missed (`hints`: its prefetch hint, then those of the
-    /// chunk's later frames to a VIP): the same decisions
+    /// read as `h` and whose lookup missed (`hints`, `heads`: its prefetch hint and headers,
+    /// then those of the chunk's later frames to a VIP): the same decisions
     /// and counts, but the connection is only staged ([`ConnTable::stage4`]) and the frame
     /// rewritten from it; [`commit_staged`](Self::commit_staged) makes it findable and
     /// applies the frame's flags to its state before anything could look for it (before a
@@ -1395,7 +1402,7 @@ impl Worker {
         &self,
         fb: &mut FrameBuf<'_>,
         h: &Fast4,
-        hints: &[LookupHint],
+        (hints, heads): (&[LookupHint], &[Fast4]),
         staging: &mut Staging,
         pos: usize,
         ingress: u16,
@@ -1457,9 +1464,16 @@ impl Worker {
         let conns = &self.p.tables.conns;
         if staging.reserved.left() == 0 && !staging.reserved_tried {
             // One step for the capacity of the chunk's new connections: this one and the
-            // later frames whose key the prefetch found absent.
+            // later frames that may open one (a SYN, a datagram) whose key the prefetch
+            // found absent. What is left goes back before the general path or at the end.
             staging.reserved_tried = true;
-            let n = hints.iter().skip(1).filter(|x| x.absent()).count() as u32 + 1;
+            let n = hints
+                .iter()
+                .zip(heads)
+                .skip(1)
+                .filter(|(x, f)| x.absent() && f.may_open())
+                .count() as u32
+                + 1;
             conns.reserve_burst(n, &mut staging.reserved);
         }
         let hint = hints.first().unwrap_or(&LookupHint::NONE);
@@ -1511,6 +1525,10 @@ impl Worker {
     fn leave_fast(&self, staging: &mut Staging, now: Time) {
         staging.void = true;
         self.commit_staged(staging, now);
+        if staging.reserved.left() != 0 {
+            // The general path takes its own capacity: none held back from it.
+            self.p.tables.conns.unreserve(&mut staging.reserved);
+        }
     }
 
     /// [`commit_staged`](Self::commit_staged) with something to commit.
@@ -1518,34 +1536,47 @@ impl Worker {
     fn commit_staged_all(&self, staging: &mut Staging, now: Time) {
         staging.filter = 0;
         let items = &staging.items;
-        let mut refused = 0u32;
+        let (mut refused, mut lost) = (0u32, 0u32);
         self.p
             .tables
             .conns
             .commit4_batch(items.iter().map(|x| x.conn), now, |i, r| {
-                if r.is_err()
-                    && let Some(x) = items.get(i)
-                {
-                    refused |= 1 << (x.pos as u32 % 32);
+                let Some(x) = items.get(i) else { return };
+                let bit = 1 << (x.pos as u32 % 32);
+                match r {
+                    // An index full.
+                    Err(_) => refused |= bit,
+                    // Another worker's entry of the same key won the duplicate race: the
+                    // frame, rewritten for this one, must not leave.
+                    Ok(c) if !x.conn.is(&c) => lost |= bit,
+                    Ok(_) => {}
                 }
             });
         staging.items.clear();
         staging.refused |= refused;
+        staging.lost |= lost;
     }
 
     /// After a chunk: the frames whose staged connection could not be committed (an index
-    /// full, which the table's capacity bound prevents) are dropped as `table_full` instead
-    /// of forwarded.
+    /// full, which the table's capacity bound prevents) or lost a duplicate race with the
+    /// same connection opened at the same moment by another worker (the frame followed the
+    /// loser; the client's retransmission finds the survivor) are dropped instead of
+    /// forwarded, as `table_full` and `no_connection`. Only forwarded frames are taken
+    /// back (a held one is already queued); the connection's counts stay, as the kernel's
+    /// do for a connection that existed.
     #[cold]
     #[inline(never)]
-    fn refuse_uncommitted(&self, verdicts: &mut [Verdict], refused: u32) {
+    fn refuse_uncommitted(&self, verdicts: &mut [Verdict], refused: u32, lost: u32) {
         for (i, v) in verdicts.iter_mut().enumerate().take(32) {
-            if refused & (1 << i) != 0 {
-                if matches!(v, Verdict::Forward { .. }) {
-                    let f = &self.stats.forwarded_in;
-                    f.store(f.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
-                }
-                *v = self.count(Verdict::Drop(DropReason::TableFull));
+            if (refused | lost) & (1 << i) != 0 && matches!(v, Verdict::Forward { .. }) {
+                let f = &self.stats.forwarded_in;
+                f.store(f.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+                let why = if lost & (1 << i) != 0 {
+                    DropReason::NoConnection
+                } else {
+                    DropReason::TableFull
+                };
+                *v = self.count(Verdict::Drop(why));
             }
         }
     }

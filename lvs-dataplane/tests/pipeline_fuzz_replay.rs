@@ -312,3 +312,60 @@ fn new_connections_staged_in_a_burst_end_as_one_frame_at_a_time() {
 fn cip6() -> std::net::IpAddr {
     cip(true)
 }
+
+/// Near a full table, the capacity a burst takes ahead for its new connections is not held
+/// back from the same burst's general path: a staged SYN followed by a SYN to the persistent
+/// fwmark service (template and connection, two units) with room for three ends as frame by
+/// frame. (Found in review: the reservation used to stay until the chunk's end.)
+#[test]
+fn a_bursts_reserved_capacity_does_not_starve_its_own_general_path() {
+    use std::net::{IpAddr, Ipv4Addr};
+    const ROOM: usize = 3;
+    let fill = |lab: &mut FuzzLab| {
+        let mut i = 0u32;
+        while lab.conns.capacity() - lab.conns.len() > ROOM {
+            let src = IpAddr::V4(Ipv4Addr::new(10, 77, 1, 100 + (i / 60000) as u8));
+            let f = build(
+                CLIENT_MAC,
+                src,
+                IpAddr::V4(VIP),
+                L4::Udp {
+                    sport: 1024 + (i % 60000) as u16,
+                    dport: 80,
+                    payload: b"f",
+                },
+            );
+            assert!(matches!(lab.run(&f).0, Verdict::Forward { .. }));
+            i += 1;
+        }
+    };
+    let syn = |c: u8, sport: u16, dport: u16| {
+        build(
+            CLIENT_MAC,
+            IpAddr::V4(Ipv4Addr::new(10, 77, 1, c)),
+            IpAddr::V4(VIP),
+            L4::Tcp {
+                sport,
+                dport,
+                flags: SYN,
+                payload: b"",
+            },
+        )
+    };
+    let frames = vec![syn(30, 5555, 80), syn(31, 5556, 8001)];
+    let (mut one, mut burst) = (FuzzLab::new(), FuzzLab::new());
+    fill(&mut one);
+    fill(&mut burst);
+    let got = burst.run_burst(&frames);
+    let want: Vec<_> = frames.iter().map(|f| one.run(f)).collect();
+    assert!(
+        want.iter().all(|w| matches!(w.0, Verdict::Forward { .. })),
+        "{want:?}"
+    );
+    assert_eq!(got, want);
+    assert_eq!(
+        burst.conns.counters().reclaimed_synrecv,
+        one.conns.counters().reclaimed_synrecv
+    );
+    assert_eq!(burst.conns.len(), one.conns.len(), "no unit left reserved");
+}

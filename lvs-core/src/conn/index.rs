@@ -338,7 +338,8 @@ impl Index {
     #[inline]
     fn take(slots: &[AtomicU32], v: u32) -> bool {
         for s in slots {
-            if s.load(Ordering::Relaxed) == v
+            // SeqCst (a plain load on x86-64): see `seqlock::retire`.
+            if s.load(Ordering::SeqCst) == v
                 && s.compare_exchange(v, 0, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
             {

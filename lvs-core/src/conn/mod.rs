@@ -94,7 +94,8 @@
 //!   writes the entry with its first packet's state already applied (a SYN: NONE →
 //!   SYN_RECV, as `on_packet` would), accounts it in its destination at once (the
 //!   scheduler's next pick sees it, exactly as after `insert`) and asks for the
-//!   server-side bucket's line; `commit4_batch`, once per burst, publishes the staged
+//!   server-side bucket's line; `commit4_batch`, once per burst chunk (earlier when a
+//!   frame of the chunk leaves the fast path), publishes the staged
 //!   entries, files them in both indexes, settles duplicate races and puts them on the
 //!   housekeeper's list with one exchange. Until its commit a staged connection is found by
 //!   nobody: the pipeline commits before any frame that could belong to one is looked up (a

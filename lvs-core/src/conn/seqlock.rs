@@ -72,10 +72,13 @@ pub(crate) fn read_end(ctl: &AtomicU64, g1: u64) -> bool {
 /// changed (retry with it), or `Err` with a dead or other-generation word (give up).
 #[inline]
 pub(crate) fn retire(ctl: &AtomicU64, cur: u64) -> Result<u64, u64> {
+    // SeqCst (the same instruction as AcqRel on x86-64): an insert that published the
+    // entry checks, after its index CASes, whether it was killed meanwhile; with the
+    // killer's SeqCst index loads one of the two sides sees the other.
     ctl.compare_exchange_weak(
         cur,
         cur.wrapping_add(GEN_ONE),
-        Ordering::AcqRel,
+        Ordering::SeqCst,
         Ordering::Acquire,
     )
 }

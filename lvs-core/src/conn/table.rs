@@ -841,7 +841,9 @@ impl ConnTable {
         }
     }
 
-    /// Live entries (connections + templates).
+    /// Live entries (connections + templates), counting the capacity that inserts under way
+    /// hold (a staged connection not yet committed, a burst's unused
+    /// [`Reservation`](super::Reservation) units).
     pub fn len(&self) -> usize {
         self.live.load(Ordering::Relaxed) as usize
     }

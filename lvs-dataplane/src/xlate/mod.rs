@@ -199,6 +199,13 @@ impl Fast4 {
         FAST_L3 + self.total as usize
     }
 
+    /// True if the packet may open a connection: a UDP datagram, or a TCP segment with SYN
+    /// and without RST.
+    #[inline(always)]
+    pub fn may_open(&self) -> bool {
+        self.proto != ip_proto::TCP || self.tcp_flags & (tcp::flags::SYN | tcp::flags::RST) == tcp::flags::SYN
+    }
+
     /// Length of the IP packet.
     #[inline(always)]
     pub fn ip_len(&self) -> usize {

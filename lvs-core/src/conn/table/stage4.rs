@@ -63,6 +63,13 @@ impl Staged4 {
         self.conn
     }
 
+    /// True if `c` is this connection (the same slot and generation): what
+    /// [`ConnTable::commit4`] answers unless another entry of the key won a duplicate race.
+    #[inline(always)]
+    pub fn is(&self, c: &Conn4) -> bool {
+        c.idx() == self.conn.idx() && gen_of(c.ctl()) == gen_of(self.conn.ctl())
+    }
+
     /// True if this is the connection of client-side key `k` (a later packet of the same
     /// flow must not be looked up before this is committed).
     #[inline(always)]
@@ -85,6 +92,15 @@ impl Reservation {
     /// Units not used yet.
     pub fn left(&self) -> u32 {
         self.left
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // Units dropped unused would stay counted as live entries for good.
+        if !std::thread::panicking() {
+            debug_assert_eq!(self.left, 0, "a reservation dropped without `unreserve`");
+        }
     }
 }
 
@@ -252,6 +268,17 @@ impl ConnTable {
         if !(ok_in && ok_out) {
             return Err(self.insert_failed(idx, gen_of(ctl), now));
         }
+        // Killed between the publish and the index inserts (a full table's SYN_RECV reclaim,
+        // a duplicate settle)? Its killer found nothing to unlink, so this side does: the
+        // slot cannot be recycled before it reaches the pending list, after this. (The index
+        // CASes and this load are SeqCst, as are the killer's retire and its index loads:
+        // one of the two sides sees the other.)
+        if gen_of(self.narrow[idx as usize].ctl.load(Ordering::SeqCst)) != gen_of(ctl) {
+            self.in_ix.remove(s.hin, idx);
+            if ctl & HAS_OUT != 0 {
+                self.out_ix.remove(s.hout, idx);
+            }
+        }
         Ok(())
     }
 
@@ -336,6 +363,11 @@ impl ConnTable {
             | (nc.dest_addr.1 as u64) << 32
             | (lport as u64) << 48;
         let f = self.fresh4(kind, nc.dest, cv, dl, ports, hint.hash_if_known(), None);
+        debug_assert_eq!(
+            f.hin,
+            hash4(self.seed, cv, ports & 0xffff_ffff | (f.fields & KEY_MASK)),
+            "hint of another key"
+        );
         let mut s = self.write4(&f, &mut reserved.left, now)?;
         s.later = later;
         if let Some(pf) = self.prefetcher() {
