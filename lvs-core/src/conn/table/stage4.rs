@@ -260,9 +260,15 @@ impl ConnTable {
     /// still goes on the pending list either way (the caller's part).
     #[inline(always)]
     fn link4(&self, s: &Staged4, now: Time) -> Result<(), TableFull> {
+        publish(&self.narrow[s.conn.idx() as usize].ctl, s.conn.ctl());
+        self.index4(s, now)
+    }
+
+    /// The index half of [`link4`](Self::link4), once the entry is published.
+    #[inline(always)]
+    fn index4(&self, s: &Staged4, now: Time) -> Result<(), TableFull> {
         let idx = s.conn.idx();
         let ctl = s.conn.ctl();
-        publish(&self.narrow[idx as usize].ctl, ctl);
         let ok_in = self.in_ix.insert(s.hin, idx);
         let ok_out = ctl & HAS_OUT == 0 || self.out_ix.insert(s.hout, idx);
         if !(ok_in && ok_out) {
@@ -707,5 +713,32 @@ mod tests {
         t.commit4_batch([c], now, |_, r| assert!(r.is_ok()));
         assert_eq!(t.len(), 3);
         assert_eq!(d.inactive_conns(), 3);
+    }
+
+    #[test]
+    fn an_entry_killed_between_its_publish_and_its_index_inserts_leaves_no_index_slot() {
+        // The interleaving a full table's SYN_RECV reclaim can produce: the entry is
+        // published (in SYN_RECV), killed before its index inserts (its killer unlinks
+        // nothing), then the inserting side files it. That side must take it out again.
+        let t = ConnTable::with_capacity(64);
+        let d = Arc::new(DestState::new(0, 0));
+        let now = Time::from_millis(1000);
+        let (nc4, _) = new_conn(7, ForwardMethod::Masq, Protocol::Tcp, &d);
+        let s = stage(&t, &nc4, TcpFlags::SYN, now).expect("room");
+        let (idx, ctl) = (s.conn.idx(), s.conn.ctl());
+        publish(&t.narrow[idx as usize].ctl, ctl);
+        assert!(t.kill(idx, gen_of(ctl), Some(now)), "the reclaim's kill");
+        t.handoff(idx);
+        t.index4(&s, now).expect("room in the indexes");
+        let names =
+            |ix: &crate::conn::index::Index, h: u64| ix.find(h, |j| (j == idx).then_some(())).is_some();
+        assert!(!names(&t.in_ix, s.hin), "client-side index slot left");
+        assert!(!names(&t.out_ix, s.hout), "server-side index slot left");
+        assert_eq!(t.lookup_in4(&nc4.key, &LookupHint::NONE), None);
+        // The slot still comes back through the housekeeper.
+        t.pending.push(idx, &t.narrow[idx as usize].gc_next);
+        t.expire(now, usize::MAX);
+        assert_eq!(t.len(), 0);
+        assert_eq!(d.inactive_conns(), 0);
     }
 }
