@@ -52,6 +52,30 @@ fn frame(v6: bool, tcp: bool, s: [u8; 16], d: [u8; 16], sp: u16, dp: u16, payloa
     out
 }
 
+/// An IPv4 [`frame`] with TTL `ttl` (header checksum fixed) and, for UDP with
+/// `no_udp_csum`, no UDP checksum.
+#[allow(clippy::too_many_arguments)]
+fn frame4_ttl(
+    tcp: bool,
+    s: [u8; 16],
+    d: [u8; 16],
+    sp: u16,
+    dp: u16,
+    payload: &[u8],
+    ttl: u8,
+    no_udp_csum: bool,
+) -> Vec<u8> {
+    let mut f = frame(false, tcp, s, d, sp, dp, payload);
+    f[14 + 8] = ttl;
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = crate::wire::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    if !tcp && no_udp_csum {
+        f[34 + 6..34 + 8].copy_from_slice(&[0, 0]);
+    }
+    f
+}
+
 fn addr(v6: bool, b: [u8; 16]) -> IpAddr {
     if v6 {
         IpAddr::V6(Ipv6Addr::from(b))
@@ -129,14 +153,7 @@ proptest! {
         payload in proptest::collection::vec(any::<u8>(), 0..32),
         which in 0u8..4, same_addr in any::<bool>(), no_udp_csum in any::<bool>(), ttl in 2u8..,
     ) {
-        let mut f = frame(false, tcp, s, d, sp, dp, &payload);
-        f[14 + 8] = ttl;
-        f[24..26].copy_from_slice(&[0, 0]);
-        let c = crate::wire::checksum::checksum(&f[14..34]);
-        f[24..26].copy_from_slice(&c.to_be_bytes());
-        if !tcp && no_udp_csum {
-            f[34 + 6..34 + 8].copy_from_slice(&[0, 0]);
-        }
+        let mut f = frame4_ttl(tcp, s, d, sp, dp, &payload, ttl, no_udp_csum);
         let (n, m) = if same_addr { (d, s) } else { (n, m) };
         let src = (which & 1 != 0).then(|| (Ipv4Addr::new(m[0], m[1], m[2], m[3]), mp));
         let dst = (which & 2 != 0).then(|| (Ipv4Addr::new(n[0], n[1], n[2], n[3]), np));
@@ -168,14 +185,7 @@ proptest! {
         which in 0u8..4, same_addr in any::<bool>(), same_port in any::<bool>(),
         no_udp_csum in any::<bool>(), ttl in any::<u8>(),
     ) {
-        let mut f = frame(false, tcp, s, d, sp, dp, &payload);
-        f[14 + 8] = ttl;
-        f[24..26].copy_from_slice(&[0, 0]);
-        let c = crate::wire::checksum::checksum(&f[14..34]);
-        f[24..26].copy_from_slice(&c.to_be_bytes());
-        if !tcp && no_udp_csum {
-            f[34 + 6..34 + 8].copy_from_slice(&[0, 0]);
-        }
+        let mut f = frame4_ttl(tcp, s, d, sp, dp, &payload, ttl, no_udp_csum);
         let (n, m) = if same_addr { (d, s) } else { (n, m) };
         let (np, mp) = if same_port { (dp, sp) } else { (np, mp) };
         let src = (which & 1 != 0).then(|| (Ipv4Addr::new(m[0], m[1], m[2], m[3]), mp));

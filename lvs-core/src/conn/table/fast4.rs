@@ -310,16 +310,7 @@ impl ConnTable {
             return None;
         }
         let dl = e.dl.load(Ordering::Relaxed);
-        if !read_end(&e.ctl, g1) {
-            return None;
-        }
-        Some(Conn4 {
-            idx,
-            ctl: g1,
-            cv,
-            dl,
-            ports,
-        })
+        read_end(&e.ctl, g1).then(|| Conn4::from_words(idx, g1, cv, dl, ports))
     }
 
     /// [`lookup_out_hinted`](Self::lookup_out_hinted) of an IPv4 key (`hint` from
@@ -382,16 +373,7 @@ impl ConnTable {
         {
             return None;
         }
-        if !read_end(&e.ctl, g1) {
-            return None;
-        }
-        Some(Conn4 {
-            idx,
-            ctl: g1,
-            cv,
-            dl,
-            ports,
-        })
+        read_end(&e.ctl, g1).then(|| Conn4::from_words(idx, g1, cv, dl, ports))
     }
 
     /// [`on_packet`](Self::on_packet) for a connection found by [`lookup_in4`](Self::lookup_in4)
