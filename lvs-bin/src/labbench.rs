@@ -9,7 +9,10 @@
 //!   own `lvs run` arguments after a `:` (`lvs-afxdp:--poll-spin-us=0:--xdp-mode=generic`),
 //!   so tunings are compared in one invocation, round after round;
 //! - `lvs-afpacket-v3`: `lvs-afpacket` on the TPACKET_V3 receive ring
-//!   (`--afpacket-ring=v3`; the plain variant runs the default V2 ring).
+//!   (`--afpacket-ring=v3`; the plain variant runs the default V2 ring);
+//! - `afxdp-floor`: `lvs xdp-floor`, a stateless NAT forwarder on lvs's XDP program, AF_XDP
+//!   sockets and worker loop with none of lvs's logic ([`crate::floor`]): what the AF_XDP path
+//!   itself costs, the best any userspace balancer on it could do. Not in the default list.
 //!
 //! Run (root, release build): `cargo build --release -p lvs-bin && sudo target/release/lvs
 //! labbench --seconds 3`. Every run is bounded in time; the lab is removed afterwards.
@@ -98,6 +101,8 @@ pub struct BenchRow {
     pub cpu_per_conn_us: f64,
     /// CPU time the whole machine spent per datagram received during the UDP phase, in µs.
     pub cpu_per_pkt_us: f64,
+    /// Every round's (conn/s, pps), in round order (the fields above keep the best).
+    pub rounds: Vec<(f64, f64)>,
 }
 
 /// Busy and total time of all CPUs together, in ticks, from the first line of `/proc/stat`.
@@ -309,6 +314,55 @@ pub fn run_variant(
             }
             vec![vip.clone()]
         }
+        "afxdp-floor" => {
+            // lvs's AF_XDP path with none of lvs's logic (`lvs xdp-floor`): what the path
+            // itself costs. It answers no ARP: the client gets the VIP's neighbour entry.
+            let mac_of = |ns: &str| -> io::Result<String> {
+                Ok(stdout_of(&lab, ns, &["cat", "/sys/class/net/eth0/address"])?
+                    .trim()
+                    .to_string())
+            };
+            let director_mac = mac_of(&director)?;
+            lab.exec(
+                &client,
+                &[
+                    "ip",
+                    "neigh",
+                    "replace",
+                    &vip,
+                    "lladdr",
+                    &director_mac,
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "permanent",
+                ],
+            )?;
+            let mut args: Vec<String> = ["xdp-floor", "--iface", "eth0", "--vip", &vip]
+                .into_iter()
+                .map(String::from)
+                .collect();
+            args.extend(["--workers".into(), o.workers.to_string()]);
+            for port in [TCP_PORT, UDP_PORT] {
+                args.extend(["--port".into(), port.to_string()]);
+            }
+            for (ns, ip) in lab.servers.clone().iter().zip(&rs) {
+                args.extend(["--server".into(), format!("{ip}={}", mac_of(ns)?)]);
+            }
+            let log = scratch.join(format!("{variant}.log"));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            lvs_pid = Some(lab.spawn_logged(&director, exe, &args, &log)?);
+            // Up once the program is attached (bounded).
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !stdout_of(&lab, &director, &["ip", "link", "show", "dev", "eth0"])?.contains("xdp") {
+                if Instant::now() >= deadline {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    return Err(io::Error::other(format!("xdp-floor did not come up: {text}")));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            vec![vip.clone()]
+        }
         other => return Err(io::Error::other(format!("unknown variant {other:?}"))),
     };
     let tcp_targets: Vec<String> = targets.iter().map(|t| format!("{t}:{TCP_PORT}")).collect();
@@ -396,6 +450,7 @@ pub fn run_variant(
         rcvbuf_lost,
         director_drops,
         tcp_queue_spread,
+        rounds: Vec::new(),
     })
 }
 
@@ -481,7 +536,7 @@ pub fn run(o: &BenchOpts) -> io::Result<Vec<BenchRow>> {
     for round in 0..o.repeat.clamp(1, 20) {
         for v in &o.variants {
             eprintln!("labbench: round {} {v} ...", round + 1);
-            let r = match run_variant(&exe, v, o, &scratch) {
+            let mut r = match run_variant(&exe, v, o, &scratch) {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&scratch);
@@ -512,9 +567,11 @@ pub fn run(o: &BenchOpts) -> io::Result<Vec<BenchRow>> {
                     r.tcp_queue_spread
                 );
             }
+            r.rounds = vec![(r.conn_rate, r.pps)];
             match rows.iter_mut().find(|b| b.variant == *v) {
                 None => rows.push(r),
                 Some(best) => {
+                    best.rounds.push((r.conn_rate, r.pps));
                     // Best of the rounds, per measure.
                     if r.conn_rate > best.conn_rate {
                         best.conn_rate = r.conn_rate;
@@ -577,7 +634,10 @@ pub fn table(rows: &[BenchRow], o: &BenchOpts) -> String {
     }
     s.push_str("(µs/conn, µs/pkt: busy CPU time of the whole machine per completed connection / received datagram)\n");
     let find = |n: &str| rows.iter().find(|r| r.variant == n);
-    for lvs in rows.iter().filter(|r| r.variant.starts_with("lvs-")) {
+    for lvs in rows
+        .iter()
+        .filter(|r| r.variant != "nft" && r.variant != "routing")
+    {
         for peer in ["nft", "routing"] {
             if let Some(p) = find(peer) {
                 let cost = |a: f64, b: f64| {
@@ -595,10 +655,42 @@ pub fn table(rows: &[BenchRow], o: &BenchOpts) -> String {
                     cost(lvs.cpu_per_conn_us, p.cpu_per_conn_us),
                     cost(lvs.cpu_per_pkt_us, p.cpu_per_pkt_us)
                 ));
+                if let Some(line) = paired_ratios(lvs, p) {
+                    s.push_str(&line);
+                }
             }
         }
     }
     s
+}
+
+/// The per-round ratios of `lvs` to `peer` (each round runs the variants back to back, so a
+/// slow phase of the shared machine hits both): "median (lowest–highest)" of conn/s and of
+/// pps, or None with fewer than two rounds.
+fn paired_ratios(lvs: &BenchRow, peer: &BenchRow) -> Option<String> {
+    let n = lvs.rounds.len().min(peer.rounds.len());
+    if n < 2 {
+        return None;
+    }
+    let summary = |pick: fn(&(f64, f64)) -> f64| {
+        let mut r: Vec<f64> = lvs.rounds[..n]
+            .iter()
+            .zip(&peer.rounds[..n])
+            .map(|(a, b)| pick(a) / pick(b).max(1e-9))
+            .collect();
+        r.sort_by(f64::total_cmp);
+        let median = if n % 2 == 1 {
+            r[n / 2]
+        } else {
+            (r[n / 2 - 1] + r[n / 2]) / 2.0
+        };
+        format!("{median:.2} ({:.2}–{:.2})", r[0], r[n - 1])
+    };
+    Some(format!(
+        "  round by round, median (lowest–highest) of {n}: conn/s {}  pps {}\n",
+        summary(|r| r.0),
+        summary(|r| r.1)
+    ))
 }
 
 #[cfg(test)]
@@ -667,6 +759,12 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("nft/routing"), "{t}");
+        // The AF_XDP floor is compared like an lvs variant.
+        let rows = [
+            row("nft", 10000.0, 100000.0),
+            row("afxdp-floor", 9000.0, 200000.0),
+        ];
+        assert!(table(&rows, &o).contains("afxdp-floor/nft: conn/s 0.90  pps 2.00"));
     }
 
     #[test]
@@ -686,6 +784,30 @@ mod tests {
                 .any(|l| l.starts_with("lvs-afxdp ") && l.contains(" 100.0 ") && l.contains(" 8.00 ")),
             "{t}"
         );
+    }
+
+    #[test]
+    fn ratios_are_also_given_round_by_round_as_a_median_and_range() {
+        let o = opts();
+        let mut nft = row("nft", 11000.0, 100000.0);
+        nft.rounds = vec![(10000.0, 100000.0), (11000.0, 90000.0), (8000.0, 100000.0)];
+        let mut lvs = row("lvs-afxdp", 9000.0, 150000.0);
+        lvs.rounds = vec![(9000.0, 150000.0), (8800.0, 135000.0), (8000.0, 120000.0)];
+        let t = table(&[nft.clone(), lvs.clone()], &o);
+        // conn/s ratios 0.90, 0.80, 1.00; pps ratios 1.50, 1.50, 1.20.
+        assert!(
+            t.contains("  round by round, median (lowest–highest) of 3: conn/s 0.90 (0.80–1.00)  pps 1.50 (1.20–1.50)\n"),
+            "{t}"
+        );
+        // Even counts take the mean of the middle two; a single round gives no such line.
+        nft.rounds.truncate(2);
+        lvs.rounds.truncate(2);
+        assert!(
+            table(&[nft.clone(), lvs.clone()], &o)
+                .contains("of 2: conn/s 0.85 (0.80–0.90)  pps 1.50 (1.50–1.50)")
+        );
+        nft.rounds.truncate(1);
+        assert!(!table(&[nft, lvs], &o).contains("round by round"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod control;
 pub mod daemon;
 pub mod decap;
 pub mod demo;
+pub mod floor;
 pub mod health;
 pub mod lab;
 pub mod labbench;

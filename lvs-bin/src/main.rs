@@ -169,6 +169,29 @@ enum Cmd {
         #[command(subcommand)]
         kind: LoadgenCmd,
     },
+    /// The lab benchmark's AF_XDP floor: a stateless NAT forwarder on lvs's XDP program and
+    /// sockets with none of lvs's logic (see `lvs_bin::floor`).
+    #[command(hide = true)]
+    XdpFloor {
+        /// Interface to serve.
+        #[arg(long)]
+        iface: String,
+        /// The virtual address.
+        #[arg(long)]
+        vip: std::net::Ipv4Addr,
+        /// A port of the VIP, TCP and UDP (repeatable).
+        #[arg(long = "port", required = true)]
+        ports: Vec<u16>,
+        /// A real server, `ADDR=MAC` (repeatable).
+        #[arg(long = "server", required = true, value_parser = parse_floor_server)]
+        servers: Vec<(std::net::Ipv4Addr, [u8; 6])>,
+        /// Workers (0: one per CPU).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// Microseconds a worker keeps polling after traffic before it sleeps.
+        #[arg(long, default_value_t = lvs_dataplane::worker::DEFAULT_SPIN_US)]
+        poll_spin_us: u64,
+    },
     /// Lab speed benchmark: new TCP connections/s and UDP packets/s through lvs NAT (both
     /// backends) next to kernel routing and nftables DNAT, in a namespace lab (root).
     #[command(hide = true)]
@@ -581,6 +604,42 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::XdpFloor {
+            iface,
+            vip,
+            ports,
+            servers,
+            workers,
+            poll_spin_us,
+        } => {
+            let workers = if workers == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                workers
+            };
+            let o = lvs_bin::floor::FloorOpts {
+                iface,
+                vip,
+                ports,
+                servers,
+                workers,
+                spin: Duration::from_micros(poll_spin_us),
+            };
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+                    eprintln!("lvs xdp-floor: signal: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            match lvs_bin::floor::run(&o, stop) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lvs xdp-floor: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Labbench {
             seconds,
             conns_parallel,
@@ -632,4 +691,17 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Parses `ADDR=MAC` (a real server of `lvs xdp-floor`).
+fn parse_floor_server(s: &str) -> Result<(std::net::Ipv4Addr, [u8; 6]), String> {
+    let (ip, mac) = s.split_once('=').ok_or("expected ADDR=MAC")?;
+    let ip = ip.parse().map_err(|_| format!("bad address {ip:?}"))?;
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("bad MAC {mac:?}"))?;
+    let mac: [u8; 6] = bytes.try_into().map_err(|_| format!("bad MAC {mac:?}"))?;
+    Ok((ip, mac))
 }
