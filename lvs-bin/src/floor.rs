@@ -87,6 +87,11 @@ impl Floor {
         if f[ETH] != 0x45 {
             return Verdict::Drop(DropReason::Unsupported);
         }
+        if u16::from_be_bytes([f[ETH + 6], f[ETH + 7]]) & 0x3fff != 0 {
+            // A fragment (more-fragments flag or an offset): its ports are not where a
+            // stateless forwarder looks.
+            return Verdict::Drop(DropReason::Fragment);
+        }
         let csum_at = match f[ETH + 9] {
             6 if f.len() >= L4 + 20 => L4 + 16,
             17 => L4 + 6,
@@ -363,5 +368,8 @@ mod tests {
             floor.handle(&mut opts_frame),
             Verdict::Drop(DropReason::Unsupported)
         );
+        let mut fragment = frame(true, other, (o.vip, 53), (CLIENT, DIRECTOR));
+        fragment[ETH + 6] = 0x20; // more fragments
+        assert_eq!(floor.handle(&mut fragment), Verdict::Drop(DropReason::Fragment));
     }
 }
