@@ -24,6 +24,7 @@ use lvs_dataplane::io::netlink;
 use lvs_dataplane::io::xdp_prog::{BalancerAddrs, XdpAction, XdpSteering};
 use lvs_dataplane::verdict::{DropReason, Verdict};
 use lvs_dataplane::wire::checksum::{update_u32, update_udp_u32};
+use lvs_dataplane::worker::{Backoff, LoopConfig};
 
 /// What the floor forwards.
 #[derive(Debug, Clone)]
@@ -201,28 +202,21 @@ pub fn run(o: &FloorOpts, stop: Arc<AtomicBool>) -> io::Result<()> {
     result
 }
 
-/// The worker loop: `lvs run`'s shape (bursts of 64, a spin window, then poll(2)).
+/// The worker loop: `lvs run`'s (bursts, then its adaptive wait), with the floor in place
+/// of the pipeline.
 fn forward(io: &mut AfXdpIo, floor: &mut Floor, stop: &AtomicBool, spin: Duration) -> io::Result<()> {
-    let (mut idle, mut last_rx) = (0u32, Instant::now());
+    let cfg = LoopConfig {
+        spin,
+        ..LoopConfig::default()
+    };
+    let mut backoff = Backoff::new();
     while !stop.load(Ordering::Relaxed) {
-        let n = io.poll_bursts(64, &mut |frames, _ingress, verdicts| {
+        let n = io.poll_bursts(cfg.burst, &mut |frames, _ingress, verdicts| {
             for (fb, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
                 *v = floor.handle(fb.frame_mut());
             }
         })?;
-        let t = Instant::now();
-        if n > 0 {
-            (idle, last_rx) = (0, t);
-            continue;
-        }
-        idle = idle.saturating_add(1);
-        if t.duration_since(last_rx) < spin {
-            for _ in 0..16 {
-                std::hint::spin_loop();
-            }
-        } else if idle >= 32 {
-            io.wait(Duration::from_millis(10))?;
-        }
+        backoff.after_poll(io, n, Instant::now(), &cfg)?;
     }
     Ok(())
 }

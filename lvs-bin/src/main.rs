@@ -697,11 +697,6 @@ fn main() -> ExitCode {
 fn parse_floor_server(s: &str) -> Result<(std::net::Ipv4Addr, [u8; 6]), String> {
     let (ip, mac) = s.split_once('=').ok_or("expected ADDR=MAC")?;
     let ip = ip.parse().map_err(|_| format!("bad address {ip:?}"))?;
-    let bytes: Vec<u8> = mac
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("bad MAC {mac:?}"))?;
-    let mac: [u8; 6] = bytes.try_into().map_err(|_| format!("bad MAC {mac:?}"))?;
+    let mac = lvs_dataplane::wire::ethernet::parse_mac(mac).ok_or_else(|| format!("bad MAC {mac:?}"))?;
     Ok((ip, mac))
 }

@@ -68,9 +68,8 @@ pub fn run(
     stop: &AtomicBool,
     cfg: LoopConfig,
 ) -> io::Result<()> {
-    let mut idle = 0u32;
+    let mut backoff = Backoff::new();
     let mut asked: HashMap<IpAddr, Instant> = HashMap::new();
-    let mut last_rx = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
         let now = Time::from_millis(t.duration_since(epoch).as_millis() as u64);
@@ -81,22 +80,59 @@ pub fn run(
         worker.release_held(now, &mut |egress, frame| {
             let _ = io.send_frame(egress, frame);
         });
-        if n > 0 {
-            idle = 0;
-            last_rx = t;
-            continue;
+        backoff.after_poll(io, n, t, &cfg)?;
+    }
+    Ok(())
+}
+
+/// The loop's adaptive wait between polls (see the module docs): nothing after a poll that
+/// received frames, spin-wait hints while the last frame is less than [`LoopConfig::spin`]
+/// old, then poll(2) once [`LoopConfig::idle_polls`] polls in a row found nothing. Also used
+/// by loops that drive a [`PacketIo`] without a [`Worker`] (the lab's AF_XDP floor).
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    idle: u32,
+    last_rx: Instant,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Backoff {
+    /// A backoff that counts the last frame as just received.
+    pub fn new() -> Backoff {
+        Backoff {
+            idle: 0,
+            last_rx: Instant::now(),
         }
-        idle = idle.saturating_add(1);
-        if t.duration_since(last_rx) < cfg.spin {
+    }
+
+    /// Waits as the loop should after a poll at `t` that received `n` frames.
+    pub fn after_poll(
+        &mut self,
+        io: &mut (impl PacketIo + ?Sized),
+        n: usize,
+        t: Instant,
+        cfg: &LoopConfig,
+    ) -> io::Result<()> {
+        if n > 0 {
+            (self.idle, self.last_rx) = (0, t);
+            return Ok(());
+        }
+        self.idle = self.idle.saturating_add(1);
+        if t.duration_since(self.last_rx) < cfg.spin {
             // Traffic a moment ago: more is likely on its way; look again shortly.
             for _ in 0..SPIN_PAUSES {
                 std::hint::spin_loop();
             }
-        } else if idle >= cfg.idle_polls {
+        } else if self.idle >= cfg.idle_polls {
             io.wait(cfg.idle_sleep)?;
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Sends a request for every unresolved next hop the pipeline queued, at most once per

@@ -16,6 +16,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::neigh::{MacAddr, NeighTable};
 use crate::route::{Route, RouteTable};
+use crate::wire::ethernet::parse_mac;
 
 /// A unicast route of the kernel's main table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,13 +249,7 @@ pub fn interface_info(name: &str) -> io::Result<InterfaceInfo> {
     };
     let ifindex = sysfs(name, "ifindex")?.parse().map_err(|_| bad("ifindex"))?;
     let mtu = sysfs(name, "mtu")?.parse().map_err(|_| bad("mtu"))?;
-    let mac_s = sysfs(name, "address")?;
-    let parts: Vec<u8> = mac_s
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad("address"))?;
-    let mac: MacAddr = parts.try_into().map_err(|_| bad("address"))?;
+    let mac = parse_mac(&sysfs(name, "address")?).ok_or_else(|| bad("address"))?;
     let rx_queues = std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
         .map(|d| {
             d.filter_map(Result::ok)

@@ -23,6 +23,21 @@ pub type MacAddr = [u8; 6];
 /// The broadcast MAC address.
 pub const BROADCAST: MacAddr = [0xff; 6];
 
+/// Parses a MAC address written as six colon-separated hex bytes (`02:00:5e:10:00:01`, as
+/// sysfs and `ip link` print it); None for anything else.
+pub fn parse_mac(s: &str) -> Option<MacAddr> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 /// Where the network layer starts, after zero, one or two VLAN tags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct L3 {
@@ -173,5 +188,29 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::HEADER_LEN..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mac_is_six_colon_separated_hex_bytes() {
+        assert_eq!(
+            parse_mac("02:00:5e:10:0a:FF"),
+            Some([2, 0, 0x5e, 0x10, 0x0a, 0xff])
+        );
+        assert_eq!(parse_mac("2:0:5e:10:a:ff"), Some([2, 0, 0x5e, 0x10, 0x0a, 0xff]));
+        for bad in [
+            "",
+            "02:00:5e:10:0a",
+            "02:00:5e:10:0a:ff:01",
+            "02:00:5e:10:0a:zz",
+            "02:00:5e:10::ff",
+            "002:00:5e:10:0a:ff",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad:?}");
+        }
     }
 }

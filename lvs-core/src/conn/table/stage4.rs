@@ -661,55 +661,27 @@ mod tests {
         let t = ConnTable::with_capacity(4);
         let d = Arc::new(DestState::new(0, 0));
         let now = Time::from_millis(1000);
+        // Stages connection `i` (a NAT TCP SYN) on capacity from `r`.
+        let stage_on = |i: u32, r: &mut Reservation| {
+            let (nc4, _) = new_conn(i, ForwardMethod::Masq, Protocol::Tcp, &d);
+            t.stage4(&nc4, TcpFlags::SYN, &LookupHint::NONE, r, now)
+        };
         let mut r = Reservation::default();
         // More than the table holds: what fits.
         t.reserve_burst(10, &mut r);
         assert_eq!(r.left(), 4);
-        let a = t
-            .stage4(
-                &new_conn(1, ForwardMethod::Masq, Protocol::Tcp, &d).0,
-                TcpFlags::SYN,
-                &LookupHint::NONE,
-                &mut r,
-                now,
-            )
-            .expect("reserved");
-        let b = t
-            .stage4(
-                &new_conn(2, ForwardMethod::Masq, Protocol::Tcp, &d).0,
-                TcpFlags::SYN,
-                &LookupHint::NONE,
-                &mut r,
-                now,
-            )
-            .expect("reserved");
+        let a = stage_on(1, &mut r).expect("reserved");
+        let b = stage_on(2, &mut r).expect("reserved");
         assert_eq!(r.left(), 2);
         // The other two units are held: an insert without them finds the table full.
         let mut none = Reservation::default();
-        assert_eq!(
-            t.stage4(
-                &new_conn(3, ForwardMethod::Masq, Protocol::Tcp, &d).0,
-                TcpFlags::SYN,
-                &LookupHint::NONE,
-                &mut none,
-                now
-            ),
-            Err(TableFull)
-        );
+        assert_eq!(stage_on(3, &mut none), Err(TableFull));
         t.unreserve(&mut r);
         assert_eq!(r.left(), 0);
         t.commit4_batch([a, b], now, |_, r| assert!(r.is_ok()));
         assert_eq!(t.len(), 2, "only the used units stay counted");
         assert_eq!(t.counters().inserted, 2);
-        let c = t
-            .stage4(
-                &new_conn(3, ForwardMethod::Masq, Protocol::Tcp, &d).0,
-                TcpFlags::SYN,
-                &LookupHint::NONE,
-                &mut none,
-                now,
-            )
-            .expect("room again");
+        let c = stage_on(3, &mut none).expect("room again");
         t.commit4_batch([c], now, |_, r| assert!(r.is_ok()));
         assert_eq!(t.len(), 3);
         assert_eq!(d.inactive_conns(), 3);
